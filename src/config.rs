@@ -1,0 +1,893 @@
+//! The TOML config file: raw serde structs (`deny_unknown_fields`) → validated
+//! [`Config`]. The rest of tether sees only the validated model.
+//!
+//! Every error names the file, line and column of the offending value:
+//! `config/demo.toml:12:14: unknown target group "apii"`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::rules::{
+    Action, Condition, FixedResponse, Forward, Pattern, Redirect, Rule, RuleSet, WeightedGroup,
+};
+use crate::target_group::{Algorithm, DEFAULT_CONNECT_TIMEOUT};
+
+/// ALB's default idle timeout.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+// === Errors ===
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// A value at a known place in the file.
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+/// Line and column (both from 1; column in characters) of a byte offset.
+fn line_column(source: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(source.len());
+    let before = &source[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// Collects the first validation error with its span.
+struct Ctx<'a> {
+    path: &'a str,
+    source: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err(&self, span: Range<usize>, message: impl fmt::Display) -> ConfigError {
+        let (line, column) = line_column(self.source, span.start);
+        ConfigError::Invalid {
+            path: self.path.to_string(),
+            line,
+            column,
+            message: message.to_string(),
+        }
+    }
+}
+
+// === Value types with their own parsing ===
+
+/// A human duration: "500ms", "30s", "5m", "1h", "1d".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(s.trim())
+            .map(HumanDuration)
+            .map_err(|_| {
+                de::Error::custom(format!(
+                    "invalid duration \"{s}\": write a number and a unit, like \"500ms\", \"30s\", \"5m\", \"1h\" or \"1d\""
+                ))
+            })
+    }
+}
+
+/// A network in CIDR notation; a bare address means that one address.
+#[derive(Debug, Clone, Copy)]
+struct Cidr(IpNet);
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if let Ok(net) = s.parse::<IpNet>() {
+            return Ok(Cidr(net.trunc()));
+        }
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Ok(Cidr(IpNet::from(ip)));
+        }
+        Err(de::Error::custom(format!(
+            "invalid CIDR \"{s}\": expected an address and prefix length, like \"10.0.0.0/8\" or \"::1/128\""
+        )))
+    }
+}
+
+/// A target address `IP:port`.
+#[derive(Debug, Clone, Copy)]
+struct TargetAddr(SocketAddr);
+
+impl<'de> Deserialize<'de> for TargetAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.parse::<SocketAddr>() {
+            Ok(a) if a.port() != 0 => Ok(TargetAddr(a)),
+            Ok(_) => Err(de::Error::custom(format!(
+                "invalid target \"{s}\": port must be 1-65535"
+            ))),
+            Err(_) => Err(de::Error::custom(format!(
+                "invalid target \"{s}\": expected IP:port, like \"10.0.1.12:3000\" or \"[::1]:3000\""
+            ))),
+        }
+    }
+}
+
+// === Raw file model ===
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    load_balancer: RawLoadBalancer,
+    #[serde(default)]
+    listener: Vec<RawListener>,
+    #[serde(default)]
+    target_group: BTreeMap<Spanned<String>, RawTargetGroup>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLoadBalancer {
+    name: Option<String>,
+    idle_timeout: Option<Spanned<HumanDuration>>,
+    threads: Option<Spanned<usize>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Protocol {
+    #[serde(rename = "HTTP")]
+    Http,
+    #[serde(rename = "HTTPS")]
+    Https,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "HTTP",
+            Protocol::Https => "HTTPS",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListener {
+    address: Option<Spanned<String>>,
+    port: Spanned<u16>,
+    protocol: Option<Spanned<Protocol>>,
+    default_action: Spanned<RawAction>,
+    #[serde(default)]
+    rule: Vec<RawRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    priority: Spanned<u32>,
+    conditions: Spanned<RawConditions>,
+    action: Spanned<RawAction>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConditions {
+    path_pattern: Option<Spanned<Vec<String>>>,
+    host_header: Option<Spanned<Vec<String>>>,
+    http_request_method: Option<Spanned<Vec<Spanned<String>>>>,
+    source_ip: Option<Spanned<Vec<Cidr>>>,
+    http_header: Option<Vec<Spanned<RawHeaderCondition>>>,
+    query_string: Option<Spanned<Vec<RawQueryCondition>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeaderCondition {
+    name: Spanned<String>,
+    values: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueryCondition {
+    key: Option<String>,
+    value: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum RawAction {
+    Forward(RawForward),
+    FixedResponse(RawFixedResponse),
+    Redirect(RawRedirect),
+}
+
+/// `forward = "name"` or `forward = { target_groups = [...] }`.
+#[derive(Debug)]
+enum RawForward {
+    Single(String),
+    Weighted(RawWeightedForward),
+}
+
+impl<'de> Deserialize<'de> for RawForward {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawForward;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a target group name or { target_groups = [...] }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawForward, E> {
+                Ok(RawForward::Single(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawForward, A::Error> {
+                RawWeightedForward::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawForward::Weighted)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWeightedForward {
+    target_groups: Spanned<Vec<RawWeightedGroup>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWeightedGroup {
+    name: Spanned<String>,
+    #[serde(default = "default_weight")]
+    weight: Spanned<u32>,
+}
+
+fn default_weight() -> Spanned<u32> {
+    Spanned::new(0..0, 1)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFixedResponse {
+    status: Spanned<u16>,
+    content_type: Option<Spanned<String>>,
+    body: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedirect {
+    protocol: Option<Spanned<String>>,
+    host: Option<String>,
+    port: Option<Spanned<PortString>>,
+    path: Option<Spanned<String>>,
+    query: Option<String>,
+    status: Option<Spanned<u16>>,
+}
+
+/// A redirect port may be written as a number or a string ("443", "#{port}").
+#[derive(Debug)]
+struct PortString(String);
+
+impl<'de> Deserialize<'de> for PortString {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = PortString;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a port number or \"#{port}\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<PortString, E> {
+                Ok(PortString(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<PortString, E> {
+                Ok(PortString(v.to_string()))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<PortString, E> {
+                Ok(PortString(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTargetGroup {
+    #[serde(default)]
+    algorithm: Algorithm,
+    #[serde(default)]
+    targets: Vec<TargetAddr>,
+    connect_timeout: Option<Spanned<HumanDuration>>,
+}
+
+// === Validated model ===
+
+/// A validated config. Target groups are referred to by index into `target_groups`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub load_balancer: LoadBalancer,
+    pub listeners: Vec<ListenerConfig>,
+    pub target_groups: Vec<TargetGroupConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadBalancer {
+    /// Default "tether".
+    pub name: String,
+    /// No bytes either way for this long closes a connection, websockets included
+    /// (default 60 s, 1 s – 4000 s).
+    pub idle_timeout: Duration,
+    /// Worker threads per listener (default: the number of CPUs).
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub addr: SocketAddr,
+    pub protocol: Protocol,
+    pub rules: RuleSet<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TargetGroupConfig {
+    pub name: String,
+    pub algorithm: Algorithm,
+    pub targets: Vec<SocketAddr>,
+    /// Default 10 s (ALB's fixed connect timeout).
+    pub connect_timeout: Duration,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        let path = path.as_ref();
+        let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&source, path)
+    }
+
+    /// Validates config text; `path` is used in error messages.
+    pub fn parse(source: &str, path: &Path) -> Result<Config, ConfigError> {
+        let display = path.display().to_string();
+        let ctx = Ctx {
+            path: &display,
+            source,
+        };
+        let raw: RawConfig = toml::from_str(source).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            ctx.err(span, e.message().trim_end())
+        })?;
+        build(&ctx, raw, path)
+    }
+
+    pub fn group_index(&self, name: &str) -> Option<usize> {
+        self.target_groups.iter().position(|g| g.name == name)
+    }
+
+    /// One line: what this config serves.
+    pub fn summary(&self) -> String {
+        let rules: usize = self.listeners.iter().map(|l| l.rules.rules().len()).sum();
+        let targets: usize = self.target_groups.iter().map(|g| g.targets.len()).sum();
+        let listeners: Vec<String> = self
+            .listeners
+            .iter()
+            .map(|l| format!("{} {}", l.protocol.as_str(), l.addr))
+            .collect();
+        format!(
+            "{}: ok: load balancer \"{}\", {} listener(s) [{}], {} rule(s), {} target group(s), {} target(s)",
+            self.path.display(),
+            self.load_balancer.name,
+            self.listeners.len(),
+            listeners.join(", "),
+            rules,
+            self.target_groups.len(),
+            targets
+        )
+    }
+}
+
+fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
+    let lb = &raw.load_balancer;
+    let idle_timeout = match &lb.idle_timeout {
+        Some(t) => {
+            let d = t.get_ref().0;
+            if d < Duration::from_secs(1) || d > Duration::from_secs(4000) {
+                return Err(ctx.err(t.span(), "idle_timeout must be between 1s and 4000s"));
+            }
+            d
+        }
+        None => DEFAULT_IDLE_TIMEOUT,
+    };
+    let threads = match &lb.threads {
+        Some(t) if *t.get_ref() == 0 => return Err(ctx.err(t.span(), "threads must be at least 1")),
+        Some(t) => *t.get_ref(),
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let load_balancer = LoadBalancer {
+        name: lb.name.clone().unwrap_or_else(|| "tether".to_string()),
+        idle_timeout,
+        threads,
+    };
+
+    let mut target_groups = Vec::new();
+    let mut group_names = HashMap::new();
+    for (name, g) in raw.target_group {
+        if name.get_ref().is_empty()
+            || !name
+                .get_ref()
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(ctx.err(
+                name.span(),
+                format!(
+                    "invalid target group name \"{}\": use letters, digits, '-' and '_'",
+                    name.get_ref()
+                ),
+            ));
+        }
+        let connect_timeout = match &g.connect_timeout {
+            Some(t) if t.get_ref().0.is_zero() => {
+                return Err(ctx.err(t.span(), "connect_timeout must be above 0s"))
+            }
+            Some(t) => t.get_ref().0,
+            None => DEFAULT_CONNECT_TIMEOUT,
+        };
+        group_names.insert(name.get_ref().clone(), target_groups.len());
+        target_groups.push(TargetGroupConfig {
+            name: name.into_inner(),
+            algorithm: g.algorithm,
+            targets: g.targets.into_iter().map(|t| t.0).collect(),
+            connect_timeout,
+        });
+    }
+
+    if raw.listener.is_empty() {
+        return Err(ctx.err(0..0, "no [[listener]]: a load balancer needs at least one"));
+    }
+    let mut listeners = Vec::new();
+    let mut bound = HashSet::new();
+    for l in raw.listener {
+        let ip = match &l.address {
+            Some(a) => a.get_ref().parse::<IpAddr>().map_err(|_| {
+                ctx.err(
+                    a.span(),
+                    format!(
+                        "invalid address \"{}\": expected an IP address",
+                        a.get_ref()
+                    ),
+                )
+            })?,
+            None => IpAddr::from([0, 0, 0, 0]),
+        };
+        if *l.port.get_ref() == 0 {
+            return Err(ctx.err(l.port.span(), "port must be between 1 and 65535"));
+        }
+        let addr = SocketAddr::new(ip, *l.port.get_ref());
+        if !bound.insert(addr) {
+            return Err(ctx.err(
+                l.port.span(),
+                format!("a listener on {addr} is already defined"),
+            ));
+        }
+        let protocol = match &l.protocol {
+            Some(p) if *p.get_ref() == Protocol::Https => {
+                return Err(ctx.err(
+                    p.span(),
+                    "protocol \"HTTPS\" is not supported yet: use \"HTTP\"",
+                ))
+            }
+            Some(p) => *p.get_ref(),
+            None => Protocol::Http,
+        };
+
+        let mut priorities = HashSet::new();
+        let mut rules = Vec::new();
+        for r in l.rule {
+            let p = *r.priority.get_ref();
+            if !(1..=50000).contains(&p) {
+                return Err(ctx.err(r.priority.span(), "priority must be between 1 and 50000"));
+            }
+            if !priorities.insert(p) {
+                return Err(ctx.err(
+                    r.priority.span(),
+                    format!("duplicate priority {p}: each rule of a listener needs its own"),
+                ));
+            }
+            let conditions = build_conditions(ctx, r.conditions)?;
+            let action = build_action(ctx, r.action, &group_names)?;
+            rules.push(Rule {
+                priority: p,
+                conditions,
+                action,
+            });
+        }
+        let default_action = build_action(ctx, l.default_action, &group_names)?;
+        listeners.push(ListenerConfig {
+            addr,
+            protocol,
+            rules: RuleSet::new(rules, default_action),
+        });
+    }
+
+    Ok(Config {
+        path: path.to_path_buf(),
+        load_balancer,
+        listeners,
+        target_groups,
+    })
+}
+
+fn non_empty<T>(ctx: &Ctx<'_>, v: &Spanned<Vec<T>>, what: &str) -> Result<(), ConfigError> {
+    if v.get_ref().is_empty() {
+        Err(ctx.err(v.span(), format!("{what} needs at least one value")))
+    } else {
+        Ok(())
+    }
+}
+
+fn build_conditions(
+    ctx: &Ctx<'_>,
+    raw: Spanned<RawConditions>,
+) -> Result<Vec<Condition>, ConfigError> {
+    let span = raw.span();
+    let raw = raw.into_inner();
+    let mut out = Vec::new();
+    if let Some(v) = raw.path_pattern {
+        non_empty(ctx, &v, "path_pattern")?;
+        out.push(Condition::PathPattern(
+            v.get_ref()
+                .iter()
+                .map(|p| Pattern::case_sensitive(p))
+                .collect(),
+        ));
+    }
+    if let Some(v) = raw.host_header {
+        non_empty(ctx, &v, "host_header")?;
+        out.push(Condition::HostHeader(
+            v.get_ref()
+                .iter()
+                .map(|p| Pattern::case_insensitive(p))
+                .collect(),
+        ));
+    }
+    if let Some(v) = raw.http_request_method {
+        non_empty(ctx, &v, "http_request_method")?;
+        let mut methods = Vec::new();
+        for m in v.into_inner() {
+            let ok = !m.get_ref().is_empty()
+                && m.get_ref().len() <= 40
+                && m.get_ref()
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_');
+            if !ok {
+                return Err(ctx.err(
+                    m.span(),
+                    format!(
+                        "invalid method \"{}\": methods are matched exactly, write them in capitals (A-Z, '-', '_')",
+                        m.get_ref()
+                    ),
+                ));
+            }
+            methods.push(m.into_inner());
+        }
+        out.push(Condition::HttpRequestMethod(methods));
+    }
+    if let Some(v) = raw.source_ip {
+        non_empty(ctx, &v, "source_ip")?;
+        out.push(Condition::SourceIp(
+            v.into_inner().into_iter().map(|c| c.0).collect(),
+        ));
+    }
+    for h in raw.http_header.unwrap_or_default() {
+        let span = h.span();
+        let h = h.into_inner();
+        let name = http::HeaderName::from_bytes(h.name.get_ref().as_bytes()).map_err(|_| {
+            ctx.err(
+                h.name.span(),
+                format!("invalid header name \"{}\"", h.name.get_ref()),
+            )
+        })?;
+        if h.values.is_empty() {
+            return Err(ctx.err(span, "http_header needs at least one value"));
+        }
+        out.push(Condition::HttpHeader {
+            name,
+            values: h
+                .values
+                .iter()
+                .map(|p| Pattern::case_insensitive(p))
+                .collect(),
+        });
+    }
+    if let Some(v) = raw.query_string {
+        non_empty(ctx, &v, "query_string")?;
+        out.push(Condition::QueryString(
+            v.get_ref()
+                .iter()
+                .map(|q| {
+                    (
+                        q.key.as_deref().map(Pattern::case_insensitive),
+                        Pattern::case_insensitive(&q.value),
+                    )
+                })
+                .collect(),
+        ));
+    }
+    if out.is_empty() {
+        return Err(ctx.err(span, "a rule needs at least one condition"));
+    }
+    Ok(out)
+}
+
+const CONTENT_TYPES: &[&str] = &[
+    "text/plain",
+    "text/css",
+    "text/html",
+    "application/javascript",
+    "application/json",
+];
+
+fn build_action(
+    ctx: &Ctx<'_>,
+    raw: Spanned<RawAction>,
+    groups: &HashMap<String, usize>,
+) -> Result<Action<usize>, ConfigError> {
+    let span = raw.span();
+    let group = |name: &Spanned<String>| {
+        groups.get(name.get_ref()).copied().ok_or_else(|| {
+            ctx.err(
+                name.span(),
+                format!(
+                    "unknown target group \"{}\": define it as [target_group.{}]",
+                    name.get_ref(),
+                    name.get_ref()
+                ),
+            )
+        })
+    };
+    match raw.into_inner() {
+        RawAction::Forward(RawForward::Single(name)) => {
+            // The value's own span is lost inside the enum; point at the action.
+            let name = Spanned::new(span, name);
+            Ok(Action::Forward(Forward::single(group(&name)?)))
+        }
+        RawAction::Forward(RawForward::Weighted(w)) => {
+            let list = &w.target_groups;
+            if list.get_ref().is_empty() || list.get_ref().len() > 5 {
+                return Err(ctx.err(list.span(), "a weighted forward takes 1 to 5 target groups"));
+            }
+            let mut seen = HashSet::new();
+            let mut out = Vec::new();
+            for g in list.get_ref() {
+                let index = group(&g.name)?;
+                if !seen.insert(index) {
+                    return Err(ctx.err(
+                        g.name.span(),
+                        format!("target group \"{}\" is listed twice", g.name.get_ref()),
+                    ));
+                }
+                if *g.weight.get_ref() > 999 {
+                    return Err(ctx.err(g.weight.span(), "weight must be between 0 and 999"));
+                }
+                out.push(WeightedGroup {
+                    group: index,
+                    weight: *g.weight.get_ref(),
+                });
+            }
+            if out.iter().all(|g| g.weight == 0) {
+                return Err(ctx.err(
+                    list.span(),
+                    "at least one target group needs a weight above 0",
+                ));
+            }
+            Ok(Action::Forward(Forward::weighted(out)))
+        }
+        RawAction::FixedResponse(f) => {
+            let status = *f.status.get_ref();
+            if !matches!(status / 100, 2 | 4 | 5) {
+                return Err(ctx.err(f.status.span(), "status must be 2XX, 4XX or 5XX"));
+            }
+            let content_type = match f.content_type {
+                Some(ct) if !CONTENT_TYPES.contains(&ct.get_ref().as_str()) => {
+                    return Err(ctx.err(
+                        ct.span(),
+                        format!("content_type must be one of {}", CONTENT_TYPES.join(", ")),
+                    ))
+                }
+                Some(ct) => ct.into_inner(),
+                None => "text/plain".to_string(),
+            };
+            let body = match f.body {
+                Some(b) if b.get_ref().len() > 1024 => {
+                    return Err(ctx.err(b.span(), "body must be at most 1024 bytes"))
+                }
+                Some(b) => b.into_inner(),
+                None => String::new(),
+            };
+            Ok(Action::FixedResponse(FixedResponse {
+                status,
+                content_type,
+                body,
+            }))
+        }
+        RawAction::Redirect(r) => build_redirect(ctx, span, r).map(Action::Redirect),
+    }
+}
+
+fn build_redirect(
+    ctx: &Ctx<'_>,
+    span: Range<usize>,
+    r: RawRedirect,
+) -> Result<Redirect, ConfigError> {
+    let protocol = match r.protocol {
+        Some(p) => {
+            let v = p.get_ref().as_str();
+            if !matches!(v, "HTTP" | "HTTPS" | "#{protocol}") {
+                return Err(ctx.err(
+                    p.span(),
+                    "protocol must be \"HTTP\", \"HTTPS\" or \"#{protocol}\"",
+                ));
+            }
+            p.into_inner()
+        }
+        None => "#{protocol}".to_string(),
+    };
+    let port = match r.port {
+        Some(p) => {
+            let v = &p.get_ref().0;
+            let ok = v == "#{port}" || v.parse::<u16>().is_ok_and(|n| n != 0);
+            if !ok {
+                return Err(ctx.err(p.span(), "port must be 1-65535 or \"#{port}\""));
+            }
+            p.into_inner().0
+        }
+        None => "#{port}".to_string(),
+    };
+    let path = match r.path {
+        Some(p) if !p.get_ref().starts_with('/') => {
+            return Err(ctx.err(p.span(), "path must start with '/', like \"/#{path}\""))
+        }
+        Some(p) => p.into_inner(),
+        None => "/#{path}".to_string(),
+    };
+    let status = match r.status {
+        Some(s) if !matches!(*s.get_ref(), 301 | 302) => {
+            return Err(ctx.err(s.span(), "status must be 301 or 302"))
+        }
+        Some(s) => *s.get_ref(),
+        None => 301,
+    };
+    let redirect = Redirect {
+        protocol,
+        host: r.host.unwrap_or_else(|| "#{host}".to_string()),
+        port,
+        path,
+        query: r.query.unwrap_or_else(|| "#{query}".to_string()),
+        status,
+    };
+    let unchanged = redirect.protocol == "#{protocol}"
+        && redirect.host == "#{host}"
+        && redirect.port == "#{port}"
+        && redirect.path == "/#{path}"
+        && redirect.query == "#{query}";
+    if unchanged {
+        return Err(ctx.err(
+            span,
+            "a redirect must change something (protocol, host, port, path or query), or it would loop",
+        ));
+    }
+    Ok(redirect)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(src: &str) -> Result<Config, ConfigError> {
+        Config::parse(src, Path::new("t.toml"))
+    }
+
+    const OK: &str = r##"
+[load_balancer]
+name = "demo"
+idle_timeout = "60s"
+threads = 2
+
+[[listener]]
+address = "127.0.0.1"
+port = 8080
+protocol = "HTTP"
+default_action = { forward = "web" }
+
+  [[listener.rule]]
+  priority = 10
+  conditions = { path_pattern = ["/api/*"], host_header = ["*.example.com"], http_request_method = ["GET","POST"], source_ip = ["127.0.0.0/8"], http_header = [{ name = "X-Env", values = ["blue*"] }], query_string = [{ key = "v", value = "2" }] }
+  action = { forward = "api" }
+
+  [[listener.rule]]
+  priority = 20
+  conditions = { path_pattern = ["/maint"] }
+  action = { fixed_response = { status = 503, content_type = "text/plain", body = "maintenance" } }
+
+  [[listener.rule]]
+  priority = 30
+  conditions = { path_pattern = ["/old/*"] }
+  action = { redirect = { protocol = "HTTPS", port = "443", host = "#{host}", path = "/#{path}", query = "#{query}", status = 301 } }
+
+  [[listener.rule]]
+  priority = 40
+  conditions = { path_pattern = ["/bg/*"] }
+  action = { forward = { target_groups = [{ name = "web", weight = 90 }, { name = "api", weight = 10 }] } }
+
+[target_group.web]
+algorithm = "round_robin"
+targets = ["127.0.0.1:9001", "127.0.0.1:9002"]
+
+[target_group.api]
+algorithm = "least_outstanding_requests"
+targets = ["127.0.0.1:9003"]
+"##;
+
+    #[test]
+    fn the_issue_example_is_accepted() {
+        let c = parse(OK).unwrap();
+        assert_eq!(c.load_balancer.threads, 2);
+        assert_eq!(c.listeners[0].rules.rules().len(), 4);
+        assert_eq!(c.target_groups.len(), 2);
+        assert!(c.summary().contains("4 rule(s)"));
+    }
+
+    fn err_at(src: &str) -> (usize, usize, String) {
+        match parse(src).unwrap_err() {
+            ConfigError::Invalid {
+                line,
+                column,
+                message,
+                ..
+            } => (line, column, message),
+            e => panic!("unexpected {e}"),
+        }
+    }
+
+    #[test]
+    fn line_and_column_count_characters() {
+        assert_eq!(line_column("ab\ncdé f", 8), (2, 5));
+        assert_eq!(line_column("x", 0), (1, 1));
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error_at_its_place() {
+        let (line, col, msg) = err_at("[load_balancer]\nnmae = \"x\"\n");
+        assert_eq!((line, col), (2, 1));
+        assert!(msg.contains("unknown field `nmae`"), "{msg}");
+    }
+
+    #[test]
+    fn a_forward_to_an_undefined_group_names_it() {
+        let src = "[[listener]]\nport = 80\ndefault_action = { forward = \"nope\" }\n";
+        let (line, _, msg) = err_at(src);
+        assert_eq!(line, 3);
+        assert!(msg.contains("unknown target group \"nope\""), "{msg}");
+    }
+}

@@ -1,0 +1,139 @@
+//! Headers ALB adds to forwarded requests: `X-Forwarded-For` (appended),
+//! `X-Forwarded-Proto`, `X-Forwarded-Port` and `X-Amzn-Trace-Id`.
+
+use std::fmt::Write;
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::HeaderValue;
+use rand::RngCore;
+
+/// ALB answers 463 to a request whose X-Forwarded-For holds more addresses.
+pub const MAX_FORWARDED_FOR: usize = 30;
+
+/// Number of addresses in all `X-Forwarded-For` header lines.
+pub fn forwarded_for_count<'a>(values: impl Iterator<Item = &'a HeaderValue>) -> usize {
+    values
+        .map(|v| {
+            v.as_bytes()
+                .split(|b| *b == b',')
+                .filter(|a| a.iter().any(|b| !b.is_ascii_whitespace()))
+                .count()
+        })
+        .sum()
+}
+
+/// The new `X-Forwarded-For`: existing addresses, then the client's.
+pub fn append_forwarded_for<'a>(
+    existing: impl Iterator<Item = &'a HeaderValue>,
+    client: IpAddr,
+) -> String {
+    let mut out = String::with_capacity(64);
+    for v in existing {
+        if let Ok(s) = v.to_str() {
+            let s = s.trim();
+            if !s.is_empty() {
+                out.push_str(s);
+                out.push_str(", ");
+            }
+        }
+    }
+    let client = match client {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(client),
+        v4 => v4,
+    };
+    let _ = write!(out, "{client}");
+    out
+}
+
+/// A new trace id part: `1-<8 hex seconds>-<24 hex random>`.
+fn trace_part() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut random = [0u8; 12];
+    rand::thread_rng().fill_bytes(&mut random);
+    let mut s = String::with_capacity(35);
+    let _ = write!(s, "1-{:08x}-", secs as u32);
+    for b in random {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// The `X-Amzn-Trace-Id` to forward: a new `Root` when none came in; otherwise the
+/// incoming fields are kept and `Self` is set (replaced if present), as ALB does.
+pub fn trace_id(incoming: Option<&HeaderValue>) -> String {
+    let incoming = incoming
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
+    let Some(incoming) = incoming else {
+        return format!("Root={}", trace_part());
+    };
+    let has_root = incoming.split(';').any(|f| f.trim().starts_with("Root="));
+    if !has_root {
+        // Keep what the client sent (it may carry Parent/Sampled), and give it a Root.
+        let rest: Vec<&str> = incoming
+            .split(';')
+            .map(str::trim)
+            .filter(|f| !f.is_empty() && !f.starts_with("Self="))
+            .collect();
+        let mut out = format!("Root={}", trace_part());
+        for f in rest {
+            out.push(';');
+            out.push_str(f);
+        }
+        return out;
+    }
+    let mut out = format!("Self={}", trace_part());
+    for f in incoming.split(';').map(str::trim) {
+        if f.is_empty() || f.starts_with("Self=") {
+            continue;
+        }
+        out.push(';');
+        out.push_str(f);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_appends_the_client() {
+        let a = HeaderValue::from_static("1.2.3.4, 5.6.7.8");
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(
+            append_forwarded_for([&a].into_iter(), ip),
+            "1.2.3.4, 5.6.7.8, 127.0.0.1"
+        );
+        assert_eq!(append_forwarded_for(std::iter::empty(), ip), "127.0.0.1");
+        assert_eq!(forwarded_for_count([&a, &a].into_iter()), 4);
+    }
+
+    #[test]
+    fn a_new_trace_id_has_the_alb_shape() {
+        let t = trace_id(None);
+        let root = t.strip_prefix("Root=1-").unwrap();
+        let (secs, random) = root.split_once('-').unwrap();
+        assert_eq!(secs.len(), 8);
+        assert_eq!(random.len(), 24);
+        assert!(root.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn an_incoming_root_is_kept_and_self_is_replaced() {
+        let v = HeaderValue::from_static(
+            "Self=1-0-0;Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1",
+        );
+        let t = trace_id(Some(&v));
+        assert!(t.starts_with("Self=1-"), "{t}");
+        assert!(
+            t.ends_with(";Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1"),
+            "{t}"
+        );
+        assert_eq!(t.matches("Self=").count(), 1);
+    }
+}

@@ -1,0 +1,93 @@
+//! The `tether` command: `run`, `check`, `demo`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tether::config::Config;
+use tether::server::Tether;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "tether",
+    version,
+    about = "A sticky-session, websocket-aware HTTP load balancer (an ALB stand-in)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the config's listeners.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a config file: exit 0 with a summary, or 2 with FILE:LINE:COLUMN: message.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Start demo backends with tether in front of them.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
+        backends: u16,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,tether=info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => match Config::load(&config) {
+            Ok(c) => {
+                println!("{}", c.summary());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Run { config } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match Tether::build(&config) {
+                Ok(t) => {
+                    tracing::info!("{}", config.summary());
+                    t.run()
+                }
+                Err(e) => {
+                    eprintln!("tether: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Demo { listen, backends } => match tether::demo::run(listen, backends.into()) {
+            Ok(never) => match never {},
+            Err(e) => {
+                eprintln!("tether demo: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}

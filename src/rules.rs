@@ -1,0 +1,524 @@
+//! Listener rules with ALB semantics: conditions, priority order and the action chosen
+//! for a request.
+//!
+//! Conditions are AND across kinds and OR among the values of one kind. Matching is on
+//! plain values ([`RequestInfo`]); nothing here knows the proxy engine.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::HeaderMap;
+use ipnet::IpNet;
+use rand::Rng;
+
+use crate::target_group::TargetGroup;
+
+/// What the rules look at in a request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestInfo<'a> {
+    pub method: &'a str,
+    /// The path without the query string.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    /// The Host header (or `:authority`), port included if the client sent one.
+    pub host: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+    /// The socket peer (never X-Forwarded-For), as ALB's `source-ip` condition.
+    pub source_ip: Option<IpAddr>,
+}
+
+// === impl Pattern ===
+
+/// An ALB wildcard pattern: `*` matches any run of characters (also none), `?`
+/// exactly one. Compiled once at config load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pattern {
+    text: Box<[u8]>,
+    kind: PatternKind,
+    case_insensitive: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PatternKind {
+    Exact,
+    /// `prefix*` with no other wildcard: the commonest path pattern.
+    Prefix,
+    Glob,
+}
+
+impl Pattern {
+    pub fn case_sensitive(text: &str) -> Self {
+        Self::new(text, false)
+    }
+
+    pub fn case_insensitive(text: &str) -> Self {
+        Self::new(text, true)
+    }
+
+    fn new(text: &str, case_insensitive: bool) -> Self {
+        let bytes: Vec<u8> = if case_insensitive {
+            text.bytes().map(|b| b.to_ascii_lowercase()).collect()
+        } else {
+            text.bytes().collect()
+        };
+        let wildcards = bytes.iter().filter(|b| **b == b'*' || **b == b'?').count();
+        let kind = match (wildcards, bytes.last()) {
+            (0, _) => PatternKind::Exact,
+            (1, Some(b'*')) => PatternKind::Prefix,
+            _ => PatternKind::Glob,
+        };
+        let text = match kind {
+            PatternKind::Prefix => bytes[..bytes.len() - 1].into(),
+            _ => bytes.into(),
+        };
+        Pattern {
+            text,
+            kind,
+            case_insensitive,
+        }
+    }
+
+    pub fn matches(&self, value: &[u8]) -> bool {
+        let eq = |p: u8, v: u8| {
+            if self.case_insensitive {
+                p == v.to_ascii_lowercase()
+            } else {
+                p == v
+            }
+        };
+        match self.kind {
+            PatternKind::Exact => {
+                value.len() == self.text.len()
+                    && self.text.iter().zip(value).all(|(p, v)| eq(*p, *v))
+            }
+            PatternKind::Prefix => {
+                value.len() >= self.text.len()
+                    && self.text.iter().zip(value).all(|(p, v)| eq(*p, *v))
+            }
+            PatternKind::Glob => glob(&self.text, value, eq),
+        }
+    }
+}
+
+/// Iterative wildcard match with single-star backtracking: linear in practice, never
+/// exponential.
+fn glob(pattern: &[u8], value: &[u8], eq: impl Fn(u8, u8) -> bool) -> bool {
+    let (mut p, mut v) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while v < value.len() {
+        if p < pattern.len()
+            && (pattern[p] == b'?' || (pattern[p] != b'*' && eq(pattern[p], value[v])))
+        {
+            p += 1;
+            v += 1;
+        } else if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, v));
+            p += 1;
+        } else if let Some((sp, sv)) = star {
+            p = sp + 1;
+            v = sv + 1;
+            star = Some((sp, sv + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|b| *b == b'*')
+}
+
+// === impl Condition ===
+
+/// One condition kind with its values (OR among them).
+#[derive(Debug, Clone)]
+pub enum Condition {
+    /// Case-sensitive, on the path only.
+    PathPattern(Vec<Pattern>),
+    /// Case-insensitive, on the host without its port.
+    HostHeader(Vec<Pattern>),
+    /// Header name (case-insensitive) and value patterns (case-insensitive).
+    HttpHeader {
+        name: http::HeaderName,
+        values: Vec<Pattern>,
+    },
+    /// Exact, case-sensitive method names.
+    HttpRequestMethod(Vec<String>),
+    /// Query parameters: each pair matches when a parameter matches both patterns
+    /// (a missing key pattern matches any key).
+    QueryString(Vec<(Option<Pattern>, Pattern)>),
+    /// The socket peer is inside one of the networks.
+    SourceIp(Vec<IpNet>),
+}
+
+impl Condition {
+    pub fn matches(&self, req: &RequestInfo<'_>) -> bool {
+        match self {
+            Condition::PathPattern(patterns) => {
+                patterns.iter().any(|p| p.matches(req.path.as_bytes()))
+            }
+            Condition::HostHeader(patterns) => match req.host {
+                Some(host) => {
+                    let host = strip_port(host).as_bytes();
+                    patterns.iter().any(|p| p.matches(host))
+                }
+                None => false,
+            },
+            Condition::HttpHeader { name, values } => req
+                .headers
+                .get_all(name)
+                .iter()
+                .any(|v| values.iter().any(|p| p.matches(v.as_bytes()))),
+            Condition::HttpRequestMethod(methods) => methods.iter().any(|m| m == req.method),
+            Condition::QueryString(pairs) => {
+                let Some(query) = req.query else {
+                    return false;
+                };
+                query.split('&').any(|param| {
+                    let (key, value) = param.split_once('=').unwrap_or((param, ""));
+                    pairs.iter().any(|(kp, vp)| {
+                        kp.as_ref().is_none_or(|kp| kp.matches(key.as_bytes()))
+                            && vp.matches(value.as_bytes())
+                    })
+                })
+            }
+            Condition::SourceIp(nets) => match req.source_ip {
+                Some(ip) => {
+                    let ip = canonical_ip(ip);
+                    nets.iter().any(|n| n.contains(&ip))
+                }
+                None => false,
+            },
+        }
+    }
+}
+
+/// `host:port` → `host`, keeping IPv6 literals (`[::1]:80` → `[::1]`) whole.
+pub fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return match host.find(']') {
+            Some(end) => &host[..=end],
+            None => host,
+        };
+    }
+    match host.rfind(':') {
+        Some(i) if host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &host[..i],
+        _ => host,
+    }
+}
+
+/// An IPv4 peer seen on a dual-stack socket arrives as `::ffff:a.b.c.d`.
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+// === impl Rule ===
+
+#[derive(Debug, Clone)]
+pub struct Rule<G = Arc<TargetGroup>> {
+    pub priority: u32,
+    pub conditions: Vec<Condition>,
+    pub action: Action<G>,
+}
+
+impl<G> Rule<G> {
+    pub fn matches(&self, req: &RequestInfo<'_>) -> bool {
+        self.conditions.iter().all(|c| c.matches(req))
+    }
+}
+
+/// A listener's rules, sorted by priority, and its default action.
+#[derive(Debug, Clone)]
+pub struct RuleSet<G = Arc<TargetGroup>> {
+    rules: Vec<Rule<G>>,
+    default_action: Action<G>,
+}
+
+impl<G> RuleSet<G> {
+    pub fn new(mut rules: Vec<Rule<G>>, default_action: Action<G>) -> Self {
+        rules.sort_by_key(|r| r.priority);
+        RuleSet {
+            rules,
+            default_action,
+        }
+    }
+
+    /// The action of the first matching rule (lowest priority number), else the
+    /// default action; with the matched priority (`None` for the default).
+    pub fn evaluate(&self, req: &RequestInfo<'_>) -> (&Action<G>, Option<u32>) {
+        for rule in &self.rules {
+            if rule.matches(req) {
+                return (&rule.action, Some(rule.priority));
+            }
+        }
+        (&self.default_action, None)
+    }
+
+    pub fn rules(&self) -> &[Rule<G>] {
+        &self.rules
+    }
+
+    pub fn default_action(&self) -> &Action<G> {
+        &self.default_action
+    }
+
+    /// The same rules with each group handle replaced (config names → live groups).
+    pub fn map_groups<H>(&self, f: &impl Fn(&G) -> H) -> RuleSet<H> {
+        RuleSet {
+            rules: self
+                .rules
+                .iter()
+                .map(|r| Rule {
+                    priority: r.priority,
+                    conditions: r.conditions.clone(),
+                    action: r.action.map_groups(f),
+                })
+                .collect(),
+            default_action: self.default_action.map_groups(f),
+        }
+    }
+}
+
+// === impl Action ===
+
+#[derive(Debug, Clone)]
+pub enum Action<G = Arc<TargetGroup>> {
+    Forward(Forward<G>),
+    FixedResponse(FixedResponse),
+    Redirect(Redirect),
+}
+
+impl<G> Action<G> {
+    pub fn map_groups<H>(&self, f: &impl Fn(&G) -> H) -> Action<H> {
+        match self {
+            Action::Forward(fw) => Action::Forward(Forward::weighted(
+                fw.groups
+                    .iter()
+                    .map(|g| WeightedGroup {
+                        group: f(&g.group),
+                        weight: g.weight,
+                    })
+                    .collect(),
+            )),
+            Action::FixedResponse(r) => Action::FixedResponse(r.clone()),
+            Action::Redirect(r) => Action::Redirect(r.clone()),
+        }
+    }
+}
+
+/// Forward to one target group, or to several by weight.
+#[derive(Debug, Clone)]
+pub struct Forward<G = Arc<TargetGroup>> {
+    pub groups: Vec<WeightedGroup<G>>,
+    total_weight: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct WeightedGroup<G = Arc<TargetGroup>> {
+    pub group: G,
+    pub weight: u32,
+}
+
+impl<G> Forward<G> {
+    pub fn single(group: G) -> Self {
+        Self::weighted(vec![WeightedGroup { group, weight: 1 }])
+    }
+
+    /// At least one group must have a weight above zero (config validation ensures it).
+    pub fn weighted(groups: Vec<WeightedGroup<G>>) -> Self {
+        let total_weight = groups.iter().map(|g| g.weight).sum();
+        Forward {
+            groups,
+            total_weight,
+        }
+    }
+
+    /// Weighted random choice of a group, as ALB does per request.
+    pub fn pick(&self) -> &G {
+        if self.groups.len() == 1 || self.total_weight == 0 {
+            return &self.groups[0].group;
+        }
+        let mut n = rand::thread_rng().gen_range(0..self.total_weight);
+        for g in &self.groups {
+            if n < g.weight {
+                return &g.group;
+            }
+            n -= g.weight;
+        }
+        &self.groups[self.groups.len() - 1].group
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FixedResponse {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+}
+
+/// An ALB redirect: each component may use `#{protocol}`, `#{host}`, `#{port}`,
+/// `#{path}` (without its leading `/`) and `#{query}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    pub protocol: String,
+    pub host: String,
+    pub port: String,
+    pub path: String,
+    pub query: String,
+    pub status: u16,
+}
+
+/// The request values a redirect may reuse.
+pub struct RedirectInput<'a> {
+    /// `HTTP` or `HTTPS`.
+    pub protocol: &'a str,
+    pub host: &'a str,
+    pub port: u16,
+    pub path: &'a str,
+    pub query: &'a str,
+}
+
+impl Redirect {
+    /// The `Location` URL for this request.
+    pub fn location(&self, input: &RedirectInput<'_>) -> String {
+        let port = input.port.to_string();
+        let subst = |template: &str| -> String {
+            template
+                .replace("#{protocol}", input.protocol)
+                .replace("#{host}", strip_port(input.host))
+                .replace("#{port}", &port)
+                .replace(
+                    "#{path}",
+                    input.path.strip_prefix('/').unwrap_or(input.path),
+                )
+                .replace("#{query}", input.query)
+        };
+        let protocol = subst(&self.protocol).to_ascii_lowercase();
+        let host = subst(&self.host);
+        let port = subst(&self.port);
+        let mut path = subst(&self.path);
+        if !path.starts_with('/') {
+            path.insert(0, '/');
+        }
+        let query = subst(&self.query);
+        let default_port = matches!(
+            (protocol.as_str(), port.as_str()),
+            ("http", "80") | ("https", "443")
+        );
+        let mut url = format!("{protocol}://{host}");
+        if !default_port && !port.is_empty() {
+            url.push(':');
+            url.push_str(&port);
+        }
+        url.push_str(&path);
+        if !query.is_empty() {
+            url.push('?');
+            url.push_str(&query);
+        }
+        url
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req<'a>(headers: &'a HeaderMap) -> RequestInfo<'a> {
+        RequestInfo {
+            method: "GET",
+            path: "/",
+            query: None,
+            host: None,
+            headers,
+            source_ip: None,
+        }
+    }
+
+    #[test]
+    fn wildcards_follow_alb() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("/api/*", "/api/users", true),
+            ("/api/*", "/api/", true),
+            ("/api/*", "/api", false),
+            ("/api/*", "/API/users", false),
+            ("*.jpg", "/img/a.jpg", true),
+            ("/a?c", "/abc", true),
+            ("/a?c", "/ac", false),
+            ("/a*b*c", "/axxbyyc", true),
+            ("/a*b*c", "/axxbyy", false),
+            ("*", "", true),
+            ("/exact", "/exact", true),
+            ("/exact", "/exact/", false),
+        ];
+        for (pattern, value, want) in cases {
+            assert_eq!(
+                Pattern::case_sensitive(pattern).matches(value.as_bytes()),
+                *want,
+                "{pattern} ~ {value}"
+            );
+        }
+    }
+
+    #[test]
+    fn host_patterns_are_case_insensitive_and_portless() {
+        let h = HeaderMap::new();
+        let cond = Condition::HostHeader(vec![Pattern::case_insensitive("*.example.com")]);
+        for (host, want) in [
+            ("api.example.com", true),
+            ("API.Example.COM:8080", true),
+            ("example.com", false),
+            ("api.example.org", false),
+        ] {
+            let r = RequestInfo {
+                host: Some(host),
+                ..req(&h)
+            };
+            assert_eq!(cond.matches(&r), want, "{host}");
+        }
+    }
+
+    #[test]
+    fn strip_port_keeps_ipv6_literals() {
+        assert_eq!(strip_port("a.b:80"), "a.b");
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+        assert_eq!(strip_port("a.b"), "a.b");
+    }
+
+    #[test]
+    fn mapped_ipv4_peers_match_ipv4_networks() {
+        let h = HeaderMap::new();
+        let cond = Condition::SourceIp(vec!["127.0.0.0/8".parse().unwrap()]);
+        let r = RequestInfo {
+            source_ip: Some("::ffff:127.0.0.5".parse().unwrap()),
+            ..req(&h)
+        };
+        assert!(cond.matches(&r));
+    }
+
+    #[test]
+    fn redirect_keeps_unreplaced_components() {
+        let r = Redirect {
+            protocol: "HTTPS".into(),
+            host: "#{host}".into(),
+            port: "443".into(),
+            path: "/#{path}".into(),
+            query: "#{query}".into(),
+            status: 301,
+        };
+        let input = RedirectInput {
+            protocol: "HTTP",
+            host: "example.com:80",
+            port: 80,
+            path: "/a/b",
+            query: "x=1",
+        };
+        assert_eq!(r.location(&input), "https://example.com/a/b?x=1");
+        let r = Redirect {
+            port: "8443".into(),
+            query: "".into(),
+            ..r
+        };
+        assert_eq!(r.location(&input), "https://example.com:8443/a/b");
+    }
+}
