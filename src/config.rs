@@ -90,40 +90,26 @@ impl<'de> Deserialize<'de> for HumanDuration {
 }
 
 /// A network in CIDR notation; a bare address means that one address.
-#[derive(Debug, Clone, Copy)]
-struct Cidr(IpNet);
-
-impl<'de> Deserialize<'de> for Cidr {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        if let Ok(net) = s.parse::<IpNet>() {
-            return Ok(Cidr(net.trunc()));
-        }
-        if let Ok(ip) = s.parse::<IpAddr>() {
-            return Ok(Cidr(IpNet::from(ip)));
-        }
-        Err(de::Error::custom(format!(
-            "invalid CIDR \"{s}\": expected an address and prefix length, like \"10.0.0.0/8\" or \"::1/128\""
-        )))
+fn parse_cidr(s: &str) -> Result<IpNet, String> {
+    if let Ok(net) = s.parse::<IpNet>() {
+        return Ok(net.trunc());
     }
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(IpNet::from(ip));
+    }
+    Err(format!(
+        "invalid CIDR \"{s}\": expected an address and prefix length, like \"10.0.0.0/8\" or \"::1/128\""
+    ))
 }
 
 /// A target address `IP:port`.
-#[derive(Debug, Clone, Copy)]
-struct TargetAddr(SocketAddr);
-
-impl<'de> Deserialize<'de> for TargetAddr {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        match s.parse::<SocketAddr>() {
-            Ok(a) if a.port() != 0 => Ok(TargetAddr(a)),
-            Ok(_) => Err(de::Error::custom(format!(
-                "invalid target \"{s}\": port must be 1-65535"
-            ))),
-            Err(_) => Err(de::Error::custom(format!(
-                "invalid target \"{s}\": expected IP:port, like \"10.0.1.12:3000\" or \"[::1]:3000\""
-            ))),
-        }
+fn parse_target(s: &str) -> Result<SocketAddr, String> {
+    match s.parse::<SocketAddr>() {
+        Ok(a) if a.port() != 0 => Ok(a),
+        Ok(_) => Err(format!("invalid target \"{s}\": port must be 1-65535")),
+        Err(_) => Err(format!(
+            "invalid target \"{s}\": expected IP:port, like \"10.0.1.12:3000\" or \"[::1]:3000\""
+        )),
     }
 }
 
@@ -190,7 +176,7 @@ struct RawConditions {
     path_pattern: Option<Spanned<Vec<String>>>,
     host_header: Option<Spanned<Vec<String>>>,
     http_request_method: Option<Spanned<Vec<Spanned<String>>>>,
-    source_ip: Option<Spanned<Vec<Cidr>>>,
+    source_ip: Option<Spanned<Vec<Spanned<String>>>>,
     http_header: Option<Vec<Spanned<RawHeaderCondition>>>,
     query_string: Option<Spanned<Vec<RawQueryCondition>>>,
 }
@@ -313,7 +299,7 @@ struct RawTargetGroup {
     #[serde(default)]
     algorithm: Algorithm,
     #[serde(default)]
-    targets: Vec<TargetAddr>,
+    targets: Vec<Spanned<String>>,
     connect_timeout: Option<Spanned<HumanDuration>>,
 }
 
@@ -457,7 +443,11 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config, ConfigErr
         target_groups.push(TargetGroupConfig {
             name: name.into_inner(),
             algorithm: g.algorithm,
-            targets: g.targets.into_iter().map(|t| t.0).collect(),
+            targets: g
+                .targets
+                .iter()
+                .map(|t| parse_target(t.get_ref()).map_err(|m| ctx.err(t.span(), m)))
+                .collect::<Result<_, _>>()?,
             connect_timeout,
         });
     }
@@ -595,9 +585,12 @@ fn build_conditions(
     }
     if let Some(v) = raw.source_ip {
         non_empty(ctx, &v, "source_ip")?;
-        out.push(Condition::SourceIp(
-            v.into_inner().into_iter().map(|c| c.0).collect(),
-        ));
+        let nets = v
+            .get_ref()
+            .iter()
+            .map(|c| parse_cidr(c.get_ref()).map_err(|m| ctx.err(c.span(), m)))
+            .collect::<Result<_, _>>()?;
+        out.push(Condition::SourceIp(nets));
     }
     for h in raw.http_header.unwrap_or_default() {
         let span = h.span();

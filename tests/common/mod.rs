@@ -1,0 +1,368 @@
+//! Test harness: real hyper backends, the real `tether` binary on an ephemeral port,
+//! and a small HTTP/1.1 client. Everything listens on 127.0.0.1.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use sha2::{Digest, Sha256};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+pub const BACKEND_HEADER: &str = "x-backend";
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// A free port on 127.0.0.1 (bound then released; good enough for tests).
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+// === Backends ===
+
+/// A hyper backend with test endpoints:
+/// - any path: body = id, header `x-backend: id`;
+/// - `/headers`: the request headers, one `name: value` per line;
+/// - `/upload` (POST): `sha256hex length` of the streamed body;
+/// - `/download?bytes=N`: N deterministic bytes ([`pattern_bytes`]), chunked;
+/// - `/slow?ms=N`: answers after N ms;
+/// - websocket upgrade: echo.
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub id: String,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Deterministic test bytes.
+pub fn pattern_bytes(len: usize, seed: u8) -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9 ^ u32::from(seed);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    let digest = Sha256::digest(data);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).boxed()
+}
+
+fn query_param(req: &Request<Incoming>, key: &str) -> Option<u64> {
+    req.uri().query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| v.parse().ok()).flatten()
+    })
+}
+
+async fn backend_handle(req: Request<Incoming>, id: String) -> Result<Response<Body>, Infallible> {
+    if tether::demo::is_websocket_upgrade(&req) {
+        let resp = tether::demo::websocket_echo(req, &id);
+        let (parts, body) = resp.into_parts();
+        return Ok(Response::from_parts(parts, body.boxed()));
+    }
+    let mut resp = match req.uri().path() {
+        "/headers" => {
+            let mut text = String::new();
+            for (name, value) in req.headers() {
+                text.push_str(&format!("{}: {}\n", name, value.to_str().unwrap_or("?")));
+            }
+            Response::new(full(text))
+        }
+        "/upload" => {
+            let mut hasher = Sha256::new();
+            let mut len = 0usize;
+            let mut body = req.into_body();
+            while let Some(frame) = body.frame().await {
+                let Ok(frame) = frame else {
+                    break;
+                };
+                if let Some(data) = frame.data_ref() {
+                    hasher.update(data);
+                    len += data.len();
+                }
+            }
+            let hex: String = hasher
+                .finalize()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            Response::new(full(format!("{hex} {len}")))
+        }
+        "/download" => {
+            let n = query_param(&req, "bytes").unwrap_or(0) as usize;
+            let data = Bytes::from(pattern_bytes(n, 7));
+            // Stream it in 64 KiB frames with no Content-Length: chunked.
+            let chunks: Vec<Result<Frame<Bytes>, Infallible>> = (0..n)
+                .step_by(65536)
+                .map(|start| Ok(Frame::data(data.slice(start..(start + 65536).min(n)))))
+                .collect();
+            Response::new(StreamBody::new(futures_util::stream::iter(chunks)).boxed())
+        }
+        "/slow" => {
+            let ms = query_param(&req, "ms").unwrap_or(1000);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Response::new(full(id.clone()))
+        }
+        _ => Response::new(full(id.clone())),
+    };
+    resp.headers_mut()
+        .insert(BACKEND_HEADER, id.parse().expect("header value"));
+    Ok(resp)
+}
+
+impl Backend {
+    pub async fn start(id: &str) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind backend");
+        let addr = listener.local_addr().expect("addr");
+        let id = id.to_string();
+        let task_id = id.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let id = task_id.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| backend_handle(req, id.clone()));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        Backend { addr, id, task }
+    }
+}
+
+/// A "backend" that accepts connections and answers with `reply` bytes, then closes.
+pub async fn raw_backend(reply: &'static [u8]) -> (SocketAddr, JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s.write_all(reply).await;
+            // Drop without a clean shutdown: a reset if anything is unread.
+            let _ = s.set_zero_linger();
+        }
+    });
+    (addr, task)
+}
+
+// === tether ===
+
+/// A running `tether run` process; killed when dropped.
+pub struct TetherProc {
+    pub child: Child,
+    pub port: u16,
+    pub config_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TetherProc {
+    /// Starts tether with `config` (where `{port}` is replaced by a free port) and
+    /// waits until it accepts connections.
+    pub async fn start(config: &str) -> TetherProc {
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("tether.toml");
+        let text = config.replace("{port}", &port.to_string());
+        std::fs::File::create(&config_path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .expect("write config");
+        let child = Command::new(env!("CARGO_BIN_EXE_tether"))
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .env("TETHER_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn tether");
+        let proc = TetherProc {
+            child,
+            port,
+            config_path,
+            _dir: dir,
+        };
+        proc.wait_ready().await;
+        proc
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if TcpStream::connect(self.addr()).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("tether did not listen on {}", self.addr());
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Rewrites the config and sends SIGHUP.
+    pub fn reload(&self, config: &str) {
+        let text = config.replace("{port}", &self.port.to_string());
+        std::fs::write(&self.config_path, text).expect("write config");
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .expect("kill -HUP");
+        assert!(status.success());
+    }
+}
+
+impl Drop for TetherProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// === Client ===
+
+/// One HTTP/1.1 keep-alive connection.
+pub struct Client {
+    sender: hyper::client::conn::http1::SendRequest<Body>,
+    pub host: String,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).await.expect("connect to tether");
+        Self::over(stream, addr).await
+    }
+
+    /// Connects from a chosen loopback source address (for source-ip rules).
+    pub async fn connect_from(addr: SocketAddr, source: std::net::IpAddr) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .expect("bind source");
+        let stream = socket.connect(addr).await.expect("connect");
+        Self::over(stream, addr).await
+    }
+
+    async fn over(stream: TcpStream, addr: SocketAddr) -> Client {
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        Client {
+            sender,
+            host: addr.to_string(),
+        }
+    }
+
+    pub async fn send(&mut self, req: Request<Body>) -> Reply {
+        self.try_send(req).await.expect("request failed")
+    }
+
+    pub async fn try_send(&mut self, mut req: Request<Body>) -> Result<Reply, hyper::Error> {
+        if !req.headers().contains_key(http::header::HOST) {
+            let host = self.host.parse().expect("host");
+            req.headers_mut().insert(http::header::HOST, host);
+        }
+        self.sender.ready().await?;
+        let resp = self.sender.send_request(req).await?;
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok(Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    pub async fn get(&mut self, path: &str) -> Reply {
+        self.send(request("GET", path, &[])).await
+    }
+}
+
+pub fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut b = Request::builder().method(method).uri(path);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(full(Bytes::new())).expect("request")
+}
+
+pub fn request_with_body(method: &str, path: &str, body: Body) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .body(body)
+        .expect("request")
+}
+
+/// A body streamed in chunks of `chunk` bytes with no Content-Length.
+pub fn chunked_body(data: Bytes, chunk: usize) -> Body {
+    let frames: Vec<Result<Frame<Bytes>, Infallible>> = (0..data.len())
+        .step_by(chunk)
+        .map(|s| Ok(Frame::data(data.slice(s..(s + chunk).min(data.len())))))
+        .collect();
+    StreamBody::new(futures_util::stream::iter(frames)).boxed()
+}
+
+/// Sends raw bytes and reads the whole answer until the server closes (or 5 s).
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(bytes).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}

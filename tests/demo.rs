@@ -1,0 +1,43 @@
+//! `tether demo`: one command for a newcomer; curl through it, see several backends.
+
+mod common;
+
+use std::collections::HashSet;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, Client};
+
+#[tokio::test]
+async fn it_should_serve_the_demo_across_several_backends() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["demo", "--listen", &listen, "--backends", "3"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn tether demo");
+    let addr = listen.parse().expect("addr");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "demo did not listen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut client = Client::connect(addr).await;
+    let mut ids = HashSet::new();
+    for _ in 0..6 {
+        let r = client.get("/").await;
+        assert_eq!(r.status, 200);
+        let id = r
+            .header("x-tether-demo-backend")
+            .expect("backend id")
+            .to_string();
+        assert!(r.text().contains(&id));
+        ids.insert(id);
+    }
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    assert_eq!(client.get("/health").await.text(), "ok");
+    let _ = child.kill();
+    let _ = child.wait();
+}
