@@ -132,6 +132,8 @@ struct RawLoadBalancer {
     name: Option<String>,
     idle_timeout: Option<Spanned<HumanDuration>>,
     threads: Option<Spanned<usize>>,
+    #[serde(default)]
+    sticky_keys: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -234,6 +236,14 @@ impl<'de> Deserialize<'de> for RawForward {
 #[serde(deny_unknown_fields)]
 struct RawWeightedForward {
     target_groups: Spanned<Vec<RawWeightedGroup>>,
+    stickiness: Option<RawGroupStickiness>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroupStickiness {
+    enabled: Option<bool>,
+    duration: Option<Spanned<HumanDuration>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -301,6 +311,29 @@ struct RawTargetGroup {
     #[serde(default)]
     targets: Vec<Spanned<String>>,
     connect_timeout: Option<Spanned<HumanDuration>>,
+    stickiness: Option<Spanned<RawStickiness>>,
+    socketio: Option<RawSocketIo>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStickiness {
+    enabled: Option<bool>,
+    #[serde(rename = "type")]
+    kind: Option<Spanned<String>>,
+    duration: Option<Spanned<HumanDuration>>,
+    cookie_name: Option<Spanned<String>>,
+    #[serde(default)]
+    secure: bool,
+    #[serde(default)]
+    http_only: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSocketIo {
+    path: Option<Spanned<String>>,
+    max_sessions: Option<Spanned<usize>>,
 }
 
 // === Validated model ===
@@ -323,6 +356,8 @@ pub struct LoadBalancer {
     pub idle_timeout: Duration,
     /// Worker threads per listener (default: the number of CPUs).
     pub threads: usize,
+    /// Decoded sticky key materials, newest first (empty: a random key at start).
+    pub sticky_keys: Vec<Vec<u8>>,
 }
 
 #[derive(Debug, Clone)]
@@ -339,6 +374,38 @@ pub struct TargetGroupConfig {
     pub targets: Vec<SocketAddr>,
     /// Default 10 s (ALB's fixed connect timeout).
     pub connect_timeout: Duration,
+    pub stickiness: Option<Stickiness>,
+    pub socketio: Option<SocketIo>,
+}
+
+/// ALB's default stickiness duration.
+pub const DEFAULT_STICKINESS: Duration = Duration::from_secs(86400);
+const MAX_STICKINESS: Duration = Duration::from_secs(7 * 86400);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StickinessKind {
+    /// `AWSALB` / `AWSALBCORS`, made by the load balancer.
+    LbCookie,
+    /// `AWSALBAPP-0` next to the application's own cookie.
+    AppCookie { cookie_name: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stickiness {
+    pub kind: StickinessKind,
+    /// How long a client stays pinned after its last request (1 s – 7 d, default 1 d).
+    pub duration: Duration,
+    /// Opt-in attributes for `AWSALB` (ALB adds neither).
+    pub secure: bool,
+    pub http_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketIo {
+    /// Engine.IO path prefix (default `/socket.io/`).
+    pub path: String,
+    /// Bound on remembered sessions (default 1,048,576).
+    pub max_sessions: usize,
 }
 
 impl Config {
@@ -409,10 +476,22 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config, ConfigErr
         Some(t) => *t.get_ref(),
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
+    let mut sticky_keys = Vec::new();
+    for k in &lb.sticky_keys {
+        let material = read_key_source(path, k.get_ref()).map_err(|m| ctx.err(k.span(), m))?;
+        let key = crate::sticky::decode_key_material(&material).map_err(|e| {
+            ctx.err(
+                k.span(),
+                format!("sticky key {}: {e}", describe_key_source(k.get_ref())),
+            )
+        })?;
+        sticky_keys.push(key);
+    }
     let load_balancer = LoadBalancer {
         name: lb.name.clone().unwrap_or_else(|| "tether".to_string()),
         idle_timeout,
         threads,
+        sticky_keys,
     };
 
     let mut target_groups = Vec::new();
@@ -439,8 +518,18 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config, ConfigErr
             Some(t) => t.get_ref().0,
             None => DEFAULT_CONNECT_TIMEOUT,
         };
+        let stickiness = match g.stickiness {
+            Some(st) => build_stickiness(ctx, st)?,
+            None => None,
+        };
+        let socketio = match g.socketio {
+            Some(sio) => Some(build_socketio(ctx, sio)?),
+            None => None,
+        };
         group_names.insert(name.get_ref().clone(), target_groups.len());
         target_groups.push(TargetGroupConfig {
+            stickiness,
+            socketio,
             name: name.into_inner(),
             algorithm: g.algorithm,
             targets: g
@@ -526,6 +615,135 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config, ConfigErr
         listeners,
         target_groups,
     })
+}
+
+fn check_duration(
+    ctx: &Ctx<'_>,
+    d: &Spanned<HumanDuration>,
+    what: &str,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, ConfigError> {
+    let v = d.get_ref().0;
+    if v < min || v > max {
+        return Err(ctx.err(
+            d.span(),
+            format!(
+                "{what} must be between {} and {}",
+                humantime::format_duration(min),
+                humantime::format_duration(max)
+            ),
+        ));
+    }
+    Ok(v)
+}
+
+fn describe_key_source(source: &str) -> String {
+    if source.starts_with("env:") || source.starts_with("file:") {
+        format!("\"{source}\"")
+    } else {
+        "(literal)".to_string()
+    }
+}
+
+/// Reads a key source: `env:NAME`, `file:PATH` (relative to the config file) or the
+/// literal material.
+fn read_key_source(config_path: &Path, source: &str) -> Result<String, String> {
+    if let Some(name) = source.strip_prefix("env:") {
+        return std::env::var(name).map_err(|_| {
+            format!("sticky key \"{source}\": environment variable {name} is not set")
+        });
+    }
+    if let Some(file) = source.strip_prefix("file:") {
+        let p = Path::new(file);
+        let p = if p.is_relative() {
+            config_path.parent().unwrap_or(Path::new(".")).join(p)
+        } else {
+            p.to_path_buf()
+        };
+        return std::fs::read_to_string(&p)
+            .map_err(|e| format!("sticky key \"{source}\": cannot read {}: {e}", p.display()));
+    }
+    Ok(source.to_string())
+}
+
+fn build_stickiness(
+    ctx: &Ctx<'_>,
+    raw: Spanned<RawStickiness>,
+) -> Result<Option<Stickiness>, ConfigError> {
+    let span = raw.span();
+    let st = raw.into_inner();
+    if st.enabled == Some(false) {
+        return Ok(None);
+    }
+    let duration = match &st.duration {
+        Some(d) => check_duration(ctx, d, "duration", Duration::from_secs(1), MAX_STICKINESS)?,
+        None => DEFAULT_STICKINESS,
+    };
+    let kind = match st.kind.as_ref().map(|k| k.get_ref().as_str()) {
+        None | Some("lb_cookie") => {
+            if let Some(n) = &st.cookie_name {
+                return Err(ctx.err(n.span(), "cookie_name goes with type = \"app_cookie\""));
+            }
+            StickinessKind::LbCookie
+        }
+        Some("app_cookie") => {
+            let Some(name) = st.cookie_name else {
+                return Err(ctx.err(span, "type = \"app_cookie\" needs cookie_name"));
+            };
+            let n = name.get_ref();
+            let valid = !n.is_empty()
+                && n.len() <= 128
+                && n.bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+            if !valid {
+                return Err(ctx.err(name.span(), format!("invalid cookie name \"{n}\"")));
+            }
+            if let Some(p) = crate::sticky::RESERVED_PREFIXES
+                .iter()
+                .find(|p| n.starts_with(*p))
+            {
+                return Err(ctx.err(
+                    name.span(),
+                    format!("cookie name \"{n}\" is reserved: names starting with {p} belong to the load balancer"),
+                ));
+            }
+            StickinessKind::AppCookie {
+                cookie_name: name.into_inner(),
+            }
+        }
+        Some(other) => {
+            let span = st.kind.as_ref().map_or(span, |k| k.span());
+            return Err(ctx.err(
+                span,
+                format!("unknown stickiness type \"{other}\": use \"lb_cookie\" or \"app_cookie\""),
+            ));
+        }
+    };
+    Ok(Some(Stickiness {
+        kind,
+        duration,
+        secure: st.secure,
+        http_only: st.http_only,
+    }))
+}
+
+fn build_socketio(ctx: &Ctx<'_>, raw: RawSocketIo) -> Result<SocketIo, ConfigError> {
+    let path = match raw.path {
+        Some(p) if !p.get_ref().starts_with('/') => {
+            return Err(ctx.err(p.span(), "path must start with '/', like \"/socket.io/\""))
+        }
+        Some(p) => p.into_inner(),
+        None => "/socket.io/".to_string(),
+    };
+    let max_sessions = match raw.max_sessions {
+        Some(m) if *m.get_ref() == 0 => {
+            return Err(ctx.err(m.span(), "max_sessions must be at least 1"))
+        }
+        Some(m) => *m.get_ref(),
+        None => crate::socketio::DEFAULT_CAPACITY,
+    };
+    Ok(SocketIo { path, max_sessions })
 }
 
 fn non_empty<T>(ctx: &Ctx<'_>, v: &Spanned<Vec<T>>, what: &str) -> Result<(), ConfigError> {
@@ -694,7 +912,18 @@ fn build_action(
                     "at least one target group needs a weight above 0",
                 ));
             }
-            Ok(Action::Forward(Forward::weighted(out)))
+            let stickiness = match w.stickiness {
+                Some(st) if st.enabled != Some(false) => Some(match st.duration {
+                    Some(d) => {
+                        check_duration(ctx, &d, "duration", Duration::from_secs(1), MAX_STICKINESS)?
+                    }
+                    None => DEFAULT_STICKINESS,
+                }),
+                _ => None,
+            };
+            Ok(Action::Forward(
+                Forward::weighted(out).with_stickiness(stickiness),
+            ))
         }
         RawAction::FixedResponse(f) => {
             let status = *f.status.get_ref();

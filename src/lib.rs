@@ -10,4 +10,6 @@ pub mod proxy;
 pub mod routing;
 pub mod rules;
 pub mod server;
+pub mod socketio;
+pub mod sticky;
 pub mod target_group;

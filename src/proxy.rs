@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -13,11 +14,13 @@ use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora::{ErrorSource, ErrorType};
 
-use crate::config::Protocol;
+use crate::config::{Protocol, StickinessKind};
 use crate::forwarded;
-use crate::routing::SharedRouting;
-use crate::rules::{Action, RedirectInput, RequestInfo};
-use crate::target_group::{Outstanding, TargetGroup};
+use crate::routing::{Routing, SharedRouting};
+use crate::rules::{Action, Forward, RedirectInput, RequestInfo};
+use crate::socketio;
+use crate::sticky::{self, CookieFlags, KeyRing, Pin, Purpose};
+use crate::target_group::{Outstanding, PinHints, TargetGroup};
 
 /// One listener's proxy logic.
 pub struct Proxy {
@@ -46,17 +49,74 @@ impl Proxy {
 /// Per-request state.
 #[derive(Default)]
 pub struct RequestCtx {
+    /// The routing snapshot this request uses from start to end.
+    routing: Option<Arc<Routing>>,
     group: Option<Arc<TargetGroup>>,
     /// Counts the request on its target until the context is dropped (websockets
     /// included: the request lives as long as the tunnel).
     outstanding: Option<Outstanding>,
+    /// Set `AWSALBTG` for the chosen group (weighted forward with group stickiness).
+    group_sticky: bool,
+    /// The request carried the application's own cookie (app_cookie stickiness).
+    has_app_cookie: bool,
+    /// Collecting a Socket.IO handshake response to learn its sid.
+    open_packet: Option<Vec<u8>>,
+    /// The sid of a websocket upgrade: forgotten when the websocket ends.
+    upgrade_sid: Option<String>,
 }
+
+/// Longest handshake body prefix read for the Engine.IO open packet.
+const OPEN_PACKET_MAX: usize = 4096;
 
 fn client_ip(session: &Session) -> Option<IpAddr> {
     session
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip())
+}
+
+/// The group an `AWSALBTG` cookie pins the client to, if valid for this forward.
+fn pinned_group<'a>(
+    headers: &http::HeaderMap,
+    forward: &'a Forward,
+    keys: &KeyRing,
+    duration: Duration,
+) -> Option<&'a Arc<TargetGroup>> {
+    let cookies = headers.get_all(header::COOKIE);
+    let value = sticky::request_cookie(cookies.iter(), sticky::AWSALBTG)
+        .or_else(|| sticky::request_cookie(cookies.iter(), sticky::AWSALBTGCORS))?;
+    let pin = keys.open(Purpose::TargetGroup, value)?;
+    if !pin.is_fresh(sticky::unix_now(SystemTime::now()), duration) {
+        return None;
+    }
+    forward
+        .groups
+        .iter()
+        .find(|g| g.weight > 0 && g.group.name == pin.group)
+        .map(|g| &g.group)
+}
+
+/// What the request carries that may pin it, read only when the group can use it.
+fn pin_hints<'a>(req: &'a RequestHeader, group: &TargetGroup) -> PinHints<'a> {
+    let mut hints = PinHints::default();
+    if let Some(st) = &group.stickiness {
+        let cookies = req.headers.get_all(header::COOKIE);
+        match &st.kind {
+            StickinessKind::LbCookie => {
+                hints.lb_cookie = sticky::request_cookie(cookies.iter(), sticky::AWSALB)
+                    .or_else(|| sticky::request_cookie(cookies.iter(), sticky::AWSALBCORS));
+            }
+            StickinessKind::AppCookie { cookie_name } => {
+                hints.has_app_cookie =
+                    sticky::request_cookie(cookies.iter(), cookie_name).is_some();
+                hints.app_pin = sticky::request_cookie(cookies.iter(), sticky::AWSALBAPP);
+            }
+        }
+    }
+    if group.socketio.is_some() {
+        hints.sid = socketio::sid_param(req.uri.query());
+    }
+    hints
 }
 
 /// A response made by the load balancer itself: current `Date`, no engine
@@ -129,7 +189,7 @@ impl ProxyHttp for Proxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let routing = self.routing.load();
+        let routing = self.routing.load_full();
         // ALB idle timeout: a client silent this long (between requests, in a body, or
         // on a websocket) is closed.
         session.set_read_timeout(Some(routing.idle_timeout));
@@ -167,7 +227,16 @@ impl ProxyHttp for Proxy {
         let (action, _priority) = rules.evaluate(&info);
         match action {
             Action::Forward(forward) => {
-                ctx.group = Some(forward.pick().clone());
+                let group = match forward.stickiness {
+                    Some(duration) if forward.groups.len() > 1 => {
+                        ctx.group_sticky = true;
+                        pinned_group(&req.headers, forward, &routing.keys, duration)
+                            .unwrap_or_else(|| forward.pick())
+                    }
+                    _ => forward.pick(),
+                };
+                ctx.group = Some(group.clone());
+                ctx.routing = Some(routing.clone());
                 Ok(false)
             }
             Action::FixedResponse(fixed) => {
@@ -200,23 +269,35 @@ impl ProxyHttp for Proxy {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let Some(group) = ctx.group.as_ref() else {
+        let (Some(group), Some(routing)) = (ctx.group.as_ref(), ctx.routing.as_ref()) else {
             return Err(Error::explain(
                 ErrorType::InternalError,
                 "no target group chosen",
             ));
         };
-        let Some(target) = group.select(None) else {
+        let req = session.req_header();
+        let hints = pin_hints(req, group);
+        ctx.has_app_cookie = hints.has_app_cookie;
+        let Some((target, _picked_by)) = group.pick(&hints, &routing.keys, SystemTime::now(), None)
+        else {
             return Err(Error::explain(
                 ErrorType::HTTPStatus(503),
                 format!("target group {} has no registered targets", group.name),
             ));
         };
+        if let Some(sio) = &group.socketio {
+            let (path, query) = (req.uri.path(), req.uri.query());
+            if socketio::is_polling_handshake(path, query, &sio.path) {
+                ctx.open_packet = Some(Vec::new());
+            } else if session.is_upgrade_req() {
+                ctx.upgrade_sid = hints.sid.map(str::to_string);
+            }
+        }
         let mut peer = HttpPeer::new(target.addr, false, String::new());
-        let idle = self.routing.load().idle_timeout;
+        let idle = routing.idle_timeout;
         peer.options.connection_timeout = Some(group.connect_timeout);
         peer.options.read_timeout = Some(idle);
         peer.options.write_timeout = Some(idle);
@@ -246,6 +327,126 @@ impl ProxyHttp for Proxy {
         let trace = forwarded::trace_id(upstream.headers.get("x-amzn-trace-id"));
         upstream.insert_header("x-amzn-trace-id", trace)?;
         Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let (Some(group), Some(routing)) = (ctx.group.as_ref(), ctx.routing.as_ref()) else {
+            return Ok(());
+        };
+        let now = SystemTime::now();
+        let issued = sticky::unix_now(now);
+        if let (Some(st), Some(out)) = (&group.stickiness, &ctx.outstanding) {
+            let pin = Pin {
+                group: group.name.clone(),
+                target: Some(out.target().addr),
+                issued,
+            };
+            match &st.kind {
+                StickinessKind::LbCookie => {
+                    let value = routing.keys.seal(Purpose::LbCookie, &pin);
+                    let flags = CookieFlags {
+                        secure: st.secure,
+                        http_only: st.http_only,
+                        cross_site: false,
+                    };
+                    resp.append_header(
+                        header::SET_COOKIE,
+                        sticky::set_cookie(sticky::AWSALB, &value, now, flags),
+                    )?;
+                    let cors = CookieFlags {
+                        cross_site: true,
+                        ..flags
+                    };
+                    resp.append_header(
+                        header::SET_COOKIE,
+                        sticky::set_cookie(sticky::AWSALBCORS, &value, now, cors),
+                    )?;
+                }
+                StickinessKind::AppCookie { cookie_name } => {
+                    let app_session = ctx.has_app_cookie
+                        || resp
+                            .headers
+                            .get_all(header::SET_COOKIE)
+                            .iter()
+                            .any(|v| sticky::sets_cookie(v, cookie_name));
+                    if app_session {
+                        let value = routing.keys.seal(Purpose::AppCookie, &pin);
+                        let flags = CookieFlags {
+                            secure: st.secure,
+                            http_only: st.http_only,
+                            cross_site: false,
+                        };
+                        resp.append_header(
+                            header::SET_COOKIE,
+                            sticky::set_cookie(sticky::AWSALBAPP, &value, now, flags),
+                        )?;
+                    }
+                }
+            }
+        }
+        if ctx.group_sticky {
+            let pin = Pin {
+                group: group.name.clone(),
+                target: None,
+                issued,
+            };
+            let value = routing.keys.seal(Purpose::TargetGroup, &pin);
+            resp.append_header(
+                header::SET_COOKIE,
+                sticky::set_cookie(sticky::AWSALBTG, &value, now, CookieFlags::default()),
+            )?;
+            let cors = CookieFlags {
+                cross_site: true,
+                ..CookieFlags::default()
+            };
+            resp.append_header(
+                header::SET_COOKIE,
+                sticky::set_cookie(sticky::AWSALBTGCORS, &value, now, cors),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        if let Some(buf) = ctx.open_packet.as_mut() {
+            if let Some(b) = body {
+                let room = OPEN_PACKET_MAX.saturating_sub(buf.len());
+                buf.extend_from_slice(&b[..b.len().min(room)]);
+            }
+            if let Some(open) = socketio::parse_open_packet(buf) {
+                let sessions = ctx.group.as_ref().and_then(|g| g.socketio.as_ref());
+                if let (Some(sio), Some(out)) = (sessions, &ctx.outstanding) {
+                    sio.sessions
+                        .insert(&open.sid, out.target().addr, open.idle, Instant::now());
+                }
+                ctx.open_packet = None;
+            } else if end_of_stream || buf.len() >= OPEN_PACKET_MAX {
+                ctx.open_packet = None;
+            }
+        }
+        Ok(None)
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        // A Socket.IO session whose websocket has ended is over.
+        if let Some(sid) = ctx.upgrade_sid.take() {
+            let upgraded = session.response_written().is_some_and(|r| r.status == 101);
+            let sessions = ctx.group.as_ref().and_then(|g| g.socketio.as_ref());
+            if let (true, Some(sio)) = (upgraded, sessions) {
+                sio.sessions.remove(&sid);
+            }
+        }
     }
 
     async fn fail_to_proxy(

@@ -6,6 +6,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::HeaderMap;
 use ipnet::IpNet;
@@ -262,6 +263,15 @@ impl<G> RuleSet<G> {
         &self.default_action
     }
 
+    /// Whether any forward of this listener pins clients to a target group.
+    pub fn uses_group_stickiness(&self) -> bool {
+        self.rules
+            .iter()
+            .map(|r| &r.action)
+            .chain(std::iter::once(&self.default_action))
+            .any(|a| matches!(a, Action::Forward(f) if f.stickiness.is_some()))
+    }
+
     /// The same rules with each group handle replaced (config names → live groups).
     pub fn map_groups<H>(&self, f: &impl Fn(&G) -> H) -> RuleSet<H> {
         RuleSet {
@@ -291,15 +301,18 @@ pub enum Action<G = Arc<TargetGroup>> {
 impl<G> Action<G> {
     pub fn map_groups<H>(&self, f: &impl Fn(&G) -> H) -> Action<H> {
         match self {
-            Action::Forward(fw) => Action::Forward(Forward::weighted(
-                fw.groups
-                    .iter()
-                    .map(|g| WeightedGroup {
-                        group: f(&g.group),
-                        weight: g.weight,
-                    })
-                    .collect(),
-            )),
+            Action::Forward(fw) => Action::Forward(
+                Forward::weighted(
+                    fw.groups
+                        .iter()
+                        .map(|g| WeightedGroup {
+                            group: f(&g.group),
+                            weight: g.weight,
+                        })
+                        .collect(),
+                )
+                .with_stickiness(fw.stickiness),
+            ),
             Action::FixedResponse(r) => Action::FixedResponse(r.clone()),
             Action::Redirect(r) => Action::Redirect(r.clone()),
         }
@@ -310,6 +323,8 @@ impl<G> Action<G> {
 #[derive(Debug, Clone)]
 pub struct Forward<G = Arc<TargetGroup>> {
     pub groups: Vec<WeightedGroup<G>>,
+    /// Target group stickiness (`AWSALBTG`): how long a client stays on one group.
+    pub stickiness: Option<Duration>,
     total_weight: u32,
 }
 
@@ -329,8 +344,14 @@ impl<G> Forward<G> {
         let total_weight = groups.iter().map(|g| g.weight).sum();
         Forward {
             groups,
+            stickiness: None,
             total_weight,
         }
+    }
+
+    pub fn with_stickiness(mut self, duration: Option<Duration>) -> Self {
+        self.stickiness = duration;
+        self
     }
 
     /// Weighted random choice of a group, as ALB does per request.

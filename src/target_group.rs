@@ -5,9 +5,13 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use rand::Rng;
+
+use crate::config::{Stickiness, StickinessKind};
+use crate::socketio::SidTable;
+use crate::sticky::{unix_now, KeyRing, Purpose};
 
 /// One registered target. Counters are shared by every thread of the proxy.
 #[derive(Debug)]
@@ -186,13 +190,42 @@ pub fn selector(algorithm: Algorithm) -> Box<dyn Selector> {
 /// Default time to establish a connection to a target (ALB: 10 s, then 504).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Socket.IO sid pinning of a group.
+#[derive(Debug)]
+pub struct SocketIoPinning {
+    pub path: String,
+    pub sessions: Arc<SidTable>,
+}
+
 #[derive(Debug)]
 pub struct TargetGroup {
     pub name: String,
     pub algorithm: Algorithm,
     pub connect_timeout: Duration,
+    pub stickiness: Option<Stickiness>,
+    pub socketio: Option<SocketIoPinning>,
     targets: Vec<Arc<Target>>,
     selector: Box<dyn Selector>,
+}
+
+/// What a request brings that may pin it to a target.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PinHints<'a> {
+    /// `AWSALB` (or `AWSALBCORS` when the browser sent only that one).
+    pub lb_cookie: Option<&'a str>,
+    /// `AWSALBAPP-0`, with whether the application's own cookie came too.
+    pub app_pin: Option<&'a str>,
+    pub has_app_cookie: bool,
+    /// Engine.IO session id from the query string.
+    pub sid: Option<&'a str>,
+}
+
+/// How a target was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PickedBy {
+    Cookie,
+    SocketIoSid,
+    Algorithm,
 }
 
 impl TargetGroup {
@@ -206,13 +239,77 @@ impl TargetGroup {
             name: name.into(),
             algorithm,
             connect_timeout,
+            stickiness: None,
+            socketio: None,
             targets,
             selector: selector(algorithm),
         }
     }
 
+    pub fn with_stickiness(mut self, stickiness: Option<Stickiness>) -> Self {
+        self.stickiness = stickiness;
+        self
+    }
+
+    pub fn with_socketio(mut self, socketio: Option<SocketIoPinning>) -> Self {
+        self.socketio = socketio;
+        self
+    }
+
     pub fn targets(&self) -> &[Arc<Target>] {
         &self.targets
+    }
+
+    /// A registered target by address.
+    pub fn target(&self, addr: SocketAddr) -> Option<&Arc<Target>> {
+        self.targets.iter().find(|t| t.addr == addr)
+    }
+
+    /// The target a request is pinned to, if its pin is valid: a cookie sealed by
+    /// `keys` for this group, fresh, naming a registered target; else a live Socket.IO
+    /// session. A cookie, when valid, wins over the sid.
+    pub fn pinned(
+        &self,
+        hints: &PinHints<'_>,
+        keys: &KeyRing,
+        now: SystemTime,
+    ) -> Option<(&Arc<Target>, PickedBy)> {
+        if let Some(st) = &self.stickiness {
+            let sealed = match &st.kind {
+                StickinessKind::LbCookie => hints.lb_cookie.map(|v| (Purpose::LbCookie, v)),
+                StickinessKind::AppCookie { .. } if hints.has_app_cookie => {
+                    hints.app_pin.map(|v| (Purpose::AppCookie, v))
+                }
+                StickinessKind::AppCookie { .. } => None,
+            };
+            let by_cookie = sealed
+                .and_then(|(purpose, value)| keys.open(purpose, value))
+                .filter(|pin| pin.group == self.name && pin.is_fresh(unix_now(now), st.duration))
+                .and_then(|pin| pin.target)
+                .and_then(|addr| self.target(addr));
+            if let Some(t) = by_cookie {
+                return Some((t, PickedBy::Cookie));
+            }
+        }
+        let sio = self.socketio.as_ref()?;
+        let addr = sio.sessions.touch(hints.sid?, Instant::now())?;
+        self.target(addr).map(|t| (t, PickedBy::SocketIoSid))
+    }
+
+    /// The pinned target if any, else one picked by the algorithm.
+    pub fn pick(
+        &self,
+        hints: &PinHints<'_>,
+        keys: &KeyRing,
+        now: SystemTime,
+        exclude: Option<SocketAddr>,
+    ) -> Option<(&Arc<Target>, PickedBy)> {
+        if let Some(pinned) = self.pinned(hints, keys, now) {
+            if Some(pinned.0.addr) != exclude {
+                return Some(pinned);
+            }
+        }
+        self.select(exclude).map(|t| (t, PickedBy::Algorithm))
     }
 
     /// Picks a target by the group's algorithm, skipping `exclude` (a target that just
@@ -287,6 +384,94 @@ mod tests {
         }
         assert!((2700..3300).contains(&counts[0]), "{counts:?}");
         assert_eq!(wr.select(&ts, &|_| true, &|_| 0), None);
+    }
+
+    fn sticky_group(ts: Vec<Arc<Target>>) -> TargetGroup {
+        TargetGroup::new("g", Algorithm::RoundRobin, DEFAULT_CONNECT_TIMEOUT, ts).with_stickiness(
+            Some(Stickiness {
+                kind: StickinessKind::LbCookie,
+                duration: Duration::from_secs(60),
+                secure: false,
+                http_only: false,
+            }),
+        )
+    }
+
+    fn seal(keys: &KeyRing, group: &str, port: u16, issued: SystemTime) -> String {
+        let pin = crate::sticky::Pin {
+            group: group.into(),
+            target: Some(SocketAddr::from(([127, 0, 0, 1], port))),
+            issued: unix_now(issued),
+        };
+        keys.seal(Purpose::LbCookie, &pin)
+    }
+
+    #[test]
+    fn a_valid_cookie_pins_and_anything_else_repins_by_the_algorithm() {
+        let keys = KeyRing::random();
+        let g = sticky_group(targets(3));
+        let now = SystemTime::now();
+        let good = seal(&keys, "g", 9002, now);
+        for _ in 0..5 {
+            let hints = PinHints {
+                lb_cookie: Some(&good),
+                ..Default::default()
+            };
+            let (t, by) = g.pick(&hints, &keys, now, None).unwrap();
+            assert_eq!((t.addr.port(), by), (9002, PickedBy::Cookie));
+        }
+        let expired = seal(&keys, "g", 9002, now - Duration::from_secs(61));
+        let other_group = seal(&keys, "h", 9002, now);
+        let gone = seal(&keys, "g", 9009, now);
+        let other_key = seal(&KeyRing::random(), "g", 9002, now);
+        for bad in [
+            &expired,
+            &other_group,
+            &gone,
+            &other_key,
+            &"garbage".to_string(),
+        ] {
+            let hints = PinHints {
+                lb_cookie: Some(bad),
+                ..Default::default()
+            };
+            let (_, by) = g.pick(&hints, &keys, now, None).unwrap();
+            assert_eq!(by, PickedBy::Algorithm);
+        }
+    }
+
+    #[test]
+    fn a_socketio_sid_pins_when_no_cookie_does() {
+        let keys = KeyRing::random();
+        let sessions = Arc::new(SidTable::new(100));
+        let g = sticky_group(targets(3)).with_socketio(Some(SocketIoPinning {
+            path: "/socket.io/".into(),
+            sessions: sessions.clone(),
+        }));
+        sessions.insert(
+            "abc",
+            SocketAddr::from(([127, 0, 0, 1], 9001)),
+            Duration::from_secs(45),
+            Instant::now(),
+        );
+        let now = SystemTime::now();
+        let hints = PinHints {
+            sid: Some("abc"),
+            ..Default::default()
+        };
+        let (t, by) = g.pick(&hints, &keys, now, None).unwrap();
+        assert_eq!((t.addr.port(), by), (9001, PickedBy::SocketIoSid));
+        // A valid cookie wins over the sid.
+        let cookie = seal(&keys, "g", 9002, now);
+        let hints = PinHints {
+            sid: Some("abc"),
+            lb_cookie: Some(&cookie),
+            ..Default::default()
+        };
+        assert_eq!(
+            g.pick(&hints, &keys, now, None).unwrap().0.addr.port(),
+            9002
+        );
     }
 
     #[test]

@@ -1,0 +1,231 @@
+//! Socket.IO pinning without cookies: remember which target opened each Engine.IO
+//! session (`sid`), and send every later request carrying that `sid` to it.
+//!
+//! Entries are forgotten when the session ends (its websocket closes), after
+//! pingInterval + pingTimeout of silence, or — when the table is full — not stored at
+//! all (the cookie still works). Memory is bounded by `capacity`.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+/// Engine.IO v4's defaults: pingInterval 25 s + pingTimeout 20 s.
+pub const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(45);
+
+/// Default bound on remembered sessions per target group.
+pub const DEFAULT_CAPACITY: usize = 1 << 20;
+
+const SHARDS: usize = 16;
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    target: SocketAddr,
+    idle: Duration,
+    last_seen: Instant,
+}
+
+/// sid → target, sharded to keep lock hold times short across threads.
+#[derive(Debug)]
+pub struct SidTable {
+    shards: Vec<Mutex<HashMap<Box<str>, Entry>>>,
+    per_shard: usize,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl SidTable {
+    pub fn new(capacity: usize) -> Self {
+        SidTable {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            per_shard: capacity.div_ceil(SHARDS).max(1),
+            hasher: Default::default(),
+        }
+    }
+
+    fn shard(&self, sid: &str) -> &Mutex<HashMap<Box<str>, Entry>> {
+        let mut h = self.hasher.build_hasher();
+        sid.hash(&mut h);
+        &self.shards[(h.finish() as usize) % SHARDS]
+    }
+
+    /// Remembers a new session. Returns false when the table is full.
+    pub fn insert(&self, sid: &str, target: SocketAddr, idle: Duration, now: Instant) -> bool {
+        let mut map = self.shard(sid).lock();
+        if map.len() >= self.per_shard {
+            map.retain(|_, e| now.duration_since(e.last_seen) <= e.idle);
+            if map.len() >= self.per_shard {
+                return false;
+            }
+        }
+        map.insert(
+            sid.into(),
+            Entry {
+                target,
+                idle,
+                last_seen: now,
+            },
+        );
+        true
+    }
+
+    /// The target of a live session, refreshing its last-seen time.
+    pub fn touch(&self, sid: &str, now: Instant) -> Option<SocketAddr> {
+        let mut map = self.shard(sid).lock();
+        let entry = map.get_mut(sid)?;
+        if now.duration_since(entry.last_seen) > entry.idle {
+            map.remove(sid);
+            return None;
+        }
+        entry.last_seen = now;
+        Some(entry.target)
+    }
+
+    pub fn remove(&self, sid: &str) {
+        self.shard(sid).lock().remove(sid);
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The `sid` query parameter, if any.
+pub fn sid_param(query: Option<&str>) -> Option<&str> {
+    query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("sid="))
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+}
+
+/// Whether a request is an Engine.IO polling handshake (no sid yet) under `path`.
+pub fn is_polling_handshake(path: &str, query: Option<&str>, prefix: &str) -> bool {
+    let Some(query) = query else { return false };
+    path.starts_with(prefix)
+        && query.split('&').any(|kv| kv.starts_with("EIO="))
+        && query.split('&').any(|kv| kv == "transport=polling")
+        && sid_param(Some(query)).is_none()
+}
+
+/// An Engine.IO open packet: `0{"sid":"…","pingInterval":25000,"pingTimeout":20000,…}`
+/// (v4; v3 payloads carry a `len:` prefix).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenPacket {
+    pub sid: String,
+    /// pingInterval + pingTimeout: silence after which the client gives up.
+    pub idle: Duration,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OpenJson {
+    sid: String,
+    ping_interval: Option<u64>,
+    ping_timeout: Option<u64>,
+}
+
+/// Parses the open packet at the start of a handshake response body.
+pub fn parse_open_packet(body: &[u8]) -> Option<OpenPacket> {
+    let start = body.windows(2).position(|w| w == b"0{")? + 1;
+    if start > 16 {
+        return None;
+    }
+    let mut stream = serde_json::Deserializer::from_slice(&body[start..]).into_iter::<OpenJson>();
+    let open = stream.next()?.ok()?;
+    if open.sid.is_empty() || open.sid.len() > 128 {
+        return None;
+    }
+    let idle = match (open.ping_interval, open.ping_timeout) {
+        (Some(i), Some(t)) => Duration::from_millis(i.saturating_add(t)),
+        _ => DEFAULT_SESSION_IDLE,
+    };
+    Some(OpenPacket {
+        sid: open.sid,
+        idle,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn it_should_parse_a_v4_open_packet() {
+        let body = br#"0{"sid":"lv_VI97HAXpY6yYWAAAC","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#;
+        let open = parse_open_packet(body).unwrap();
+        assert_eq!(open.sid, "lv_VI97HAXpY6yYWAAAC");
+        assert_eq!(open.idle, Duration::from_secs(45));
+        let v3 = br#"96:0{"sid":"abc","upgrades":[],"pingInterval":1000,"pingTimeout":500}2:40"#;
+        assert_eq!(
+            parse_open_packet(v3).unwrap().idle,
+            Duration::from_millis(1500)
+        );
+        assert_eq!(parse_open_packet(b"4hello"), None);
+        assert_eq!(parse_open_packet(b"0{\"sid\":"), None);
+    }
+
+    #[test]
+    fn it_should_recognise_handshakes_and_sids() {
+        let p = "/socket.io/";
+        assert!(is_polling_handshake(
+            p,
+            Some("EIO=4&transport=polling&t=abc"),
+            p
+        ));
+        assert!(!is_polling_handshake(
+            p,
+            Some("EIO=4&transport=polling&sid=x"),
+            p
+        ));
+        assert!(!is_polling_handshake(
+            p,
+            Some("EIO=4&transport=websocket"),
+            p
+        ));
+        assert!(!is_polling_handshake(
+            "/other/",
+            Some("EIO=4&transport=polling"),
+            p
+        ));
+        assert_eq!(
+            sid_param(Some("EIO=4&transport=websocket&sid=abc")),
+            Some("abc")
+        );
+        assert_eq!(sid_param(Some("EIO=4&xsid=abc")), None);
+    }
+
+    #[test]
+    fn it_should_forget_silent_sessions() {
+        let t = SidTable::new(100);
+        let now = Instant::now();
+        assert!(t.insert("a", addr(1), Duration::from_secs(45), now));
+        assert_eq!(t.touch("a", now + Duration::from_secs(40)), Some(addr(1)));
+        // touched at +40 s: still alive at +80 s, gone at +90 s.
+        assert_eq!(t.touch("a", now + Duration::from_secs(80)), Some(addr(1)));
+        assert_eq!(t.touch("a", now + Duration::from_secs(126)), None);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn it_should_stay_within_its_capacity() {
+        let t = SidTable::new(SHARDS); // one per shard
+        let now = Instant::now();
+        let stored = (0..200)
+            .filter(|i| t.insert(&format!("s{i}"), addr(1), Duration::from_secs(45), now))
+            .count();
+        assert!(stored <= SHARDS);
+        assert!(t.len() <= SHARDS);
+        // Once entries expire, room is made again.
+        let later = now + Duration::from_secs(46);
+        assert!(t.insert("fresh", addr(2), Duration::from_secs(45), later));
+    }
+}
