@@ -6,7 +6,7 @@
 //! all (the cookie still works). Memory is bounded by `capacity`.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -45,9 +45,7 @@ impl SidTable {
     }
 
     fn shard(&self, sid: &str) -> &Mutex<HashMap<Box<str>, Entry>> {
-        let mut h = self.hasher.build_hasher();
-        sid.hash(&mut h);
-        &self.shards[(h.finish() as usize) % SHARDS]
+        &self.shards[(self.hasher.hash_one(sid) as usize) % SHARDS]
     }
 
     /// Remembers a new session. Returns false when the table is full.

@@ -137,7 +137,7 @@ pub enum KeyError {
 /// not) and checks its length.
 pub fn decode_key_material(text: &str) -> Result<Vec<u8>, KeyError> {
     let text = text.trim();
-    let bytes = if text.len() % 2 == 0 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+    let bytes = if text.len().is_multiple_of(2) && text.bytes().all(|b| b.is_ascii_hexdigit()) {
         hex::decode(text).map_err(|_| KeyError::NotHexOrBase64)?
     } else {
         use base64::engine::general_purpose::{
