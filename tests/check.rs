@@ -149,6 +149,51 @@ const BAD: &[(&str, &str, &str)] = &[
         "1:1: no [[listener]]",
     ),
     (
+        "reserved app cookie name",
+        "[target_group.web]\nstickiness = { type = \"app_cookie\", cookie_name = \"AWSALBAPP-1\" }\n",
+        "2:51: cookie name \"AWSALBAPP-1\" is reserved",
+    ),
+    (
+        "app cookie without a name",
+        "[target_group.web]\nstickiness = { type = \"app_cookie\" }\n",
+        "2:14: type = \"app_cookie\" needs cookie_name",
+    ),
+    (
+        "unknown stickiness type",
+        "[target_group.web]\nstickiness = { type = \"source_ip\" }\n",
+        "2:23: unknown stickiness type \"source_ip\"",
+    ),
+    (
+        "stickiness duration out of range",
+        "[target_group.web]\nstickiness = { type = \"lb_cookie\", duration = \"8d\" }\n",
+        "2:47: duration must be between 1s and 7days",
+    ),
+    (
+        "sticky key too short",
+        "[load_balancer]\nsticky_keys = [\"abcdef\"]\n",
+        "2:16: sticky key (literal): key material is 3 bytes; at least 32 random bytes are needed",
+    ),
+    (
+        "sticky key not hex or base64",
+        "[load_balancer]\nsticky_keys = [\"this is not a key at all, not at all!!\"]\n",
+        "2:16: sticky key (literal): key material is neither hex nor base64",
+    ),
+    (
+        "sticky key from an unset variable",
+        "[load_balancer]\nsticky_keys = [\"env:TETHER_TEST_SURELY_UNSET\"]\n",
+        "2:16: sticky key \"env:TETHER_TEST_SURELY_UNSET\": environment variable TETHER_TEST_SURELY_UNSET is not set",
+    ),
+    (
+        "sticky key from a missing file",
+        "[load_balancer]\nsticky_keys = [\"file:/nonexistent/key\"]\n",
+        "2:16: sticky key \"file:/nonexistent/key\": cannot read /nonexistent/key",
+    ),
+    (
+        "group stickiness out of range",
+        "[[listener]]\nport = 80\ndefault_action = { forward = { target_groups = [{ name = \"a\" }, { name = \"b\" }], stickiness = { duration = \"0s\" } } }\n[target_group.a]\n[target_group.b]\n",
+        "3:108: duration must be between 1s and 7days",
+    ),
+    (
         "TOML syntax",
         "[[listener]\nport = 8080\n",
         "1:11: ",
@@ -166,6 +211,31 @@ fn it_should_name_line_and_column_for_each_bad_config_kind() {
             "{what}: want `{want}`, got `{stderr}`"
         );
     }
+}
+
+#[test]
+fn it_should_read_sticky_keys_from_env_and_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("key"), format!("{}\n", "ab".repeat(32))).expect("key");
+    let path = dir.path().join("ok.toml");
+    let text =
+        format!("[load_balancer]\nsticky_keys = [\"env:TETHER_TEST_KEY\", \"file:key\"]\n{GOOD}");
+    std::fs::write(&path, text).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .env("TETHER_TEST_KEY", base64_of_40_bytes())
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn base64_of_40_bytes() -> &'static str {
+    "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJw=="
 }
 
 #[test]

@@ -39,6 +39,7 @@ pub fn free_port() -> u16 {
 /// - `/upload` (POST): `sha256hex length` of the streamed body;
 /// - `/download?bytes=N`: N deterministic bytes ([`pattern_bytes`]), chunked;
 /// - `/slow?ms=N`: answers after N ms;
+/// - `/login`: sets the application cookie `JSESSIONID`;
 /// - websocket upgrade: echo.
 pub struct Backend {
     pub addr: SocketAddr,
@@ -124,6 +125,14 @@ async fn backend_handle(req: Request<Incoming>, id: String) -> Result<Response<B
                 .map(|start| Ok(Frame::data(data.slice(start..(start + 65536).min(n)))))
                 .collect();
             Response::new(StreamBody::new(futures_util::stream::iter(chunks)).boxed())
+        }
+        "/login" => {
+            let mut r = Response::new(full(id.clone()));
+            r.headers_mut().insert(
+                http::header::SET_COOKIE,
+                "JSESSIONID=app-session; Path=/".parse().expect("cookie"),
+            );
+            r
         }
         "/slow" => {
             let ms = query_param(&req, "ms").unwrap_or(1000);
@@ -275,6 +284,28 @@ impl Reply {
 
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// All `Set-Cookie` values.
+    pub fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all(http::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_string))
+            .collect()
+    }
+
+    /// The `Set-Cookie` value of cookie `name`, whole.
+    pub fn set_cookie(&self, name: &str) -> Option<String> {
+        self.set_cookies()
+            .into_iter()
+            .find(|c| c.starts_with(&format!("{name}=")))
+    }
+
+    /// `name=value` of a cookie set by this reply, ready for a `Cookie` header.
+    pub fn cookie_pair(&self, name: &str) -> Option<String> {
+        self.set_cookie(name)
+            .and_then(|c| c.split(';').next().map(str::to_string))
     }
 }
 
