@@ -11,12 +11,11 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 
 use common::{Client, TetherProc};
 
 /// One scenario at a time: each runs 50 clients and three servers.
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn socketio_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/socketio");
@@ -161,7 +160,7 @@ const SOCKETIO_ONLY: &str = r#"socketio = { path = "/socket.io/" }"#;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn it_should_keep_cookie_clients_on_their_server_through_the_upgrade() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let (servers, lb) = setup(LB_COOKIE).await;
     let report = run_clients(&lb, 50, "default", true);
     assert_all_sticky(&report, 50, true);
@@ -170,7 +169,7 @@ async fn it_should_keep_cookie_clients_on_their_server_through_the_upgrade() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn it_should_keep_cookie_clients_on_their_server_in_polling_only_mode() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let (servers, lb) = setup(LB_COOKIE).await;
     let report = run_clients(&lb, 50, "polling", true);
     assert_all_sticky(&report, 50, false);
@@ -179,7 +178,7 @@ async fn it_should_keep_cookie_clients_on_their_server_in_polling_only_mode() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn it_should_keep_clients_without_cookies_on_their_server_by_sid() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let (servers, lb) = setup(SOCKETIO_ONLY).await;
     let report = run_clients(&lb, 50, "default", false);
     assert_all_sticky(&report, 50, true);
@@ -190,7 +189,7 @@ async fn it_should_keep_clients_without_cookies_on_their_server_by_sid() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn negative_control_without_stickiness_clients_fail_with_session_id_unknown() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let (servers, lb) = setup("").await;
     let report = run_clients(&lb, 50, "default", true);
     assert!(
@@ -207,7 +206,7 @@ async fn negative_control_without_stickiness_clients_fail_with_session_id_unknow
 async fn negative_control_cookie_stickiness_needs_clients_that_keep_cookies() {
     // The cookie test passes because of the cookie: the same clients without a
     // cookie jar, and no sid pinning, fail.
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let (servers, lb) = setup(LB_COOKIE).await;
     let report = run_clients(&lb, 50, "default", false);
     assert!(report.failed > 0, "{report:?}");
