@@ -1,7 +1,6 @@
 //! Headers ALB adds to forwarded requests: `X-Forwarded-For` (appended),
 //! `X-Forwarded-Proto`, `X-Forwarded-Port` and `X-Amzn-Trace-Id`.
 
-use std::fmt::Write;
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -42,59 +41,76 @@ pub fn append_forwarded_for<'a>(
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(client),
         v4 => v4,
     };
+    use std::fmt::Write;
     let _ = write!(out, "{client}");
     out
 }
 
-/// A new trace id part: `1-<8 hex seconds>-<24 hex random>`.
-fn trace_part() -> String {
+const TRACE_PART_LEN: usize = 2 + 8 + 1 + 24;
+
+/// A new trace id part, `1-<8 hex seconds>-<24 hex random>`, written into the
+/// first [`TRACE_PART_LEN`] bytes of `out`.
+fn write_trace_part(out: &mut [u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+        .map_or(0, |d| d.as_secs()) as u32;
     let mut random = [0u8; 12];
     rand::thread_rng().fill_bytes(&mut random);
-    let mut s = String::with_capacity(35);
-    let _ = write!(s, "1-{:08x}-", secs as u32);
-    for b in random {
-        let _ = write!(s, "{b:02x}");
+    out[0] = b'1';
+    out[1] = b'-';
+    for (i, shift) in (0..8).rev().enumerate() {
+        out[2 + i] = HEX[((secs >> (shift * 4)) & 0xf) as usize];
     }
-    s
+    out[10] = b'-';
+    for (i, b) in random.iter().enumerate() {
+        out[11 + 2 * i] = HEX[usize::from(b >> 4)];
+        out[12 + 2 * i] = HEX[usize::from(b & 0xf)];
+    }
+}
+
+fn trace_part() -> [u8; TRACE_PART_LEN] {
+    let mut part = [0u8; TRACE_PART_LEN];
+    write_trace_part(&mut part);
+    part
 }
 
 /// The `X-Amzn-Trace-Id` to forward: a new `Root` when none came in; otherwise the
 /// incoming fields are kept and `Self` is set (replaced if present), as ALB does.
-pub fn trace_id(incoming: Option<&HeaderValue>) -> String {
+pub fn trace_id(incoming: Option<&HeaderValue>) -> HeaderValue {
     let incoming = incoming
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|s| !s.is_empty());
     let Some(incoming) = incoming else {
-        return format!("Root={}", trace_part());
+        // The common case: no allocation beyond the header value itself.
+        let mut v = [0u8; 5 + TRACE_PART_LEN];
+        v[..5].copy_from_slice(b"Root=");
+        write_trace_part(&mut v[5..]);
+        return HeaderValue::from_bytes(&v).unwrap_or(HeaderValue::from_static(
+            "Root=1-00000000-000000000000000000000000",
+        ));
     };
     let has_root = incoming.split(';').any(|f| f.trim().starts_with("Root="));
-    if !has_root {
-        // Keep what the client sent (it may carry Parent/Sampled), and give it a Root.
-        let rest: Vec<&str> = incoming
-            .split(';')
-            .map(str::trim)
-            .filter(|f| !f.is_empty() && !f.starts_with("Self="))
-            .collect();
-        let mut out = format!("Root={}", trace_part());
-        for f in rest {
-            out.push(';');
-            out.push_str(f);
-        }
-        return out;
-    }
-    let mut out = format!("Self={}", trace_part());
+    let (lead, part) = if has_root {
+        ("Self=", trace_part())
+    } else {
+        ("Root=", trace_part())
+    };
+    let mut out = Vec::with_capacity(incoming.len() + 48);
+    out.extend_from_slice(lead.as_bytes());
+    out.extend_from_slice(&part);
     for f in incoming.split(';').map(str::trim) {
+        // Drop an old Self; without a Root of ours, keep what the client sent (it may
+        // carry Parent/Sampled).
         if f.is_empty() || f.starts_with("Self=") {
             continue;
         }
-        out.push(';');
-        out.push_str(f);
+        out.push(b';');
+        out.extend_from_slice(f.as_bytes());
     }
-    out
+    // Built from a valid header value and ASCII: cannot fail.
+    HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static(""))
 }
 
 #[cfg(test)]
@@ -116,6 +132,7 @@ mod tests {
     #[test]
     fn a_new_trace_id_has_the_alb_shape() {
         let t = trace_id(None);
+        let t = t.to_str().unwrap();
         let root = t.strip_prefix("Root=1-").unwrap();
         let (secs, random) = root.split_once('-').unwrap();
         assert_eq!(secs.len(), 8);
@@ -124,11 +141,20 @@ mod tests {
     }
 
     #[test]
+    fn an_incoming_header_without_root_gets_one() {
+        let v = HeaderValue::from_static("Sampled=1");
+        let t = trace_id(Some(&v));
+        let t = t.to_str().unwrap();
+        assert!(t.starts_with("Root=1-") && t.ends_with(";Sampled=1"), "{t}");
+    }
+
+    #[test]
     fn an_incoming_root_is_kept_and_self_is_replaced() {
         let v = HeaderValue::from_static(
             "Self=1-0-0;Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1",
         );
         let t = trace_id(Some(&v));
+        let t = t.to_str().unwrap();
         assert!(t.starts_with("Self=1-"), "{t}");
         assert!(
             t.ends_with(";Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1"),

@@ -28,6 +28,9 @@ pub struct Proxy {
     port: u16,
     protocol: Protocol,
     routing: SharedRouting,
+    /// `X-Forwarded-Port` and `-Proto` values, made once.
+    forwarded_port: http::HeaderValue,
+    forwarded_proto: http::HeaderValue,
 }
 
 impl Proxy {
@@ -42,6 +45,11 @@ impl Proxy {
             port: addr.port(),
             protocol,
             routing,
+            forwarded_port: http::HeaderValue::from(addr.port()),
+            forwarded_proto: http::HeaderValue::from_static(match protocol {
+                Protocol::Http => "http",
+                Protocol::Https => "https",
+            }),
         }
     }
 }
@@ -318,12 +326,8 @@ impl ProxyHttp for Proxy {
             );
             upstream.insert_header("x-forwarded-for", xff)?;
         }
-        let proto = match self.protocol {
-            Protocol::Http => "http",
-            Protocol::Https => "https",
-        };
-        upstream.insert_header("x-forwarded-proto", proto)?;
-        upstream.insert_header("x-forwarded-port", self.port.to_string())?;
+        upstream.insert_header("x-forwarded-proto", self.forwarded_proto.clone())?;
+        upstream.insert_header("x-forwarded-port", self.forwarded_port.clone())?;
         let trace = forwarded::trace_id(upstream.headers.get("x-amzn-trace-id"));
         upstream.insert_header("x-amzn-trace-id", trace)?;
         Ok(())
@@ -340,6 +344,7 @@ impl ProxyHttp for Proxy {
         };
         let now = SystemTime::now();
         let issued = sticky::unix_now(now);
+        let expires = sticky::expires(now);
         if let (Some(st), Some(out)) = (&group.stickiness, &ctx.outstanding) {
             let pin = Pin {
                 group: group.name.clone(),
@@ -356,7 +361,7 @@ impl ProxyHttp for Proxy {
                     };
                     resp.append_header(
                         header::SET_COOKIE,
-                        sticky::set_cookie(sticky::AWSALB, &value, now, flags),
+                        sticky::set_cookie(sticky::AWSALB, &value, &expires, flags),
                     )?;
                     let cors = CookieFlags {
                         cross_site: true,
@@ -364,7 +369,7 @@ impl ProxyHttp for Proxy {
                     };
                     resp.append_header(
                         header::SET_COOKIE,
-                        sticky::set_cookie(sticky::AWSALBCORS, &value, now, cors),
+                        sticky::set_cookie(sticky::AWSALBCORS, &value, &expires, cors),
                     )?;
                 }
                 StickinessKind::AppCookie { cookie_name } => {
@@ -383,7 +388,7 @@ impl ProxyHttp for Proxy {
                         };
                         resp.append_header(
                             header::SET_COOKIE,
-                            sticky::set_cookie(sticky::AWSALBAPP, &value, now, flags),
+                            sticky::set_cookie(sticky::AWSALBAPP, &value, &expires, flags),
                         )?;
                     }
                 }
@@ -398,7 +403,7 @@ impl ProxyHttp for Proxy {
             let value = routing.keys.seal(Purpose::TargetGroup, &pin);
             resp.append_header(
                 header::SET_COOKIE,
-                sticky::set_cookie(sticky::AWSALBTG, &value, now, CookieFlags::default()),
+                sticky::set_cookie(sticky::AWSALBTG, &value, &expires, CookieFlags::default()),
             )?;
             let cors = CookieFlags {
                 cross_site: true,
@@ -406,7 +411,7 @@ impl ProxyHttp for Proxy {
             };
             resp.append_header(
                 header::SET_COOKIE,
-                sticky::set_cookie(sticky::AWSALBTGCORS, &value, now, cors),
+                sticky::set_cookie(sticky::AWSALBTGCORS, &value, &expires, cors),
             )?;
         }
         Ok(())

@@ -296,14 +296,27 @@ pub struct CookieFlags {
     pub cross_site: bool,
 }
 
-/// A `Set-Cookie` value as ALB writes it: `Expires` a week ahead, `Path=/`.
-pub fn set_cookie(name: &str, value: &str, now: SystemTime, flags: CookieFlags) -> String {
+/// The `Expires` date ALB sets (a week from `now`), formatted once per second per
+/// thread: formatting an HTTP date costs more than sealing the cookie.
+pub fn expires(now: SystemTime) -> std::rc::Rc<str> {
+    thread_local! {
+        static CACHE: std::cell::RefCell<(u64, std::rc::Rc<str>)> =
+            std::cell::RefCell::new((u64::MAX, std::rc::Rc::from("")));
+    }
+    let secs = unix_now(now);
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != secs {
+            *c = (secs, httpdate::fmt_http_date(now + CLIENT_EXPIRY).into());
+        }
+        c.1.clone()
+    })
+}
+
+/// A `Set-Cookie` value as ALB writes it: `Expires` (from [`expires`]), `Path=/`.
+pub fn set_cookie(name: &str, value: &str, expires: &str, flags: CookieFlags) -> String {
     let mut s = String::with_capacity(name.len() + value.len() + 80);
-    let _ = write!(
-        s,
-        "{name}={value}; Expires={}; Path=/",
-        httpdate::fmt_http_date(now + CLIENT_EXPIRY)
-    );
+    let _ = write!(s, "{name}={value}; Expires={expires}; Path=/");
     if flags.cross_site {
         s.push_str("; SameSite=None; Secure");
     } else if flags.secure {
@@ -463,9 +476,14 @@ mod tests {
 
     #[test]
     fn set_cookie_has_alb_attributes() {
-        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let now = expires(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        let now = &*now;
         let c = set_cookie("AWSALB", "v", now, CookieFlags::default());
         assert_eq!(c, "AWSALB=v; Expires=Tue, 21 Nov 2023 22:13:20 GMT; Path=/");
+        assert_eq!(
+            &*expires(UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+            "Tue, 21 Nov 2023 22:13:20 GMT"
+        );
         let cors = set_cookie(
             "AWSALBCORS",
             "v",
