@@ -134,6 +134,8 @@ struct RawLoadBalancer {
     threads: Option<Spanned<usize>>,
     #[serde(default)]
     sticky_keys: Vec<Spanned<String>>,
+    alb_limits: Option<bool>,
+    admin: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -313,6 +315,40 @@ struct RawTargetGroup {
     connect_timeout: Option<Spanned<HumanDuration>>,
     stickiness: Option<Spanned<RawStickiness>>,
     socketio: Option<RawSocketIo>,
+    health_check: Option<Spanned<RawHealthCheck>>,
+    minimum_healthy_targets: Option<Spanned<RawMinHealthy>>,
+    deregistration_delay: Option<Spanned<HumanDuration>>,
+    slow_start: Option<Spanned<HumanDuration>>,
+    passive_health: Option<RawPassiveHealth>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealthCheck {
+    enabled: Option<bool>,
+    protocol: Option<Spanned<String>>,
+    port: Option<Spanned<PortString>>,
+    path: Option<Spanned<String>>,
+    interval: Option<Spanned<HumanDuration>>,
+    timeout: Option<Spanned<HumanDuration>>,
+    healthy_threshold: Option<Spanned<u32>>,
+    unhealthy_threshold: Option<Spanned<u32>>,
+    matcher: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMinHealthy {
+    count: Option<Spanned<u32>>,
+    percentage: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPassiveHealth {
+    enabled: Option<bool>,
+    backoff: Option<Spanned<HumanDuration>>,
+    max_backoff: Option<Spanned<HumanDuration>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -358,6 +394,8 @@ pub struct LoadBalancer {
     pub threads: usize,
     /// Decoded sticky key materials, newest first (empty: a random key at start).
     pub sticky_keys: Vec<Vec<u8>>,
+    /// Admin API address (target health, reload); none by default.
+    pub admin: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -376,7 +414,54 @@ pub struct TargetGroupConfig {
     pub connect_timeout: Duration,
     pub stickiness: Option<Stickiness>,
     pub socketio: Option<SocketIo>,
+    pub lifecycle: crate::target_group::Lifecycle,
 }
+
+/// How many healthy targets a group needs before it fails open to all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MinHealthy {
+    Count(u32),
+    Percentage(u32),
+}
+
+impl Default for MinHealthy {
+    /// ALB's default: fail open when no target is healthy.
+    fn default() -> Self {
+        MinHealthy::Count(1)
+    }
+}
+
+impl MinHealthy {
+    /// Healthy targets required among `registered`.
+    pub fn required(self, registered: usize) -> usize {
+        match self {
+            MinHealthy::Count(c) => (c as usize).min(registered.max(1)),
+            MinHealthy::Percentage(p) => (registered * p as usize).div_ceil(100).max(1),
+        }
+    }
+}
+
+/// Passive failure marks (beyond ALB): a connect failure or reset makes a target
+/// skipped for `backoff`, doubled on each failure in a row up to `max_backoff`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassiveHealth {
+    pub enabled: bool,
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for PassiveHealth {
+    fn default() -> Self {
+        PassiveHealth {
+            enabled: true,
+            backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// ALB's default deregistration delay.
+pub const DEFAULT_DEREGISTRATION_DELAY: Duration = Duration::from_secs(300);
 
 /// ALB's default stickiness duration.
 pub const DEFAULT_STICKINESS: Duration = Duration::from_secs(86400);
@@ -487,11 +572,25 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config, ConfigErr
         })?;
         sticky_keys.push(key);
     }
+    let admin = match &lb.admin {
+        Some(a) => Some(a.get_ref().parse::<SocketAddr>().map_err(|_| {
+            ctx.err(
+                a.span(),
+                format!(
+                    "invalid admin address \"{}\": expected IP:port, like \"127.0.0.1:9900\"",
+                    a.get_ref()
+                ),
+            )
+        })?),
+        None => None,
+    };
+    let alb_limits = lb.alb_limits.unwrap_or(true);
     let load_balancer = LoadBalancer {
         name: lb.name.clone().unwrap_or_else(|| "tether".to_string()),
         idle_timeout,
         threads,
         sticky_keys,
+        admin,
     };
 
     let mut target_groups = Vec::new();
@@ -518,6 +617,7 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config, ConfigErr
             Some(t) => t.get_ref().0,
             None => DEFAULT_CONNECT_TIMEOUT,
         };
+        let lifecycle = build_lifecycle(ctx, &g, alb_limits)?;
         let stickiness = match g.stickiness {
             Some(st) => build_stickiness(ctx, st)?,
             None => None,
@@ -528,6 +628,7 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config, ConfigErr
         };
         group_names.insert(name.get_ref().clone(), target_groups.len());
         target_groups.push(TargetGroupConfig {
+            lifecycle,
             stickiness,
             socketio,
             name: name.into_inner(),
@@ -726,6 +827,149 @@ fn build_stickiness(
         secure: st.secure,
         http_only: st.http_only,
     }))
+}
+
+/// Health check, draining, slow start and passive settings of a group, in ALB's
+/// ranges (or tether's wider ones with `alb_limits = false`).
+fn build_lifecycle(
+    ctx: &Ctx<'_>,
+    g: &RawTargetGroup,
+    alb_limits: bool,
+) -> Result<crate::target_group::Lifecycle, ConfigError> {
+    use crate::health::{HealthCheck, Matcher};
+    let secs = Duration::from_secs;
+    let ms = Duration::from_millis;
+    let mut hc = HealthCheck::default();
+    if let Some(raw) = &g.health_check {
+        let span = raw.span();
+        let raw = raw.get_ref();
+        hc.enabled = raw.enabled.unwrap_or(true);
+        if let Some(p) = &raw.protocol {
+            match p.get_ref().as_str() {
+                "HTTP" => {}
+                "HTTPS" => {
+                    return Err(ctx.err(
+                        p.span(),
+                        "HTTPS health checks are not supported yet: use \"HTTP\"",
+                    ))
+                }
+                other => {
+                    return Err(ctx.err(
+                        p.span(),
+                        format!("unknown health check protocol \"{other}\": use \"HTTP\""),
+                    ))
+                }
+            }
+        }
+        if let Some(p) = &raw.port {
+            let v = &p.get_ref().0;
+            hc.port =
+                if v == "traffic-port" {
+                    None
+                } else {
+                    Some(v.parse::<u16>().ok().filter(|n| *n != 0).ok_or_else(|| {
+                        ctx.err(p.span(), "port must be 1-65535 or \"traffic-port\"")
+                    })?)
+                };
+        }
+        if let Some(p) = &raw.path {
+            if !p.get_ref().starts_with('/') || p.get_ref().len() > 1024 {
+                return Err(ctx.err(
+                    p.span(),
+                    "path must start with '/' (at most 1024 characters)",
+                ));
+            }
+            hc.path = p.get_ref().clone();
+        }
+        let (min_interval, min_timeout) = if alb_limits {
+            (secs(5), secs(2))
+        } else {
+            (ms(100), ms(50))
+        };
+        if let Some(d) = &raw.interval {
+            hc.interval = check_duration(ctx, d, "interval", min_interval, secs(300))?;
+        }
+        if let Some(d) = &raw.timeout {
+            hc.timeout = check_duration(ctx, d, "timeout", min_timeout, secs(120))?;
+        }
+        if hc.timeout >= hc.interval {
+            let at = raw.timeout.as_ref().map_or(span.clone(), |t| t.span());
+            return Err(ctx.err(at, "timeout must be shorter than interval"));
+        }
+        for (value, slot, what) in [
+            (
+                &raw.healthy_threshold,
+                &mut hc.healthy_threshold,
+                "healthy_threshold",
+            ),
+            (
+                &raw.unhealthy_threshold,
+                &mut hc.unhealthy_threshold,
+                "unhealthy_threshold",
+            ),
+        ] {
+            if let Some(v) = value {
+                if !(2..=10).contains(v.get_ref()) {
+                    return Err(ctx.err(v.span(), format!("{what} must be between 2 and 10")));
+                }
+                *slot = *v.get_ref();
+            }
+        }
+        if let Some(m) = &raw.matcher {
+            hc.matcher = Matcher::parse(m.get_ref()).map_err(|e| ctx.err(m.span(), e))?;
+        }
+    }
+    let min_healthy = match &g.minimum_healthy_targets {
+        None => MinHealthy::default(),
+        Some(m) => match (&m.get_ref().count, &m.get_ref().percentage) {
+            (Some(c), None) if *c.get_ref() >= 1 => MinHealthy::Count(*c.get_ref()),
+            (Some(c), None) => return Err(ctx.err(c.span(), "count must be at least 1")),
+            (None, Some(p)) if (1..=100).contains(p.get_ref()) => {
+                MinHealthy::Percentage(*p.get_ref())
+            }
+            (None, Some(p)) => {
+                return Err(ctx.err(p.span(), "percentage must be between 1 and 100"))
+            }
+            _ => return Err(ctx.err(m.span(), "give either { count = N } or { percentage = N }")),
+        },
+    };
+    let deregistration_delay = match &g.deregistration_delay {
+        Some(d) => check_duration(ctx, d, "deregistration_delay", Duration::ZERO, secs(3600))?,
+        None => DEFAULT_DEREGISTRATION_DELAY,
+    };
+    let slow_start = match &g.slow_start {
+        Some(d) if d.get_ref().0.is_zero() => Duration::ZERO,
+        Some(d) => {
+            let min = if alb_limits { secs(30) } else { secs(1) };
+            let v = check_duration(ctx, d, "slow_start", min, secs(900))?;
+            if g.algorithm == Algorithm::LeastOutstandingRequests {
+                return Err(ctx.err(
+                    d.span(),
+                    "slow_start does not go with least_outstanding_requests (as on ALB)",
+                ));
+            }
+            v
+        }
+        None => Duration::ZERO,
+    };
+    let mut passive = PassiveHealth::default();
+    if let Some(p) = &g.passive_health {
+        passive.enabled = p.enabled.unwrap_or(true);
+        if let Some(d) = &p.backoff {
+            passive.backoff = check_duration(ctx, d, "backoff", ms(10), secs(3600))?;
+        }
+        if let Some(d) = &p.max_backoff {
+            passive.max_backoff =
+                check_duration(ctx, d, "max_backoff", passive.backoff, secs(3600))?;
+        }
+    }
+    Ok(crate::target_group::Lifecycle {
+        health_check: hc,
+        min_healthy,
+        deregistration_delay,
+        slow_start,
+        passive,
+    })
 }
 
 fn build_socketio(ctx: &Ctx<'_>, raw: RawSocketIo) -> Result<SocketIo, ConfigError> {

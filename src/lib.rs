@@ -1,11 +1,13 @@
 //! tether: a sticky-session, websocket-aware HTTP load balancer that stands in for an
 //! AWS Application Load Balancer. See the README for the config reference.
 #![deny(rust_2018_idioms)]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod config;
 pub mod demo;
 pub mod forwarded;
+pub mod health;
+pub mod lifecycle;
 pub mod proxy;
 pub mod routing;
 pub mod rules;
@@ -13,3 +15,4 @@ pub mod server;
 pub mod socketio;
 pub mod sticky;
 pub mod target_group;
+pub mod websocket;

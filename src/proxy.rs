@@ -20,7 +20,8 @@ use crate::routing::{Routing, SharedRouting};
 use crate::rules::{Action, Forward, RedirectInput, RequestInfo};
 use crate::socketio;
 use crate::sticky::{self, CookieFlags, KeyRing, Pin, Purpose};
-use crate::target_group::{Outstanding, PinHints, TargetGroup};
+use crate::target_group::{Outstanding, PinHints, Target, TargetGroup};
+use crate::websocket::{self, FrameTracker};
 
 /// One listener's proxy logic.
 pub struct Proxy {
@@ -71,6 +72,40 @@ pub struct RequestCtx {
     open_packet: Option<Vec<u8>>,
     /// The sid of a websocket upgrade: forgotten when the websocket ends.
     upgrade_sid: Option<String>,
+    /// A target that failed this request, avoided by its one retry.
+    failed: Option<SocketAddr>,
+    /// Server-to-client frame boundaries of an upgraded websocket.
+    frames: Option<FrameTracker>,
+    /// Closes the upstream side of a websocket when its target's drain ends.
+    closer: Option<Closer>,
+}
+
+/// Shuts a websocket's upstream socket down when its target's deregistration delay
+/// ends, so that the tunnel ends (and the client gets a Close frame); aborted when
+/// the request ends first.
+struct Closer {
+    task: tokio::task::JoinHandle<()>,
+    target: Arc<Target>,
+}
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Duplicates the upstream socket pingora hands to `connected_to_upstream`, so that
+/// tether owns a descriptor of its own for the connection's whole life.
+#[allow(unsafe_code)]
+fn own_socket(fd: std::os::fd::RawFd) -> Option<std::net::TcpStream> {
+    // SAFETY: pingora passes `fd` to `connected_to_upstream` while it holds the open
+    // connection, so the descriptor is valid for this call; it is only borrowed here
+    // to duplicate it into a descriptor tether owns (and closes on drop).
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    borrowed
+        .try_clone_to_owned()
+        .ok()
+        .map(std::net::TcpStream::from)
 }
 
 /// Longest handshake body prefix read for the Engine.IO open packet.
@@ -333,12 +368,122 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
+    async fn connected_to_upstream(
+        &self,
+        session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // Websockets may outlive a target's deregistration delay: be ready to end them.
+        if !session.is_upgrade_req() {
+            return Ok(());
+        }
+        let Some(target) = ctx.outstanding.as_ref().map(|o| o.target().clone()) else {
+            return Ok(());
+        };
+        if let Some(socket) = own_socket(fd) {
+            let mut closing = target.closing();
+            let task = tokio::spawn(async move {
+                if closing.wait_for(|c| *c).await.is_ok() {
+                    let _ = socket.shutdown(std::net::Shutdown::Both);
+                }
+            });
+            ctx.closer = Some(Closer { task, target });
+        }
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // Nothing was sent: any method may go to another target, once.
+        if let Some(out) = ctx.outstanding.take() {
+            let target = out.target().clone();
+            if let Some(group) = ctx.group.as_ref() {
+                target.mark_failure(&group.lifecycle.passive);
+                if group.lifecycle.passive.enabled
+                    && ctx.failed.is_none()
+                    && group.has_alternative(target.addr)
+                {
+                    ctx.failed = Some(target.addr);
+                    e.set_retry(true);
+                    return e;
+                }
+            }
+        }
+        e.set_retry(false);
+        e.more_context(format!("Peer: {peer}"))
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let reset = matches!(
+            e.etype(),
+            ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+        ) && e.esource() == &ErrorSource::Upstream;
+        let group = ctx.group.clone();
+        let passive = group.as_ref().map(|g| g.lifecycle.passive);
+        let target = ctx.outstanding.as_ref().map(|o| o.target().clone());
+        // A stale pooled connection (closed by the target while idle) says nothing
+        // about the target's health.
+        if reset && !client_reused {
+            if let (Some(t), Some(p)) = (&target, &passive) {
+                t.mark_failure(p);
+            }
+        }
+        // Retry once elsewhere only when it is safe: an idempotent method, a request
+        // body still buffered whole, and nothing sent to the client yet.
+        let safe = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated()
+            && session.response_written().is_none();
+        let elsewhere = ctx.failed.is_none()
+            && passive.is_some_and(|p| p.enabled)
+            && match (&group, &target) {
+                (Some(g), Some(t)) => g.has_alternative(t.addr),
+                _ => false,
+            };
+        if reset && safe && elsewhere {
+            if let Some(t) = &target {
+                ctx.failed = Some(t.addr);
+            }
+            ctx.outstanding = None;
+            e.set_retry(true);
+        } else if safe && client_reused {
+            // pingora's own rule: a reused connection may have been closed under us.
+            e.retry.decide_reuse(client_reused);
+        } else {
+            e.set_retry(false);
+        }
+        e
+    }
+
     async fn response_filter(
         &self,
         _session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(out) = ctx.outstanding.as_mut() {
+            out.target().mark_success();
+            if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
+                out.upgraded();
+                ctx.frames = Some(FrameTracker::default());
+            }
+        }
         let (Some(group), Some(routing)) = (ctx.group.as_ref(), ctx.routing.as_ref()) else {
             return Ok(());
         };
@@ -424,6 +569,24 @@ impl ProxyHttp for Proxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
+        if let Some(frames) = ctx.frames.as_mut() {
+            if let Some(b) = body.as_ref() {
+                frames.feed(b);
+            }
+            // The target's drain ended the tunnel: say goodbye between two frames so
+            // that clients (Socket.IO) reconnect at once.
+            let drained = || {
+                ctx.closer
+                    .as_ref()
+                    .is_some_and(|c| *c.target.closing().borrow())
+            };
+            if end_of_stream && frames.at_boundary() && drained() {
+                let mut out = body.take().map(|b| b.to_vec()).unwrap_or_default();
+                out.extend_from_slice(&websocket::CLOSE_GOING_AWAY);
+                *body = Some(Bytes::from(out));
+                ctx.frames = None;
+            }
+        }
         if let Some(buf) = ctx.open_packet.as_mut() {
             if let Some(b) = body {
                 let room = OPEN_PACKET_MAX.saturating_sub(buf.len());

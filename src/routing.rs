@@ -6,11 +6,14 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use crate::config::Config;
+use std::collections::HashSet;
+
+use crate::config::{Config, TargetGroupConfig};
+use crate::health::{Reason, State};
 use crate::rules::RuleSet;
 use crate::socketio::SidTable;
 use crate::sticky::KeyRing;
-use crate::target_group::{SocketIoPinning, Target, TargetGroup};
+use crate::target_group::{now_ms, SocketIoPinning, Target, TargetGroup};
 
 #[derive(Debug)]
 pub struct Routing {
@@ -25,32 +28,18 @@ impl Routing {
     /// Builds live groups. A target already known to `previous` (same group, same
     /// address) keeps its counters, so a reload does not reset outstanding requests.
     pub fn build(config: &Config, previous: Option<&Routing>) -> Routing {
+        let in_use: HashSet<usize> = config
+            .listeners
+            .iter()
+            .flat_map(|l| l.rules.groups().copied())
+            .collect();
         let groups: Vec<Arc<TargetGroup>> = config
             .target_groups
             .iter()
-            .map(|g| {
+            .enumerate()
+            .map(|(index, g)| {
                 let old = previous.and_then(|p| p.groups.iter().find(|o| o.name == g.name));
-                let targets = g
-                    .targets
-                    .iter()
-                    .map(|addr| {
-                        old.and_then(|o| o.targets().iter().find(|t| t.addr == *addr).cloned())
-                            .unwrap_or_else(|| Arc::new(Target::new(*addr)))
-                    })
-                    .collect();
-                // Socket.IO sessions outlive a reload of an unchanged group.
-                let socketio = g.socketio.as_ref().map(|s| SocketIoPinning {
-                    path: s.path.clone(),
-                    sessions: old
-                        .and_then(|o| o.socketio.as_ref())
-                        .map(|o| o.sessions.clone())
-                        .unwrap_or_else(|| Arc::new(SidTable::new(s.max_sessions))),
-                });
-                Arc::new(
-                    TargetGroup::new(g.name.clone(), g.algorithm, g.connect_timeout, targets)
-                        .with_stickiness(g.stickiness.clone())
-                        .with_socketio(socketio),
-                )
+                build_group(g, old.map(|o| o.as_ref()), in_use.contains(&index))
             })
             .collect();
         let listeners = config
@@ -80,6 +69,77 @@ impl Routing {
             keys,
         }
     }
+}
+
+/// A live group from its config. Targets the previous group had keep their state
+/// and counters; targets it had that the config no longer lists start draining for
+/// the deregistration delay; a draining target listed again is registered anew.
+fn build_group(g: &TargetGroupConfig, old: Option<&TargetGroup>, in_use: bool) -> Arc<TargetGroup> {
+    let checked = g.lifecycle.health_check.enabled;
+    let (fresh_state, fresh_reason) = match (in_use, checked) {
+        (false, _) => (State::Unused, Reason::NotInUse),
+        (true, true) => (State::Initial, Reason::InitialHealthChecking),
+        (true, false) => (State::Unavailable, Reason::HealthCheckDisabled),
+    };
+    let old_draining = old.map(|o| o.draining()).unwrap_or_default();
+    let targets: Vec<Arc<Target>> = g
+        .targets
+        .iter()
+        .map(|addr| {
+            let known = old.and_then(|o| o.target(*addr).cloned());
+            if let Some(t) = known {
+                // Same target: keep its health unless what decides it changed.
+                let (state, _) = t.state();
+                let stale = match state {
+                    State::Unused => in_use,
+                    State::Unavailable => checked || !in_use,
+                    State::Initial | State::Healthy | State::Unhealthy => !checked || !in_use,
+                    State::Draining => true,
+                };
+                if stale {
+                    t.set_state(fresh_state, fresh_reason);
+                }
+                return t;
+            }
+            if let Some(t) = old_draining.iter().find(|t| t.addr == *addr) {
+                t.stop_draining(fresh_state, fresh_reason);
+                return t.clone();
+            }
+            let t = Target::new(*addr);
+            t.set_state(fresh_state, fresh_reason);
+            Arc::new(t)
+        })
+        .collect();
+    let listed = |t: &Arc<Target>| g.targets.contains(&t.addr);
+    let delay = g.lifecycle.deregistration_delay;
+    let mut draining: Vec<Arc<Target>> = old_draining.into_iter().filter(|t| !listed(t)).collect();
+    for t in old.map(|o| o.targets().to_vec()).unwrap_or_default() {
+        if listed(&t) {
+            continue;
+        }
+        if delay.is_zero() {
+            t.close_connections();
+        } else {
+            t.start_draining(now_ms() + delay.as_millis() as u64);
+            draining.push(t);
+        }
+    }
+    Arc::new(
+        TargetGroup::new(g.name.clone(), g.algorithm, g.connect_timeout, targets)
+            .with_stickiness(g.stickiness.clone())
+            .with_socketio(g.socketio.as_ref().map(|s| {
+                SocketIoPinning {
+                    path: s.path.clone(),
+                    // Socket.IO sessions outlive a reload of the group.
+                    sessions: old
+                        .and_then(|o| o.socketio.as_ref())
+                        .map(|o| o.sessions.clone())
+                        .unwrap_or_else(|| Arc::new(SidTable::new(s.max_sessions))),
+                }
+            }))
+            .with_lifecycle(g.lifecycle.clone(), in_use)
+            .with_draining(draining),
+    )
 }
 
 /// Shared handle to the current routing snapshot.

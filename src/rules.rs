@@ -263,6 +263,18 @@ impl<G> RuleSet<G> {
         &self.default_action
     }
 
+    /// Every group any action of this listener forwards to.
+    pub fn groups(&self) -> impl Iterator<Item = &G> {
+        self.rules
+            .iter()
+            .map(|r| &r.action)
+            .chain(std::iter::once(&self.default_action))
+            .flat_map(|a| match a {
+                Action::Forward(f) => f.groups.iter().map(|g| &g.group).collect::<Vec<_>>(),
+                _ => Vec::new(),
+            })
+    }
+
     /// Whether any forward of this listener pins clients to a target group.
     pub fn uses_group_stickiness(&self) -> bool {
         self.rules

@@ -69,6 +69,10 @@ impl Tether {
             server.add_service(service);
         }
         server.add_service(background_service(
+            "target lifecycle",
+            crate::lifecycle::LifecycleService::new(routing.clone()),
+        ));
+        server.add_service(background_service(
             "config reload",
             Reloader {
                 path: config.path.clone(),

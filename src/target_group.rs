@@ -3,21 +3,47 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
 use rand::Rng;
+use tokio::sync::watch;
 
-use crate::config::{Stickiness, StickinessKind};
+use crate::config::{MinHealthy, PassiveHealth, Stickiness, StickinessKind};
+use crate::health::{HealthCheck, Reason, State};
 use crate::socketio::SidTable;
 use crate::sticky::{unix_now, KeyRing, Purpose};
 
-/// One registered target. Counters are shared by every thread of the proxy.
+/// Milliseconds on a monotonic clock that starts with the process (0 means "never").
+pub fn now_ms() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(|| Instant::now() - Duration::from_millis(1));
+    start.elapsed().as_millis() as u64
+}
+
+/// One registered target. Counters and states are shared by every thread of the
+/// proxy, and survive config reloads that keep the target.
 #[derive(Debug)]
 pub struct Target {
     pub addr: SocketAddr,
+    /// In-flight requests, upgraded websockets not included.
     outstanding: AtomicU64,
+    /// Open websockets (upgraded connections).
+    tunnels: AtomicU64,
+    state: AtomicU8,
+    reason: AtomicU8,
+    /// When the target last became healthy ([`now_ms`]), for slow start.
+    healthy_since: AtomicU64,
+    /// Passive failures: skipped until this time ([`now_ms`]).
+    suspect_until: AtomicU64,
+    passive_failures: AtomicU32,
+    /// When draining ends ([`now_ms`]); 0 when not draining.
+    drain_deadline: AtomicU64,
+    /// Set to true when the target's open connections must be closed.
+    closing: watch::Sender<bool>,
 }
 
 impl Target {
@@ -25,34 +51,147 @@ impl Target {
         Target {
             addr,
             outstanding: AtomicU64::new(0),
+            tunnels: AtomicU64::new(0),
+            state: AtomicU8::new(State::Initial as u8),
+            reason: AtomicU8::new(Reason::InitialHealthChecking as u8),
+            healthy_since: AtomicU64::new(0),
+            suspect_until: AtomicU64::new(0),
+            passive_failures: AtomicU32::new(0),
+            drain_deadline: AtomicU64::new(0),
+            closing: watch::channel(false).0,
         }
     }
 
-    /// Requests sent to this target and not yet finished (an upgraded websocket counts
-    /// until it closes).
+    /// Requests sent to this target and not yet finished (websockets excluded).
     pub fn outstanding(&self) -> u64 {
         self.outstanding.load(Ordering::Relaxed)
     }
+
+    /// Open connections in use: in-flight requests and open websockets.
+    pub fn connections(&self) -> u64 {
+        self.outstanding() + self.tunnels.load(Ordering::Relaxed)
+    }
+
+    pub fn state(&self) -> (State, Reason) {
+        (
+            State::from_u8(self.state.load(Ordering::Relaxed)),
+            Reason::from_u8(self.reason.load(Ordering::Relaxed)),
+        )
+    }
+
+    /// Sets the health state (the group's snapshot must be refreshed after).
+    pub fn set_state(&self, state: State, reason: Reason) {
+        let was = State::from_u8(self.state.swap(state as u8, Ordering::Relaxed));
+        self.reason.store(reason as u8, Ordering::Relaxed);
+        if state == State::Healthy && was != State::Healthy {
+            self.healthy_since.store(now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// Skipped for now by passive failures?
+    pub fn is_suspect(&self, now: u64) -> bool {
+        self.suspect_until.load(Ordering::Relaxed) > now
+    }
+
+    /// A connect failure or reset: skip the target for a back-off that doubles with
+    /// each failure in a row.
+    pub fn mark_failure(&self, passive: &PassiveHealth) {
+        if !passive.enabled {
+            return;
+        }
+        let n = self
+            .passive_failures
+            .fetch_add(1, Ordering::Relaxed)
+            .min(16);
+        let backoff = passive
+            .backoff
+            .saturating_mul(1 << n)
+            .min(passive.max_backoff);
+        self.suspect_until
+            .store(now_ms() + backoff.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// A response came back: the target is fine again.
+    pub fn mark_success(&self) {
+        // Read first: writing a shared line on every request would cost more.
+        if self.passive_failures.load(Ordering::Relaxed) != 0 {
+            self.passive_failures.store(0, Ordering::Relaxed);
+            self.suspect_until.store(0, Ordering::Relaxed);
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.drain_deadline.load(Ordering::Relaxed) != 0
+    }
+
+    /// Starts draining until `deadline` ([`now_ms`]).
+    pub fn start_draining(&self, deadline: u64) {
+        self.drain_deadline
+            .store(deadline.max(1), Ordering::Relaxed);
+        self.set_state(State::Draining, Reason::DeregistrationInProgress);
+    }
+
+    pub fn drain_deadline(&self) -> Option<u64> {
+        Some(self.drain_deadline.load(Ordering::Relaxed)).filter(|d| *d != 0)
+    }
+
+    /// Registered again while draining: back to a new target's life.
+    pub fn stop_draining(&self, state: State, reason: Reason) {
+        self.drain_deadline.store(0, Ordering::Relaxed);
+        self.closing.send_replace(false);
+        self.set_state(state, reason);
+    }
+
+    /// Closes the connections still open to the target (drain deadline reached).
+    pub fn close_connections(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves when [`Target::close_connections`] is called.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
 }
 
-/// Counts one request as outstanding on a target for as long as it lives.
+/// Counts one request as outstanding on a target for as long as it lives; after a
+/// websocket upgrade it counts as an open tunnel instead.
 #[derive(Debug)]
-pub struct Outstanding(Arc<Target>);
+pub struct Outstanding {
+    target: Arc<Target>,
+    upgraded: bool,
+}
 
 impl Outstanding {
     pub fn new(target: Arc<Target>) -> Self {
         target.outstanding.fetch_add(1, Ordering::Relaxed);
-        Outstanding(target)
+        Outstanding {
+            target,
+            upgraded: false,
+        }
     }
 
     pub fn target(&self) -> &Arc<Target> {
-        &self.0
+        &self.target
+    }
+
+    /// The request became a websocket (101).
+    pub fn upgraded(&mut self) {
+        if !self.upgraded {
+            self.upgraded = true;
+            self.target.tunnels.fetch_add(1, Ordering::Relaxed);
+            self.target.outstanding.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
 impl Drop for Outstanding {
     fn drop(&mut self) {
-        self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
+        let counter = if self.upgraded {
+            &self.target.tunnels
+        } else {
+            &self.target.outstanding
+        };
+        counter.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -66,6 +205,8 @@ pub enum Algorithm {
     RoundRobin,
     LeastOutstandingRequests,
     WeightedRandom,
+    /// Fewest open connections, websockets included (beyond ALB).
+    LeastConnections,
 }
 
 impl fmt::Display for Algorithm {
@@ -74,6 +215,7 @@ impl fmt::Display for Algorithm {
             Algorithm::RoundRobin => "round_robin",
             Algorithm::LeastOutstandingRequests => "least_outstanding_requests",
             Algorithm::WeightedRandom => "weighted_random",
+            Algorithm::LeastConnections => "least_connections",
         })
     }
 }
@@ -115,11 +257,14 @@ impl Selector for RoundRobin {
     }
 }
 
-/// The eligible target with the fewest outstanding requests; ties go round robin so
-/// that an idle group still spreads. Ignores weights.
+/// The eligible target with the least load; ties go round robin so that an idle
+/// group still spreads. Ignores weights. The load is outstanding requests
+/// (`least_outstanding_requests`) or open connections including websockets
+/// (`least_connections`).
 #[derive(Debug, Default)]
 pub struct LeastOutstanding {
     tie: AtomicUsize,
+    count_tunnels: bool,
 }
 
 impl Selector for LeastOutstanding {
@@ -140,7 +285,11 @@ impl Selector for LeastOutstanding {
             if !eligible(i) {
                 continue;
             }
-            let load = targets[i].outstanding();
+            let load = if self.count_tunnels {
+                targets[i].connections()
+            } else {
+                targets[i].outstanding()
+            };
             if best.is_none_or(|(_, b)| load < b) {
                 best = Some((i, load));
             }
@@ -182,6 +331,10 @@ pub fn selector(algorithm: Algorithm) -> Box<dyn Selector> {
         Algorithm::RoundRobin => Box::<RoundRobin>::default(),
         Algorithm::LeastOutstandingRequests => Box::<LeastOutstanding>::default(),
         Algorithm::WeightedRandom => Box::<WeightedRandom>::default(),
+        Algorithm::LeastConnections => Box::new(LeastOutstanding {
+            tie: AtomicUsize::new(0),
+            count_tunnels: true,
+        }),
     }
 }
 
@@ -197,6 +350,28 @@ pub struct SocketIoPinning {
     pub sessions: Arc<SidTable>,
 }
 
+/// What the data path knows of a group's health: one snapshot, loaded once per
+/// request.
+#[derive(Debug, Default)]
+pub struct HealthView {
+    /// Per target (same index as the group's targets): routable by health.
+    routable: Vec<bool>,
+    /// When each target became healthy ([`now_ms`]), for slow start.
+    healthy_since: Vec<u64>,
+    /// Too few healthy targets: route to all registered targets.
+    fail_open: bool,
+}
+
+/// The lifecycle settings of a group (health, draining, slow start, passive marks).
+#[derive(Debug, Clone, Default)]
+pub struct Lifecycle {
+    pub health_check: HealthCheck,
+    pub min_healthy: MinHealthy,
+    pub deregistration_delay: Duration,
+    pub slow_start: Duration,
+    pub passive: PassiveHealth,
+}
+
 #[derive(Debug)]
 pub struct TargetGroup {
     pub name: String,
@@ -204,8 +379,16 @@ pub struct TargetGroup {
     pub connect_timeout: Duration,
     pub stickiness: Option<Stickiness>,
     pub socketio: Option<SocketIoPinning>,
+    pub lifecycle: Lifecycle,
+    /// Whether a listener rule forwards to the group (else its targets are `unused`).
+    pub in_use: bool,
     targets: Vec<Arc<Target>>,
+    /// Targets deregistered and still draining (never picked).
+    draining: Mutex<Vec<Arc<Target>>>,
+    view: ArcSwap<HealthView>,
     selector: Box<dyn Selector>,
+    /// Used instead of round robin while a target ramps up in slow start.
+    ramp: WeightedRandom,
 }
 
 /// What a request brings that may pin it to a target.
@@ -228,6 +411,9 @@ pub enum PickedBy {
     Algorithm,
 }
 
+/// Full weight of a target outside slow start.
+const FULL_WEIGHT: u32 = 1000;
+
 impl TargetGroup {
     pub fn new(
         name: impl Into<String>,
@@ -235,15 +421,28 @@ impl TargetGroup {
         connect_timeout: Duration,
         targets: Vec<Arc<Target>>,
     ) -> Self {
-        TargetGroup {
+        let group = TargetGroup {
             name: name.into(),
             algorithm,
             connect_timeout,
             stickiness: None,
             socketio: None,
+            lifecycle: Lifecycle {
+                health_check: HealthCheck {
+                    enabled: false,
+                    ..HealthCheck::default()
+                },
+                ..Lifecycle::default()
+            },
+            in_use: true,
             targets,
+            draining: Mutex::new(Vec::new()),
+            view: ArcSwap::from_pointee(HealthView::default()),
             selector: selector(algorithm),
-        }
+            ramp: WeightedRandom,
+        };
+        group.refresh_view();
+        group
     }
 
     pub fn with_stickiness(mut self, stickiness: Option<Stickiness>) -> Self {
@@ -256,8 +455,30 @@ impl TargetGroup {
         self
     }
 
+    pub fn with_lifecycle(mut self, lifecycle: Lifecycle, in_use: bool) -> Self {
+        self.lifecycle = lifecycle;
+        self.in_use = in_use;
+        self.refresh_view();
+        self
+    }
+
+    pub fn with_draining(self, draining: Vec<Arc<Target>>) -> Self {
+        *self.draining.lock() = draining;
+        self
+    }
+
     pub fn targets(&self) -> &[Arc<Target>] {
         &self.targets
+    }
+
+    /// Targets still draining.
+    pub fn draining(&self) -> Vec<Arc<Target>> {
+        self.draining.lock().clone()
+    }
+
+    /// Drops draining targets for which `done` is true.
+    pub fn retain_draining(&self, mut keep: impl FnMut(&Arc<Target>) -> bool) {
+        self.draining.lock().retain(|t| keep(t));
     }
 
     /// A registered target by address.
@@ -265,15 +486,69 @@ impl TargetGroup {
         self.targets.iter().find(|t| t.addr == addr)
     }
 
+    /// Rebuilds the health snapshot from the targets' states. Called by the health
+    /// checker on every state change and when the group is built.
+    pub fn refresh_view(&self) {
+        let health_checked = self.lifecycle.health_check.enabled;
+        let routable: Vec<bool> = self
+            .targets
+            .iter()
+            .map(|t| match t.state().0 {
+                State::Healthy | State::Unavailable => true,
+                // Without checks every registered target takes traffic.
+                _ => !health_checked,
+            })
+            .collect();
+        let healthy = routable.iter().filter(|r| **r).count();
+        let fail_open = healthy < self.lifecycle.min_healthy.required(self.targets.len());
+        let healthy_since = self
+            .targets
+            .iter()
+            .map(|t| t.healthy_since.load(Ordering::Relaxed))
+            .collect();
+        self.view.store(Arc::new(HealthView {
+            routable,
+            healthy_since,
+            fail_open,
+        }));
+    }
+
+    /// Whether the group is failing open (too few healthy targets).
+    pub fn fails_open(&self) -> bool {
+        self.view.load().fail_open
+    }
+
+    /// Slow-start weight of target `i` at `now` (out of [`FULL_WEIGHT`]).
+    fn weight(&self, view: &HealthView, i: usize, now: u64) -> u32 {
+        let ramp = self.lifecycle.slow_start.as_millis() as u64;
+        let since = view.healthy_since.get(i).copied().unwrap_or(0);
+        if ramp == 0 || since == 0 || view.fail_open {
+            return FULL_WEIGHT;
+        }
+        let elapsed = now.saturating_sub(since);
+        if elapsed >= ramp {
+            FULL_WEIGHT
+        } else {
+            ((elapsed * u64::from(FULL_WEIGHT) / ramp) as u32).max(1)
+        }
+    }
+
     /// The target a request is pinned to, if its pin is valid: a cookie sealed by
-    /// `keys` for this group, fresh, naming a registered target; else a live Socket.IO
-    /// session. A cookie, when valid, wins over the sid.
+    /// `keys` for this group, fresh, naming a registered target that may take traffic;
+    /// else a live Socket.IO session. A cookie, when valid, wins over the sid.
     pub fn pinned(
         &self,
         hints: &PinHints<'_>,
         keys: &KeyRing,
         now: SystemTime,
     ) -> Option<(&Arc<Target>, PickedBy)> {
+        let view = self.view.load();
+        let clock = now_ms();
+        let usable = |t: &&Arc<Target>| {
+            let i = self.targets.iter().position(|x| Arc::ptr_eq(x, t));
+            i.is_some_and(|i| view.fail_open || view.routable.get(i).copied().unwrap_or(false))
+                && !t.is_suspect(clock)
+        };
         if let Some(st) = &self.stickiness {
             let sealed = match &st.kind {
                 StickinessKind::LbCookie => hints.lb_cookie.map(|v| (Purpose::LbCookie, v)),
@@ -286,14 +561,17 @@ impl TargetGroup {
                 .and_then(|(purpose, value)| keys.open(purpose, value))
                 .filter(|pin| pin.group == self.name && pin.is_fresh(unix_now(now), st.duration))
                 .and_then(|pin| pin.target)
-                .and_then(|addr| self.target(addr));
+                .and_then(|addr| self.target(addr))
+                .filter(usable);
             if let Some(t) = by_cookie {
                 return Some((t, PickedBy::Cookie));
             }
         }
         let sio = self.socketio.as_ref()?;
         let addr = sio.sessions.touch(hints.sid?, Instant::now())?;
-        self.target(addr).map(|t| (t, PickedBy::SocketIoSid))
+        self.target(addr)
+            .filter(usable)
+            .map(|t| (t, PickedBy::SocketIoSid))
     }
 
     /// The pinned target if any, else one picked by the algorithm.
@@ -312,15 +590,38 @@ impl TargetGroup {
         self.select(exclude).map(|t| (t, PickedBy::Algorithm))
     }
 
-    /// Picks a target by the group's algorithm, skipping `exclude` (a target that just
-    /// failed, for a retry) when another one is available.
+    /// Picks a target by the group's algorithm among those that may take traffic:
+    /// healthy (or all registered when failing open), not excluded (a target that just
+    /// failed, for a retry), preferring targets not marked by passive failures.
     pub fn select(&self, exclude: Option<SocketAddr>) -> Option<&Arc<Target>> {
-        let eligible = |i: usize| Some(self.targets[i].addr) != exclude;
-        let weight = |_: usize| 1;
-        self.selector
-            .select(&self.targets, &eligible, &weight)
-            .or_else(|| self.selector.select(&self.targets, &|_| true, &weight))
-            .map(|i| &self.targets[i])
+        let view = self.view.load();
+        let now = now_ms();
+        let targets = &self.targets;
+        let usable = |i: usize| {
+            (view.fail_open || view.routable.get(i).copied().unwrap_or(false))
+                && Some(targets[i].addr) != exclude
+        };
+        let fresh = |i: usize| usable(i) && !targets[i].is_suspect(now);
+        let weight = |i: usize| self.weight(&view, i, now);
+        let ramping = !self.lifecycle.slow_start.is_zero()
+            && (0..targets.len()).any(|i| fresh(i) && weight(i) < FULL_WEIGHT);
+        let selector: &dyn Selector = if ramping && self.algorithm == Algorithm::RoundRobin {
+            &self.ramp
+        } else {
+            self.selector.as_ref()
+        };
+        selector
+            .select(targets, &fresh, &weight)
+            .or_else(|| selector.select(targets, &usable, &weight))
+            .map(|i| &targets[i])
+    }
+
+    /// Whether a retry could go to a target other than `addr`.
+    pub fn has_alternative(&self, addr: SocketAddr) -> bool {
+        let view = self.view.load();
+        self.targets.iter().enumerate().any(|(i, t)| {
+            t.addr != addr && (view.fail_open || view.routable.get(i).copied().unwrap_or(false))
+        })
     }
 }
 
@@ -492,6 +793,11 @@ mod tests {
             DEFAULT_CONNECT_TIMEOUT,
             targets(1),
         );
-        assert_eq!(one.select(Some(failed)).unwrap().addr, failed);
+        assert!(
+            one.select(Some(failed)).is_none(),
+            "no other target: no retry"
+        );
+        assert!(!one.has_alternative(failed));
+        assert!(g.has_alternative(failed));
     }
 }

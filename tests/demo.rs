@@ -26,7 +26,12 @@ async fn it_should_serve_the_demo_across_several_backends() {
     }
     let mut client = Client::connect(addr).await;
     let mut ids = HashSet::new();
-    for _ in 0..6 {
+    // Targets take traffic after their first passing health check (at start, within
+    // milliseconds of each other): allow a few requests for all three to be seen.
+    for _ in 0..30 {
+        if ids.len() == 3 {
+            break;
+        }
         let r = client.get("/").await;
         assert_eq!(r.status, 200);
         let id = r
