@@ -8,9 +8,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use tether::config::{Stickiness, StickinessKind};
+use tether::health::{HealthCheck, Reason, State};
 use tether::socketio::SidTable;
 use tether::sticky::{unix_now, KeyRing, Pin, Purpose};
-use tether::target_group::{Algorithm, PinHints, SocketIoPinning, Target, TargetGroup};
+use tether::target_group::{Algorithm, Lifecycle, PinHints, SocketIoPinning, Target, TargetGroup};
 
 fn group(n: u16) -> TargetGroup {
     let targets = (0..n)
@@ -100,6 +101,38 @@ fn bench(c: &mut Criterion) {
     });
     s.bench_function("pick: no pin, round robin", |b| {
         b.iter(|| black_box(g.pick(&PinHints::default(), &keys, now, None)))
+    });
+    // With health: checks on, 3 of 8 targets unhealthy, one in slow start.
+    let checked = group(8).with_lifecycle(
+        Lifecycle {
+            health_check: HealthCheck::default(),
+            slow_start: Duration::from_secs(60),
+            ..Lifecycle::default()
+        },
+        true,
+    );
+    for (i, t) in checked.targets().iter().enumerate() {
+        t.set_state(
+            if i % 3 == 1 {
+                State::Unhealthy
+            } else {
+                State::Healthy
+            },
+            Reason::None,
+        );
+    }
+    checked.refresh_view();
+    s.bench_function("pick with health: valid cookie", |b| {
+        b.iter(|| {
+            let hints = PinHints {
+                lb_cookie: Some(black_box(&cookie)),
+                ..Default::default()
+            };
+            black_box(checked.pick(&hints, &keys, now, None))
+        })
+    });
+    s.bench_function("pick with health: no pin, slow start ramp", |b| {
+        b.iter(|| black_box(checked.pick(&PinHints::default(), &keys, now, None)))
     });
     s.finish();
 }

@@ -3,6 +3,7 @@
 #![deny(rust_2018_idioms)]
 #![deny(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod demo;
 pub mod forwarded;

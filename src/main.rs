@@ -34,6 +34,15 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Show each target group's targets with state and reason (asks the running
+    /// tether's admin API, `[load_balancer] admin`).
+    Targets {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Start demo backends with tether in front of them.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -82,6 +91,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Targets { config, json } => targets(&config, json),
         Command::Demo { listen, backends } => match tether::demo::run(listen, backends.into()) {
             Ok(never) => match never {},
             Err(e) => {
@@ -89,5 +99,49 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+fn targets(path: &std::path::Path, json: bool) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(admin) = config.load_balancer.admin else {
+        eprintln!(
+            "{}: no admin API: set [load_balancer] admin = \"127.0.0.1:9900\" so that tether targets can ask the running tether",
+            path.display()
+        );
+        return ExitCode::from(2);
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tether targets: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(tether::admin::fetch_targets(admin)) {
+        Ok(groups) if json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&groups).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(groups) => {
+            print!("{}", tether::admin::render(&groups));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tether targets: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -72,18 +72,26 @@ impl Tether {
             "target lifecycle",
             crate::lifecycle::LifecycleService::new(routing.clone()),
         ));
-        server.add_service(background_service(
-            "config reload",
-            Reloader {
-                path: config.path.clone(),
-                listeners: config
-                    .listeners
-                    .iter()
-                    .map(|l| (l.addr, l.protocol))
-                    .collect(),
-                routing: routing.clone(),
-            },
-        ));
+        let reloader = Reloader {
+            path: config.path.clone(),
+            listeners: config
+                .listeners
+                .iter()
+                .map(|l| (l.addr, l.protocol))
+                .collect(),
+            routing: routing.clone(),
+        };
+        if let Some(addr) = config.load_balancer.admin {
+            TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
+            server.add_service(background_service(
+                "admin",
+                crate::admin::AdminService {
+                    addr,
+                    reloader: reloader.clone(),
+                },
+            ));
+        }
+        server.add_service(background_service("config reload", SighupReload(reloader)));
         Ok(Tether { server, routing })
     }
 
@@ -93,23 +101,25 @@ impl Tether {
     }
 }
 
-/// Reloads the config on SIGHUP. A config that does not validate, or that changes
-/// the listeners (which need a restart), is refused with a log line and the running
-/// routing is kept.
-struct Reloader {
+/// Reloads the config file. A config that does not validate, or that changes the
+/// listeners (which need a restart), is refused and the running routing is kept.
+#[derive(Clone)]
+pub struct Reloader {
     path: PathBuf,
     listeners: Vec<(std::net::SocketAddr, crate::config::Protocol)>,
-    routing: SharedRouting,
+    pub routing: SharedRouting,
 }
 
 impl Reloader {
-    fn reload(&self) {
+    /// Returns the new config's summary, or why it was refused.
+    pub fn reload(&self) -> Result<String, String> {
+        let refused = |why: String| {
+            tracing::error!("reload refused, keeping the running config: {why}");
+            Err(why)
+        };
         let config = match Config::load(&self.path) {
             Ok(c) => c,
-            Err(e) => {
-                tracing::error!("reload refused, keeping the running config: {e}");
-                return;
-            }
+            Err(e) => return refused(e.to_string()),
         };
         let listeners: Vec<_> = config
             .listeners
@@ -117,21 +127,25 @@ impl Reloader {
             .map(|l| (l.addr, l.protocol))
             .collect();
         if listeners != self.listeners {
-            tracing::error!(
-                "reload refused, keeping the running config: {}: listeners changed (address, port or protocol); restart to change them",
+            return refused(format!(
+                "{}: listeners changed (address, port or protocol); restart to change them",
                 self.path.display()
-            );
-            return;
+            ));
         }
         let current = self.routing.load();
         self.routing
             .store(Arc::new(Routing::build(&config, Some(&current))));
-        tracing::info!("reloaded {}", config.summary());
+        let summary = config.summary();
+        tracing::info!("reloaded {summary}");
+        Ok(summary)
     }
 }
 
+/// Reloads on SIGHUP.
+struct SighupReload(Reloader);
+
 #[async_trait]
-impl BackgroundService for Reloader {
+impl BackgroundService for SighupReload {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             Ok(s) => s,
@@ -142,7 +156,9 @@ impl BackgroundService for Reloader {
         };
         loop {
             tokio::select! {
-                _ = hup.recv() => self.reload(),
+                _ = hup.recv() => {
+                    let _ = self.0.reload();
+                }
                 _ = shutdown.changed() => return,
             }
         }

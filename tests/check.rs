@@ -194,6 +194,61 @@ const BAD: &[(&str, &str, &str)] = &[
         "3:108: duration must be between 1s and 7days",
     ),
     (
+        "health check interval below ALB's minimum",
+        "[target_group.web]\nhealth_check = { interval = \"1s\" }\n",
+        "2:29: interval must be between 5s and 5m",
+    ),
+    (
+        "matcher out of range",
+        "[target_group.web]\nhealth_check = { matcher = \"600\" }\n",
+        "2:28: invalid matcher \"600\"",
+    ),
+    (
+        "healthy threshold out of range",
+        "[target_group.web]\nhealth_check = { healthy_threshold = 11 }\n",
+        "2:38: healthy_threshold must be between 2 and 10",
+    ),
+    (
+        "timeout not below interval",
+        "[target_group.web]\nhealth_check = { interval = \"10s\", timeout = \"10s\" }\n",
+        "2:46: timeout must be shorter than interval",
+    ),
+    (
+        "unknown health check protocol",
+        "[target_group.web]\nhealth_check = { protocol = \"TCP\" }\n",
+        "2:29: unknown health check protocol",
+    ),
+    (
+        "bad health check port",
+        "[target_group.web]\nhealth_check = { port = \"eighty\" }\n",
+        "2:25: port must be 1-65535 or \"traffic-port\"",
+    ),
+    (
+        "slow start out of range",
+        "[target_group.web]\nslow_start = \"10s\"\n",
+        "2:14: slow_start must be between 30s and 15m",
+    ),
+    (
+        "deregistration delay out of range",
+        "[target_group.web]\nderegistration_delay = \"2h\"\n",
+        "2:24: deregistration_delay must be between 0s and 1h",
+    ),
+    (
+        "minimum healthy with both kinds",
+        "[target_group.web]\nminimum_healthy_targets = { count = 1, percentage = 50 }\n",
+        "2:27: give either { count = N } or { percentage = N }",
+    ),
+    (
+        "minimum healthy percentage out of range",
+        "[target_group.web]\nminimum_healthy_targets = { percentage = 101 }\n",
+        "2:42: percentage must be between 1 and 100",
+    ),
+    (
+        "slow start with least outstanding requests",
+        "[target_group.web]\nalgorithm = \"least_outstanding_requests\"\nslow_start = \"60s\"\n",
+        "3:14: slow_start does not go with least_outstanding_requests",
+    ),
+    (
         "TOML syntax",
         "[[listener]\nport = 8080\n",
         "1:11: ",

@@ -7,6 +7,8 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -44,7 +46,17 @@ pub fn free_port() -> u16 {
 pub struct Backend {
     pub addr: SocketAddr,
     pub id: String,
+    health: Arc<AtomicU8>,
     task: JoinHandle<()>,
+}
+
+/// How a backend answers its health check path `/health`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Health {
+    Ok = 0,
+    Fail500 = 1,
+    Hang = 2,
 }
 
 impl Drop for Backend {
@@ -82,13 +94,45 @@ fn query_param(req: &Request<Incoming>, key: &str) -> Option<u64> {
     })
 }
 
-async fn backend_handle(req: Request<Incoming>, id: String) -> Result<Response<Body>, Infallible> {
+async fn backend_handle(
+    req: Request<Incoming>,
+    id: String,
+    health: Arc<AtomicU8>,
+) -> Result<Response<Body>, Infallible> {
     if tether::demo::is_websocket_upgrade(&req) {
         let resp = tether::demo::websocket_echo(req, &id);
         let (parts, body) = resp.into_parts();
         return Ok(Response::from_parts(parts, body.boxed()));
     }
     let mut resp = match req.uri().path() {
+        "/health" => match health.load(Ordering::Relaxed) {
+            0 => Response::new(full("ok")),
+            1 => {
+                let mut r = Response::new(full("failing"));
+                *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                r
+            }
+            _ => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Response::new(full("late"))
+            }
+        },
+        "/stream" => {
+            // `ms` of chunks, one every 250 ms: a long streaming response.
+            let ms = query_param(&req, "ms").unwrap_or(1000);
+            let chunks = (ms / 250).max(1);
+            let stream = futures_util::stream::unfold(0u64, move |i| async move {
+                if i >= chunks {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                Some((
+                    Ok::<_, Infallible>(Frame::data(Bytes::from(format!("chunk {i}\n")))),
+                    i + 1,
+                ))
+            });
+            Response::new(StreamBody::new(stream).boxed())
+        }
         "/headers" => {
             let mut text = String::new();
             for (name, value) in req.headers() {
@@ -151,25 +195,46 @@ impl Backend {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind backend");
+        Self::serve(listener, id)
+    }
+
+    fn serve(listener: TcpListener, id: &str) -> Backend {
         let addr = listener.local_addr().expect("addr");
         let id = id.to_string();
         let task_id = id.clone();
+        let health = Arc::new(AtomicU8::new(Health::Ok as u8));
+        let task_health = health.clone();
         let task = tokio::spawn(async move {
+            // Connections live in the set: dropping the backend kills them all.
+            let mut connections = tokio::task::JoinSet::new();
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 let id = task_id.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| backend_handle(req, id.clone()));
+                let health = task_health.clone();
+                connections.spawn(async move {
+                    let service =
+                        service_fn(move |req| backend_handle(req, id.clone(), health.clone()));
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .with_upgrades()
                         .await;
                 });
+                while connections.try_join_next().is_some() {}
             }
         });
-        Backend { addr, id, task }
+        Backend {
+            addr,
+            id,
+            health,
+            task,
+        }
+    }
+
+    /// How `/health` answers from now on.
+    pub fn set_health(&self, h: Health) {
+        self.health.store(h as u8, Ordering::Relaxed);
     }
 }
 
@@ -196,6 +261,8 @@ pub async fn raw_backend(reply: &'static [u8]) -> (SocketAddr, JoinHandle<()>) {
 pub struct TetherProc {
     pub child: Child,
     pub port: u16,
+    /// Port substituted for `{admin}` in the config.
+    pub admin_port: u16,
     pub config_path: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -205,9 +272,12 @@ impl TetherProc {
     /// waits until it accepts connections.
     pub async fn start(config: &str) -> TetherProc {
         let port = free_port();
+        let admin_port = free_port();
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("tether.toml");
-        let text = config.replace("{port}", &port.to_string());
+        let text = config
+            .replace("{port}", &port.to_string())
+            .replace("{admin}", &admin_port.to_string());
         std::fs::File::create(&config_path)
             .and_then(|mut f| f.write_all(text.as_bytes()))
             .expect("write config");
@@ -222,6 +292,7 @@ impl TetherProc {
         let proc = TetherProc {
             child,
             port,
+            admin_port,
             config_path,
             _dir: dir,
         };
@@ -246,7 +317,9 @@ impl TetherProc {
 
     /// Rewrites the config and sends SIGHUP.
     pub fn reload(&self, config: &str) {
-        let text = config.replace("{port}", &self.port.to_string());
+        let text = config
+            .replace("{port}", &self.port.to_string())
+            .replace("{admin}", &self.admin_port.to_string());
         std::fs::write(&self.config_path, text).expect("write config");
         let status = Command::new("kill")
             .args(["-HUP", &self.child.id().to_string()])

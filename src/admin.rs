@@ -1,0 +1,212 @@
+//! The admin API (hyper), off the data path, on `[load_balancer] admin`:
+//!
+//! - `GET /targets`: every group's targets with state and reason, as JSON (what
+//!   `tether targets` prints, like `aws elbv2 describe-target-health`);
+//! - `POST /reload`: reload the config file (as SIGHUP does);
+//! - `GET /healthz`: 200 while the process serves.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use serde::{Deserialize, Serialize};
+
+use crate::routing::Routing;
+use crate::server::Reloader;
+use crate::target_group::{Target, TargetGroup};
+
+/// One target, as `describe-target-health` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TargetHealth {
+    pub id: String,
+    pub port: u16,
+    pub state: String,
+    pub reason: String,
+    pub description: String,
+    /// In-flight requests plus open websockets.
+    pub connections: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GroupHealth {
+    pub name: String,
+    pub fail_open: bool,
+    pub targets: Vec<TargetHealth>,
+}
+
+fn target_health(t: &Target) -> TargetHealth {
+    let (state, reason) = t.state();
+    TargetHealth {
+        id: t.addr.ip().to_string(),
+        port: t.addr.port(),
+        state: state.to_string(),
+        reason: reason.code().to_string(),
+        description: reason.description().to_string(),
+        connections: t.connections(),
+    }
+}
+
+fn group_health(g: &TargetGroup) -> GroupHealth {
+    GroupHealth {
+        name: g.name.clone(),
+        fail_open: g.in_use && g.fails_open() && !g.targets().is_empty(),
+        targets: g
+            .targets()
+            .iter()
+            .chain(g.draining().iter())
+            .map(|t| target_health(t))
+            .collect(),
+    }
+}
+
+/// Every group's target health.
+pub fn describe(routing: &Routing) -> Vec<GroupHealth> {
+    routing.groups.iter().map(|g| group_health(g)).collect()
+}
+
+/// The table `tether targets` prints.
+pub fn render(groups: &[GroupHealth]) -> String {
+    let mut rows = vec![[
+        "TARGET GROUP".to_string(),
+        "TARGET".to_string(),
+        "PORT".to_string(),
+        "STATE".to_string(),
+        "REASON".to_string(),
+        "CONNECTIONS".to_string(),
+        "DESCRIPTION".to_string(),
+    ]];
+    for g in groups {
+        let group = if g.fail_open {
+            format!("{} (fail-open)", g.name)
+        } else {
+            g.name.clone()
+        };
+        for t in &g.targets {
+            rows.push([
+                group.clone(),
+                t.id.clone(),
+                t.port.to_string(),
+                t.state.clone(),
+                t.reason.clone(),
+                t.connections.to_string(),
+                t.description.clone(),
+            ]);
+        }
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(c, v)| format!("{v:<w$}", w = widths[c]))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    if let Ok(v) = content_type.parse() {
+        r.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    admin: Arc<AdminService>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    Ok(match (req.method(), req.uri().path()) {
+        (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n"),
+        (&Method::GET, "/targets") => {
+            let groups = describe(&admin.reloader.routing.load());
+            match serde_json::to_vec_pretty(&groups) {
+                Ok(json) => reply(StatusCode::OK, "application/json", json),
+                Err(e) => reply(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    e.to_string(),
+                ),
+            }
+        }
+        (&Method::POST, "/reload") => match admin.reloader.reload() {
+            Ok(summary) => reply(StatusCode::OK, "text/plain", format!("{summary}\n")),
+            Err(e) => reply(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n")),
+        },
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+    })
+}
+
+pub struct AdminService {
+    pub addr: SocketAddr,
+    pub reloader: Reloader,
+}
+
+#[async_trait]
+impl BackgroundService for AdminService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let listener = match tokio::net::TcpListener::bind(self.addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("admin API cannot listen on {}: {e}", self.addr);
+                return;
+            }
+        };
+        let me = Arc::new(AdminService {
+            addr: self.addr,
+            reloader: self.reloader.clone(),
+        });
+        loop {
+            let stream = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((s, _)) => s,
+                    Err(_) => continue,
+                },
+                _ = shutdown.changed() => return,
+            };
+            let me = me.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| handle(req, me.clone()));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    }
+}
+
+/// Asks a running tether's admin API for target health (`tether targets`).
+pub async fn fetch_targets(addr: SocketAddr) -> Result<Vec<GroupHealth>, String> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("cannot reach the admin API on {addr}: {e}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let req = Request::get("/targets")
+        .header(http::header::HOST, addr.to_string())
+        .body(http_body_util::Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    serde_json::from_slice(&body).map_err(|e| format!("unexpected answer from {addr}: {e}"))
+}
