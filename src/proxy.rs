@@ -139,6 +139,32 @@ fn pinned_group<'a>(
         .map(|g| &g.group)
 }
 
+/// Sets a sealed pin cookie and, for browsers' credentialed cross-origin requests, its
+/// CORS twin with the same value (`SameSite=None; Secure`).
+fn set_pin_cookies(
+    resp: &mut ResponseHeader,
+    (name, cors_name): (&str, Option<&str>),
+    value: &str,
+    expires: &str,
+    flags: CookieFlags,
+) -> Result<()> {
+    resp.append_header(
+        header::SET_COOKIE,
+        sticky::set_cookie(name, value, expires, flags),
+    )?;
+    if let Some(cors_name) = cors_name {
+        let cors = CookieFlags {
+            cross_site: true,
+            ..flags
+        };
+        resp.append_header(
+            header::SET_COOKIE,
+            sticky::set_cookie(cors_name, value, expires, cors),
+        )?;
+    }
+    Ok(())
+}
+
 /// What the request carries that may pin it, read only when the group can use it.
 fn pin_hints<'a>(req: &'a RequestHeader, group: &TargetGroup) -> PinHints<'a> {
     let mut hints = PinHints::default();
@@ -496,26 +522,16 @@ impl ProxyHttp for Proxy {
                 target: Some(out.target().addr),
                 issued,
             };
+            let flags = CookieFlags {
+                secure: st.secure,
+                http_only: st.http_only,
+                cross_site: false,
+            };
             match &st.kind {
                 StickinessKind::LbCookie => {
                     let value = routing.keys.seal(Purpose::LbCookie, &pin);
-                    let flags = CookieFlags {
-                        secure: st.secure,
-                        http_only: st.http_only,
-                        cross_site: false,
-                    };
-                    resp.append_header(
-                        header::SET_COOKIE,
-                        sticky::set_cookie(sticky::AWSALB, &value, &expires, flags),
-                    )?;
-                    let cors = CookieFlags {
-                        cross_site: true,
-                        ..flags
-                    };
-                    resp.append_header(
-                        header::SET_COOKIE,
-                        sticky::set_cookie(sticky::AWSALBCORS, &value, &expires, cors),
-                    )?;
+                    let names = (sticky::AWSALB, Some(sticky::AWSALBCORS));
+                    set_pin_cookies(resp, names, &value, &expires, flags)?;
                 }
                 StickinessKind::AppCookie { cookie_name } => {
                     let app_session = ctx.has_app_cookie
@@ -526,15 +542,7 @@ impl ProxyHttp for Proxy {
                             .any(|v| sticky::sets_cookie(v, cookie_name));
                     if app_session {
                         let value = routing.keys.seal(Purpose::AppCookie, &pin);
-                        let flags = CookieFlags {
-                            secure: st.secure,
-                            http_only: st.http_only,
-                            cross_site: false,
-                        };
-                        resp.append_header(
-                            header::SET_COOKIE,
-                            sticky::set_cookie(sticky::AWSALBAPP, &value, &expires, flags),
-                        )?;
+                        set_pin_cookies(resp, (sticky::AWSALBAPP, None), &value, &expires, flags)?;
                     }
                 }
             }
@@ -546,18 +554,8 @@ impl ProxyHttp for Proxy {
                 issued,
             };
             let value = routing.keys.seal(Purpose::TargetGroup, &pin);
-            resp.append_header(
-                header::SET_COOKIE,
-                sticky::set_cookie(sticky::AWSALBTG, &value, &expires, CookieFlags::default()),
-            )?;
-            let cors = CookieFlags {
-                cross_site: true,
-                ..CookieFlags::default()
-            };
-            resp.append_header(
-                header::SET_COOKIE,
-                sticky::set_cookie(sticky::AWSALBTGCORS, &value, &expires, cors),
-            )?;
+            let names = (sticky::AWSALBTG, Some(sticky::AWSALBTGCORS));
+            set_pin_cookies(resp, names, &value, &expires, CookieFlags::default())?;
         }
         Ok(())
     }
