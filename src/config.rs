@@ -164,6 +164,15 @@ struct RawListener {
     default_action: Spanned<RawAction>,
     #[serde(default)]
     rule: Vec<RawRule>,
+    certificates: Option<Spanned<Vec<Spanned<RawCertificate>>>>,
+    ssl_policy: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCertificate {
+    cert: String,
+    key: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -378,6 +387,8 @@ struct RawSocketIo {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub path: PathBuf,
+    /// Things worth saying that do not stop the config (an expired certificate).
+    pub warnings: Vec<String>,
     pub load_balancer: LoadBalancer,
     pub listeners: Vec<ListenerConfig>,
     pub target_groups: Vec<TargetGroupConfig>,
@@ -403,6 +414,15 @@ pub struct ListenerConfig {
     pub addr: SocketAddr,
     pub protocol: Protocol,
     pub rules: RuleSet<usize>,
+    /// Certificates and policy of an HTTPS listener.
+    pub tls: Option<ListenerTls>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// The first is the default certificate.
+    pub certificates: Vec<crate::tls::CertSpec>,
+    pub policy: crate::tls::SslPolicy,
 }
 
 #[derive(Debug, Clone)]
@@ -646,6 +666,7 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config, ConfigErr
         return Err(ctx.err(0..0, "no [[listener]]: a load balancer needs at least one"));
     }
     let mut listeners = Vec::new();
+    let mut warnings = Vec::new();
     let mut bound = HashSet::new();
     for l in raw.listener {
         let ip = match &l.address {
@@ -670,16 +691,8 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config, ConfigErr
                 format!("a listener on {addr} is already defined"),
             ));
         }
-        let protocol = match &l.protocol {
-            Some(p) if *p.get_ref() == Protocol::Https => {
-                return Err(ctx.err(
-                    p.span(),
-                    "protocol \"HTTPS\" is not supported yet: use \"HTTP\"",
-                ))
-            }
-            Some(p) => *p.get_ref(),
-            None => Protocol::Http,
-        };
+        let protocol = l.protocol.as_ref().map_or(Protocol::Http, |p| *p.get_ref());
+        let tls = build_listener_tls(ctx, &l, protocol, path, &mut warnings)?;
 
         let mut priorities = HashSet::new();
         let mut rules = Vec::new();
@@ -706,16 +719,78 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config, ConfigErr
         listeners.push(ListenerConfig {
             addr,
             protocol,
+            tls,
             rules: RuleSet::new(rules, default_action),
         });
     }
 
     Ok(Config {
+        warnings,
         path: path.to_path_buf(),
         load_balancer,
         listeners,
         target_groups,
     })
+}
+
+/// Certificates and policy of a listener, each certificate loaded to check it.
+fn build_listener_tls(
+    ctx: &Ctx<'_>,
+    l: &RawListener,
+    protocol: Protocol,
+    config_path: &Path,
+    warnings: &mut Vec<String>,
+) -> Result<Option<ListenerTls>, ConfigError> {
+    use crate::tls::{CertSpec, SslPolicy};
+    if protocol == Protocol::Http {
+        if let Some(c) = &l.certificates {
+            return Err(ctx.err(c.span(), "certificates go with protocol = \"HTTPS\""));
+        }
+        if let Some(p) = &l.ssl_policy {
+            return Err(ctx.err(p.span(), "ssl_policy goes with protocol = \"HTTPS\""));
+        }
+        return Ok(None);
+    }
+    let at = l.protocol.as_ref().map_or(l.port.span(), |p| p.span());
+    let Some(certs) = l.certificates.as_ref().filter(|c| !c.get_ref().is_empty()) else {
+        return Err(ctx.err(
+            at,
+            "an HTTPS listener needs certificates = [{ cert = \"site.pem\", key = \"site.key\" }]",
+        ));
+    };
+    let policy = match &l.ssl_policy {
+        Some(p) => SslPolicy::from_name(p.get_ref()).ok_or_else(|| {
+            ctx.err(
+                p.span(),
+                format!(
+                    "unknown ssl_policy \"{}\": use one of {}",
+                    p.get_ref(),
+                    SslPolicy::NAMES.join(", ")
+                ),
+            )
+        })?,
+        None => SslPolicy::default(),
+    };
+    let base = config_path.parent().unwrap_or(Path::new("."));
+    let mut specs = Vec::new();
+    for c in certs.get_ref() {
+        let spec = CertSpec {
+            cert: base.join(&c.get_ref().cert),
+            key: base.join(&c.get_ref().key),
+        };
+        let loaded = crate::tls::load(&spec).map_err(|e| ctx.err(c.span(), e))?;
+        if loaded.expired(std::time::SystemTime::now()) {
+            warnings.push(format!(
+                "{}: the certificate has expired: clients will refuse it",
+                spec.cert.display()
+            ));
+        }
+        specs.push(spec);
+    }
+    Ok(Some(ListenerTls {
+        certificates: specs,
+        policy,
+    }))
 }
 
 fn check_duration(

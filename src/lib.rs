@@ -16,4 +16,5 @@ pub mod server;
 pub mod socketio;
 pub mod sticky;
 pub mod target_group;
+pub mod tls;
 pub mod websocket;

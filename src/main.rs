@@ -64,6 +64,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => match Config::load(&config) {
             Ok(c) => {
+                for w in &c.warnings {
+                    eprintln!("warning: {w}");
+                }
                 println!("{}", c.summary());
                 ExitCode::SUCCESS
             }
@@ -80,6 +83,9 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            for w in &config.warnings {
+                tracing::warn!("{w}");
+            }
             match Tether::build(&config) {
                 Ok(t) => {
                     tracing::info!("{}", config.summary());

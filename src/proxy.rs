@@ -32,6 +32,8 @@ pub struct Proxy {
     /// `X-Forwarded-Port` and `-Proto` values, made once.
     forwarded_port: http::HeaderValue,
     forwarded_proto: http::HeaderValue,
+    /// The listener's policy allows TLS 1.3 only.
+    tls13_only: bool,
 }
 
 impl Proxy {
@@ -39,6 +41,7 @@ impl Proxy {
         listener: usize,
         addr: SocketAddr,
         protocol: Protocol,
+        tls13_only: bool,
         routing: SharedRouting,
     ) -> Self {
         Proxy {
@@ -51,6 +54,7 @@ impl Proxy {
                 Protocol::Http => "http",
                 Protocol::Https => "https",
             }),
+            tls13_only,
         }
     }
 }
@@ -107,6 +111,13 @@ fn own_socket(fd: std::os::fd::RawFd) -> Option<std::net::TcpStream> {
         .ok()
         .map(std::net::TcpStream::from)
 }
+
+/// Pool key of websocket upgrades: upgraded connections never return to the pool,
+/// so nothing pooled ever matches it.
+const UPGRADE_POOL_KEY: u64 = 0x7765_6273_6f63_6b65;
+
+/// How long an idle pooled connection to a target is kept.
+const UPSTREAM_IDLE: Duration = Duration::from_secs(4);
 
 /// Longest handshake body prefix read for the Engine.IO open packet.
 const OPEN_PACKET_MAX: usize = 4096;
@@ -257,6 +268,33 @@ impl ProxyHttp for Proxy {
         // No response compression module: tether passes bodies through untouched.
     }
 
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // The certificate resolver refuses hellos without TLS 1.3 suites; a client
+        // that offered them but still settled on TLS 1.2 is closed here, unserved.
+        if self.tls13_only {
+            let version = session
+                .digest()
+                .and_then(|d| d.ssl_digest.as_ref())
+                .map(|d| d.version.clone());
+            // rustls names it "TLSv1_3"; OpenSSL-style "TLSv1.3" too, to be safe.
+            if !matches!(version.as_deref(), Some("TLSv1_3" | "TLSv1.3")) {
+                session.set_keepalive(None);
+                let mut e = Error::explain(
+                    ErrorType::ConnectionClosed,
+                    "TLS 1.3-only listener: the client negotiated an older version",
+                );
+                // A downstream close: nothing is written back.
+                e.as_down();
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let routing = self.routing.load_full();
         // ALB idle timeout: a client silent this long (between requests, in a body, or
@@ -366,8 +404,17 @@ impl ProxyHttp for Proxy {
             }
         }
         let mut peer = HttpPeer::new(target.addr, false, String::new());
+        if session.is_upgrade_req() {
+            // A websocket on a reused pooled connection loses its tunnel right after
+            // the 101 (pingora 0.9 ends the upgraded body at once); a pool key no
+            // pooled connection has gives it a fresh connection every time.
+            peer.group_key = UPGRADE_POOL_KEY;
+        }
         let idle = routing.idle_timeout;
         peer.options.connection_timeout = Some(group.connect_timeout);
+        // Drop pooled connections before the target would: Node.js closes idle
+        // keep-alive connections after 5 s, and reusing one it closed fails.
+        peer.options.idle_timeout = Some(UPSTREAM_IDLE);
         peer.options.read_timeout = Some(idle);
         peer.options.write_timeout = Some(idle);
         ctx.outstanding = Some(Outstanding::new(target.clone()));
@@ -471,26 +518,26 @@ impl ProxyHttp for Proxy {
                 t.mark_failure(p);
             }
         }
-        // Retry once elsewhere only when it is safe: an idempotent method, a request
-        // body still buffered whole, and nothing sent to the client yet.
         let safe = session.req_header().method.is_idempotent()
             && !session.as_ref().retry_buffer_truncated()
             && session.response_written().is_none();
-        let elsewhere = ctx.failed.is_none()
-            && passive.is_some_and(|p| p.enabled)
-            && match (&group, &target) {
+        if safe && client_reused {
+            // A pooled connection the target had already closed: pingora's own rule,
+            // try again (the pick is the same: a sticky client stays on its target).
+            e.retry.decide_reuse(client_reused);
+        } else if reset && safe && ctx.failed.is_none() && passive.is_some_and(|p| p.enabled) {
+            // A fresh connection reset by the target: once more, elsewhere, when it is
+            // safe (an idempotent method, a request body still buffered whole, nothing
+            // sent to the client yet).
+            let elsewhere = match (&group, &target) {
                 (Some(g), Some(t)) => g.has_alternative(t.addr),
                 _ => false,
             };
-        if reset && safe && elsewhere {
-            if let Some(t) = &target {
+            if let (true, Some(t)) = (elsewhere, &target) {
                 ctx.failed = Some(t.addr);
+                ctx.outstanding = None;
             }
-            ctx.outstanding = None;
-            e.set_retry(true);
-        } else if safe && client_reused {
-            // pingora's own rule: a reused connection may have been closed under us.
-            e.retry.decide_reuse(client_reused);
+            e.set_retry(elsewhere);
         } else {
             e.set_retry(false);
         }

@@ -14,9 +14,15 @@ use pingora::services::background::{background_service, BackgroundService};
 use crate::config::Config;
 use crate::proxy::Proxy;
 use crate::routing::{Routing, SharedRouting};
+use crate::tls::{CertResolver, CertStore};
+use pingora::listeners::tls::TlsSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    #[error(transparent)]
+    Tls(crate::tls::TlsError),
+    #[error("{0}")]
+    Engine(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -57,22 +63,52 @@ impl Tether {
         server.bootstrap();
 
         let routing: SharedRouting = Arc::new(ArcSwap::from_pointee(Routing::build(config, None)));
+        crate::tls::install_provider();
+        let mut resolvers = Vec::new();
         for (i, l) in config.listeners.iter().enumerate() {
-            let proxy = Proxy::new(i, l.addr, l.protocol, routing.clone());
+            let tls13_only = l
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.policy == crate::tls::SslPolicy::Tls13Only);
+            let proxy = Proxy::new(i, l.addr, l.protocol, tls13_only, routing.clone());
             let mut service = pingora::proxy::http_proxy_service_with_name(
                 &server.configuration,
                 proxy,
                 &format!("listener {} {}", l.protocol.as_str(), l.addr),
             );
-            service.add_tcp(&l.addr.to_string());
+            match &l.tls {
+                None => service.add_tcp(&l.addr.to_string()),
+                Some(tls) => {
+                    let store = CertStore::load(&tls.certificates).map_err(ServerError::Tls)?;
+                    let resolver = Arc::new(CertResolver::new(
+                        store,
+                        tls.certificates.clone(),
+                        tls.policy,
+                    ));
+                    let mut settings = TlsSettings::with_callbacks(Box::new(NoCallbacks))
+                        .map_err(|e| ServerError::Engine(e.to_string()))?;
+                    settings.set_cert_resolver(resolver.clone());
+                    // HTTP/2 for clients that offer it; targets get HTTP/1.1.
+                    settings.enable_h2();
+                    service.add_tls_with_settings(&l.addr.to_string(), None, settings);
+                    resolvers.push((i, resolver));
+                }
+            }
             service.threads = Some(threads);
             server.add_service(service);
+        }
+        if !resolvers.is_empty() {
+            server.add_service(background_service(
+                "certificate watch",
+                CertWatch(resolvers.iter().map(|(_, r)| r.clone()).collect()),
+            ));
         }
         server.add_service(background_service(
             "target lifecycle",
             crate::lifecycle::LifecycleService::new(routing.clone()),
         ));
         let reloader = Reloader {
+            resolvers,
             path: config.path.clone(),
             listeners: config
                 .listeners
@@ -105,6 +141,8 @@ impl Tether {
 /// listeners (which need a restart), is refused and the running routing is kept.
 #[derive(Clone)]
 pub struct Reloader {
+    /// HTTPS listeners' certificate resolvers, by listener index.
+    resolvers: Vec<(usize, Arc<CertResolver>)>,
     path: PathBuf,
     listeners: Vec<(std::net::SocketAddr, crate::config::Protocol)>,
     pub routing: SharedRouting,
@@ -131,6 +169,15 @@ impl Reloader {
                 "{}: listeners changed (address, port or protocol); restart to change them",
                 self.path.display()
             ));
+        }
+        // New certificates first: a file that fails to load keeps the running ones.
+        for (i, resolver) in &self.resolvers {
+            let Some(tls) = config.listeners.get(*i).and_then(|l| l.tls.as_ref()) else {
+                continue;
+            };
+            if let Err(e) = resolver.reload(&tls.certificates) {
+                return refused(e.to_string());
+            }
         }
         let current = self.routing.load();
         self.routing
@@ -160,6 +207,56 @@ impl BackgroundService for SighupReload {
                     let _ = self.0.reload();
                 }
                 _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// No post-handshake work: pingora wants callbacks to build TLS settings with a
+/// resolver.
+struct NoCallbacks;
+
+#[async_trait]
+impl pingora::listeners::TlsAccept for NoCallbacks {}
+
+/// Reloads certificates when their files change (checked every two seconds); a
+/// file that fails to load keeps the running certificates and says why.
+struct CertWatch(Vec<Arc<CertResolver>>);
+
+fn modified(specs: &[crate::tls::CertSpec]) -> Vec<Option<std::time::SystemTime>> {
+    specs
+        .iter()
+        .flat_map(|s| [&s.cert, &s.key])
+        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+#[async_trait]
+impl BackgroundService for CertWatch {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut seen: Vec<_> = self.0.iter().map(|r| modified(&r.specs())).collect();
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            for (resolver, last) in self.0.iter().zip(seen.iter_mut()) {
+                let specs = resolver.specs();
+                let now = modified(&specs);
+                if now == *last {
+                    continue;
+                }
+                *last = now;
+                match resolver.reload(&specs) {
+                    Ok(()) => tracing::info!(
+                        "certificates reloaded: {:?}",
+                        specs.iter().map(|s| &s.cert).collect::<Vec<_>>()
+                    ),
+                    Err(e) => tracing::error!(
+                        "certificate reload refused, keeping the running certificates: {e}"
+                    ),
+                }
             }
         }
     }

@@ -83,9 +83,24 @@ struct ServerStats {
 }
 
 fn run_clients(lb: &TetherProc, n: usize, mode: &str, credentials: bool) -> ClientsReport {
-    let out = Command::new("node")
+    run_clients_at(&format!("http://{}", lb.addr()), None, n, mode, credentials)
+}
+
+/// `ca`: a CA file Node must trust (HTTPS).
+fn run_clients_at(
+    url: &str,
+    ca: Option<&std::path::Path>,
+    n: usize,
+    mode: &str,
+    credentials: bool,
+) -> ClientsReport {
+    let mut cmd = Command::new("node");
+    if let Some(ca) = ca {
+        cmd.env("NODE_EXTRA_CA_CERTS", ca);
+    }
+    let out = cmd
         .arg("clients.js")
-        .arg(format!("http://{}", lb.addr()))
+        .arg(url)
         .arg(n.to_string())
         .arg(mode)
         .arg(credentials.to_string())
@@ -114,6 +129,11 @@ async fn unknown_sids(servers: &[NodeServer]) -> u64 {
 
 /// `group_extra` goes into the target group table (stickiness, socketio).
 async fn setup(group_extra: &str) -> (Vec<NodeServer>, TetherProc) {
+    setup_with("", group_extra).await
+}
+
+/// `listener_extra` goes into the listener table (HTTPS, certificates).
+async fn setup_with(listener_extra: &str, group_extra: &str) -> (Vec<NodeServer>, TetherProc) {
     let servers: Vec<NodeServer> = ["s1", "s2", "s3"]
         .iter()
         .map(|id| NodeServer::start(id))
@@ -127,6 +147,7 @@ sticky_keys = ["{key}"]
 [[listener]]
 address = "127.0.0.1"
 port = {{port}}
+{listener_extra}
 default_action = {{ forward = "socket" }}
 [target_group.socket]
 targets = [{targets}]
@@ -211,4 +232,26 @@ async fn negative_control_cookie_stickiness_needs_clients_that_keep_cookies() {
     let report = run_clients(&lb, 50, "default", false);
     assert!(report.failed > 0, "{report:?}");
     assert!(unknown_sids(&servers).await > 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn it_should_keep_clients_sticky_over_https_and_wss() {
+    let _serial = SERIAL.lock().await;
+    let pki = common::Pki::new();
+    let (cert, key) = pki.leaf(
+        "localhost",
+        &["127.0.0.1", "localhost"],
+        common::KeyKind::Ecdsa,
+        false,
+    );
+    let listener = format!(
+        "protocol = \"HTTPS\"\ncertificates = [{{ cert = \"{}\", key = \"{}\" }}]",
+        cert.display(),
+        key.display()
+    );
+    let (servers, lb) = setup_with(&listener, LB_COOKIE).await;
+    let url = format!("https://127.0.0.1:{}", lb.port);
+    let report = run_clients_at(&url, Some(&pki.ca_path()), 50, "default", true);
+    assert_all_sticky(&report, 50, true);
+    assert_eq!(unknown_sids(&servers).await, 0);
 }

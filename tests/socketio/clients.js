@@ -36,6 +36,11 @@ function runClient(i) {
       resolve(result);
     };
     const timer = setTimeout(() => finish("timeout"), deadlineMs);
+    socket.io.on("open", () => {
+      socket.io.engine.on("upgradeError", (err) => {
+        result.upgradeError = `${err.message}${err.description ? ` (${err.description.message || err.description})` : ""}`;
+      });
+    });
     socket.on("connect_error", (err) => { clearTimeout(timer); finish(`connect_error: ${err.message}`); });
     socket.on("disconnect", (reason) => { clearTimeout(timer); finish(`disconnect: ${reason}`); });
     socket.on("hello", async ({ id }) => {
@@ -59,7 +64,7 @@ function runClient(i) {
           });
           if (!upgraded) {
             clearTimeout(timer);
-            return finish("never upgraded to websocket");
+            return finish(`never upgraded to websocket${result.upgradeError ? `: ${result.upgradeError}` : ""}`);
           }
           // One more round trip over the websocket, still on the same server.
           const answer = await socket.timeout(5000).emitWithAck("whoami", rounds);
