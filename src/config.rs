@@ -317,6 +317,9 @@ impl<'de> Deserialize<'de> for PortString {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTargetGroup {
+    protocol: Option<Spanned<Protocol>>,
+    ca_file: Option<Spanned<String>>,
+    server_name: Option<Spanned<String>>,
     #[serde(default)]
     algorithm: Algorithm,
     #[serde(default)]
@@ -435,6 +438,8 @@ pub struct TargetGroupConfig {
     pub stickiness: Option<Stickiness>,
     pub socketio: Option<SocketIo>,
     pub lifecycle: crate::target_group::Lifecycle,
+    /// HTTPS to the targets (`protocol = "HTTPS"`).
+    pub upstream_tls: Option<crate::target_group::UpstreamTls>,
 }
 
 /// How many healthy targets a group needs before it fails open to all of them.
@@ -638,6 +643,7 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config, ConfigErr
             None => DEFAULT_CONNECT_TIMEOUT,
         };
         let lifecycle = build_lifecycle(ctx, &g, alb_limits)?;
+        let upstream_tls = build_upstream_tls(ctx, &g, path)?;
         let stickiness = match g.stickiness {
             Some(st) => build_stickiness(ctx, st)?,
             None => None,
@@ -649,6 +655,7 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config, ConfigErr
         group_names.insert(name.get_ref().clone(), target_groups.len());
         target_groups.push(TargetGroupConfig {
             lifecycle,
+            upstream_tls,
             stickiness,
             socketio,
             name: name.into_inner(),
@@ -904,6 +911,42 @@ fn build_stickiness(
     }))
 }
 
+/// HTTPS to a group's targets: verified against `ca_file` (or the system roots), for
+/// `server_name` (or the target's IP).
+fn build_upstream_tls(
+    ctx: &Ctx<'_>,
+    g: &RawTargetGroup,
+    config_path: &Path,
+) -> Result<Option<crate::target_group::UpstreamTls>, ConfigError> {
+    let https = g
+        .protocol
+        .as_ref()
+        .is_some_and(|p| *p.get_ref() == Protocol::Https);
+    if !https {
+        for (field, what) in [(&g.ca_file, "ca_file"), (&g.server_name, "server_name")] {
+            if let Some(f) = field {
+                return Err(ctx.err(f.span(), format!("{what} goes with protocol = \"HTTPS\"")));
+            }
+        }
+        return Ok(None);
+    }
+    let ca = match &g.ca_file {
+        Some(f) => {
+            let path = config_path
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join(f.get_ref());
+            let certs = crate::tls::load_ca(&path).map_err(|e| ctx.err(f.span(), e))?;
+            Some(std::sync::Arc::new(certs))
+        }
+        None => None,
+    };
+    Ok(Some(crate::target_group::UpstreamTls {
+        server_name: g.server_name.as_ref().map(|s| s.get_ref().clone()),
+        ca,
+    }))
+}
+
 /// Health check, draining, slow start and passive settings of a group, in ALB's
 /// ranges (or tether's wider ones with `alb_limits = false`).
 fn build_lifecycle(
@@ -914,27 +957,30 @@ fn build_lifecycle(
     use crate::health::{HealthCheck, Matcher};
     let secs = Duration::from_secs;
     let ms = Duration::from_millis;
-    let mut hc = HealthCheck::default();
+    let mut hc = HealthCheck {
+        // As on ALB, checks speak the group's protocol unless told otherwise.
+        https: g
+            .protocol
+            .as_ref()
+            .is_some_and(|p| *p.get_ref() == Protocol::Https),
+        ..HealthCheck::default()
+    };
     if let Some(raw) = &g.health_check {
         let span = raw.span();
         let raw = raw.get_ref();
         hc.enabled = raw.enabled.unwrap_or(true);
         if let Some(p) = &raw.protocol {
-            match p.get_ref().as_str() {
-                "HTTP" => {}
-                "HTTPS" => {
-                    return Err(ctx.err(
+            hc.https =
+                match p.get_ref().as_str() {
+                    "HTTP" => false,
+                    "HTTPS" => true,
+                    other => return Err(ctx.err(
                         p.span(),
-                        "HTTPS health checks are not supported yet: use \"HTTP\"",
-                    ))
-                }
-                other => {
-                    return Err(ctx.err(
-                        p.span(),
-                        format!("unknown health check protocol \"{other}\": use \"HTTP\""),
-                    ))
-                }
-            }
+                        format!(
+                            "unknown health check protocol \"{other}\": use \"HTTP\" or \"HTTPS\""
+                        ),
+                    )),
+                };
         }
         if let Some(p) = &raw.port {
             let v = &p.get_ref().0;

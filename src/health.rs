@@ -25,6 +25,8 @@ pub const USER_AGENT: &str = "ELB-HealthChecker/2.0";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheck {
     pub enabled: bool,
+    /// Checks over TLS (the certificate is not verified, as on ALB).
+    pub https: bool,
     /// `None`: the target's own (traffic) port.
     pub port: Option<u16>,
     pub path: String,
@@ -39,6 +41,7 @@ impl Default for HealthCheck {
     fn default() -> Self {
         HealthCheck {
             enabled: true,
+            https: false,
             port: None,
             path: "/".to_string(),
             interval: DEFAULT_INTERVAL,
@@ -274,7 +277,7 @@ impl Tracker {
 /// One HTTP health check: `GET path` on a new connection, within `timeout`.
 pub async fn check(addr: SocketAddr, check: &HealthCheck) -> CheckResult {
     let addr = SocketAddr::new(addr.ip(), check.port.unwrap_or(addr.port()));
-    match tokio::time::timeout(check.timeout, probe(addr, &check.path)).await {
+    match tokio::time::timeout(check.timeout, probe(addr, &check.path, check.https)).await {
         Err(_) => CheckResult::Timeout,
         Ok(Err(_)) => CheckResult::Failed,
         Ok(Ok(status)) if check.matcher.matches(status) => CheckResult::Pass,
@@ -282,12 +285,24 @@ pub async fn check(addr: SocketAddr, check: &HealthCheck) -> CheckResult {
     }
 }
 
-async fn probe(
-    addr: SocketAddr,
-    path: &str,
-) -> Result<u16, Box<dyn std::error::Error + Send + Sync>> {
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn probe(addr: SocketAddr, path: &str, https: bool) -> Result<u16, BoxError> {
     let stream = tokio::net::TcpStream::connect(addr).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    if https {
+        let connector = tokio_rustls::TlsConnector::from(crate::tls::no_verify_client());
+        let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+        let tls = connector.connect(name, stream).await?;
+        return request(tls, addr, path).await;
+    }
+    request(stream, addr, path).await
+}
+
+async fn request<S>(io: S, addr: SocketAddr, path: &str) -> Result<u16, BoxError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
     let driver = tokio::spawn(conn);
     let req = http::Request::get(path)
         .header(http::header::HOST, addr.to_string())

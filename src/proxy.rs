@@ -12,6 +12,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
+use pingora::utils::tls::{parse_x509, WrappedX509};
 use pingora::{ErrorSource, ErrorType};
 
 use crate::config::{Protocol, StickinessKind};
@@ -148,6 +149,22 @@ fn pinned_group<'a>(
         .iter()
         .find(|g| g.weight > 0 && g.group.name == pin.group)
         .map(|g| &g.group)
+}
+
+/// The group's CA list in pingora's form, parsed once and kept in the group.
+fn upstream_ca(group: &TargetGroup) -> Option<Arc<pingora::protocols::tls::CaType>> {
+    let ders = group.upstream_tls.as_ref()?.ca.as_ref()?;
+    let cached = group.engine_cache.get_or_init(|| {
+        let list: Vec<WrappedX509> = ders
+            .iter()
+            .map(|der| WrappedX509::new(der.clone(), |raw| parse_x509(raw)))
+            .collect();
+        let ca: Arc<pingora::protocols::tls::CaType> = Arc::from(list);
+        Arc::new(ca)
+    });
+    cached
+        .downcast_ref::<Arc<pingora::protocols::tls::CaType>>()
+        .cloned()
 }
 
 /// Sets a sealed pin cookie and, for browsers' credentialed cross-origin requests, its
@@ -403,7 +420,18 @@ impl ProxyHttp for Proxy {
                 ctx.upgrade_sid = hints.sid.map(str::to_string);
             }
         }
-        let mut peer = HttpPeer::new(target.addr, false, String::new());
+        let mut peer = match &group.upstream_tls {
+            None => HttpPeer::new(target.addr, false, String::new()),
+            Some(tls) => {
+                let name = tls
+                    .server_name
+                    .clone()
+                    .unwrap_or_else(|| target.addr.ip().to_string());
+                let mut peer = HttpPeer::new(target.addr, true, name);
+                peer.options.ca = upstream_ca(group);
+                peer
+            }
+        };
         if session.is_upgrade_req() {
             // A websocket on a reused pooled connection loses its tunnel right after
             // the 101 (pingora 0.9 ends the upgraded body at once); a pool key no

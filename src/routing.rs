@@ -138,6 +138,7 @@ fn build_group(g: &TargetGroupConfig, old: Option<&TargetGroup>, in_use: bool) -
                 }
             }))
             .with_lifecycle(g.lifecycle.clone(), in_use)
+            .with_upstream_tls(g.upstream_tls.clone())
             .with_draining(draining),
     )
 }

@@ -362,6 +362,15 @@ pub struct HealthView {
     fail_open: bool,
 }
 
+/// HTTPS to a group's targets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// Name to send (SNI) and verify; the target's IP when absent.
+    pub server_name: Option<String>,
+    /// CA certificates (DER) to verify targets with; the system roots when absent.
+    pub ca: Option<Arc<Vec<Vec<u8>>>>,
+}
+
 /// The lifecycle settings of a group (health, draining, slow start, passive marks).
 #[derive(Debug, Clone, Default)]
 pub struct Lifecycle {
@@ -382,6 +391,10 @@ pub struct TargetGroup {
     pub lifecycle: Lifecycle,
     /// Whether a listener rule forwards to the group (else its targets are `unused`).
     pub in_use: bool,
+    pub upstream_tls: Option<UpstreamTls>,
+    /// A slot for the proxy engine's own form of settings it derives once per group
+    /// (e.g. a parsed CA list), so that nothing is re-derived per request.
+    pub engine_cache: std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>,
     targets: Vec<Arc<Target>>,
     /// Targets deregistered and still draining (never picked).
     draining: Mutex<Vec<Arc<Target>>>,
@@ -435,6 +448,8 @@ impl TargetGroup {
                 ..Lifecycle::default()
             },
             in_use: true,
+            upstream_tls: None,
+            engine_cache: std::sync::OnceLock::new(),
             targets,
             draining: Mutex::new(Vec::new()),
             view: ArcSwap::from_pointee(HealthView::default()),
@@ -459,6 +474,11 @@ impl TargetGroup {
         self.lifecycle = lifecycle;
         self.in_use = in_use;
         self.refresh_view();
+        self
+    }
+
+    pub fn with_upstream_tls(mut self, tls: Option<UpstreamTls>) -> Self {
+        self.upstream_tls = tls;
         self
     }
 

@@ -326,3 +326,87 @@ mod tests {
         assert_eq!(SslPolicy::from_name("ELBSecurityPolicy-2016-08"), None);
     }
 }
+
+// === Client side: connections to targets ===
+
+/// Accepts any server certificate. Used where ALB does not verify either: health
+/// checks over HTTPS (a target's certificate may be self-signed or name a host the
+/// check does not use).
+#[derive(Debug)]
+pub struct NoVerify;
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A client config that accepts any server certificate (see [`NoVerify`]).
+pub fn no_verify_client() -> Arc<rustls::ClientConfig> {
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map(|b| {
+        b.dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify))
+            .with_no_client_auth()
+    });
+    match config {
+        Ok(c) => Arc::new(c),
+        // ring's default provider supports the default versions: cannot happen.
+        Err(_) => Arc::new(
+            rustls::ClientConfig::builder()
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerify))
+                .with_no_client_auth(),
+        ),
+    }
+}
+
+/// Reads the certificates of a PEM CA bundle (DER each).
+pub fn load_ca(path: &Path) -> Result<Vec<Vec<u8>>, TlsError> {
+    let pem = std::fs::read(path).map_err(|e| tls_err(path, format!("cannot read: {e}")))?;
+    let certs: Vec<Vec<u8>> = rustls_pemfile::certs(&mut pem.as_slice())
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| tls_err(path, format!("not a PEM CA bundle: {e}")))?;
+    if certs.is_empty() {
+        return Err(tls_err(
+            path,
+            "no certificate found (expected PEM \"BEGIN CERTIFICATE\")",
+        ));
+    }
+    Ok(certs)
+}

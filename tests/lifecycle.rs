@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use tether::admin::GroupHealth;
 use tokio_tungstenite::tungstenite::Message;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -41,41 +40,6 @@ health_check = {{ path = "/health", interval = "200ms", timeout = "100ms", healt
     )
 }
 
-/// Target states by port from the admin API (which may take a moment to listen
-/// after the proxy port does: retried within a bound).
-async fn target_states(lb: &TetherProc) -> HashMap<u16, String> {
-    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], lb.admin_port));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let groups: Vec<GroupHealth> = loop {
-        match tether::admin::fetch_targets(admin).await {
-            Ok(g) => break g,
-            Err(e) if Instant::now() > deadline => panic!("admin /targets: {e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    };
-    groups
-        .iter()
-        .flat_map(|g| g.targets.iter().map(|t| (t.port, t.state.clone())))
-        .collect()
-}
-
-/// Waits (bounded) until `backend` shows `state` in the admin API.
-async fn wait_state(lb: &TetherProc, backend: &Backend, state: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let states = target_states(lb).await;
-        if states.get(&backend.addr.port()).map(String::as_str) == Some(state) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} never became {state}: {states:?}",
-            backend.id
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn hits(lb: &TetherProc, n: usize) -> HashMap<String, usize> {
     let mut client = Client::connect(lb.addr()).await;
     let mut seen = HashMap::new();
@@ -100,7 +64,7 @@ async fn it_should_take_a_failing_target_out_and_move_its_sticky_clients() {
     ))
     .await;
     for t in [&a, &b, &c] {
-        wait_state(&lb, t, "healthy").await;
+        wait_state(&lb, t.addr, "healthy").await;
     }
     // A client pinned to b.
     let mut pair = None;
@@ -114,7 +78,7 @@ async fn it_should_take_a_failing_target_out_and_move_its_sticky_clients() {
     let pair = pair.expect("a client lands on b");
 
     b.set_health(Health::Fail500);
-    wait_state(&lb, &b, "unhealthy").await;
+    wait_state(&lb, b.addr, "unhealthy").await;
     let admin = std::net::SocketAddr::from(([127, 0, 0, 1], lb.admin_port));
     let states = tether::admin::fetch_targets(admin)
         .await
@@ -142,7 +106,7 @@ async fn it_should_take_a_failing_target_out_and_move_its_sticky_clients() {
     assert_ne!(new_pair, pair);
 
     b.set_health(Health::Ok);
-    wait_state(&lb, &b, "healthy").await;
+    wait_state(&lb, b.addr, "healthy").await;
     let seen = hits(&lb, 30).await;
     assert!(
         seen.get("b").copied().unwrap_or(0) > 0,
@@ -156,8 +120,8 @@ async fn it_should_fail_open_when_every_target_is_unhealthy() {
     let lb = TetherProc::start(&config(&[&a, &b], "")).await;
     a.set_health(Health::Fail500);
     b.set_health(Health::Hang);
-    wait_state(&lb, &a, "unhealthy").await;
-    wait_state(&lb, &b, "unhealthy").await;
+    wait_state(&lb, a.addr, "unhealthy").await;
+    wait_state(&lb, b.addr, "unhealthy").await;
     let seen = hits(&lb, 20).await;
     assert_eq!(
         seen.len(),
@@ -189,7 +153,7 @@ async fn it_should_lose_no_idempotent_request_when_a_target_dies() {
     );
     let lb = TetherProc::start(&config(&[&a, &b, &c], "")).await;
     for t in [&a, &b, &c] {
-        wait_state(&lb, t, "healthy").await;
+        wait_state(&lb, t.addr, "healthy").await;
     }
     let addr = lb.addr();
     let workers: Vec<_> = (0..4)
@@ -222,7 +186,7 @@ async fn it_should_drain_a_removed_target_and_close_its_websockets_with_1001() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
     let extra = r#"deregistration_delay = "6s""#;
     let lb = TetherProc::start(&config(&[&a], extra)).await;
-    wait_state(&lb, &a, "healthy").await;
+    wait_state(&lb, a.addr, "healthy").await;
 
     let url = format!("ws://{}/ws", lb.addr());
     let (mut ws, _) = tokio_tungstenite::connect_async(url)
@@ -238,7 +202,7 @@ async fn it_should_drain_a_removed_target_and_close_its_websockets_with_1001() {
     // a leaves the config: it drains; new requests go to b.
     let removed_at = Instant::now();
     lb.reload(&config(&[&b], extra));
-    wait_state(&lb, &b, "healthy").await;
+    wait_state(&lb, b.addr, "healthy").await;
     let states = target_states(&lb).await;
     assert_eq!(
         states.get(&a.addr.port()).map(String::as_str),
@@ -284,7 +248,7 @@ async fn it_should_end_draining_early_when_nothing_is_open() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
     let extra = r#"deregistration_delay = "300s""#;
     let lb = TetherProc::start(&config(&[&a, &b], extra)).await;
-    wait_state(&lb, &a, "healthy").await;
+    wait_state(&lb, a.addr, "healthy").await;
     lb.reload(&config(&[&b], extra));
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -302,10 +266,10 @@ async fn it_should_ramp_a_new_target_up_during_slow_start() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
     let extra = r#"slow_start = "4s""#;
     let lb = TetherProc::start(&config(&[&a], extra)).await;
-    wait_state(&lb, &a, "healthy").await;
+    wait_state(&lb, a.addr, "healthy").await;
     tokio::time::sleep(Duration::from_millis(4100)).await; // a's own ramp is over
     lb.reload(&config(&[&a, &b], extra));
-    wait_state(&lb, &b, "healthy").await;
+    wait_state(&lb, b.addr, "healthy").await;
     // Share of b in four one-second buckets.
     let mut shares = Vec::new();
     let mut client = Client::connect(lb.addr()).await;
@@ -334,8 +298,8 @@ async fn it_should_send_new_sessions_to_the_least_connected_target() {
     );
     let extra = r#"algorithm = "least_connections""#;
     let lb = TetherProc::start(&config(&[&a, &b], extra)).await;
-    wait_state(&lb, &a, "healthy").await;
-    wait_state(&lb, &b, "healthy").await;
+    wait_state(&lb, a.addr, "healthy").await;
+    wait_state(&lb, b.addr, "healthy").await;
     let url = format!("ws://{}/ws", lb.addr());
     let mut open = Vec::new();
     for _ in 0..20 {
@@ -346,7 +310,7 @@ async fn it_should_send_new_sessions_to_the_least_connected_target() {
         open.push(ws);
     }
     lb.reload(&config(&[&a, &b, &c], extra));
-    wait_state(&lb, &c, "healthy").await;
+    wait_state(&lb, c.addr, "healthy").await;
     let mut new_sessions = HashMap::new();
     for _ in 0..10 {
         let (ws, resp) = tokio_tungstenite::connect_async(url.as_str())
@@ -368,8 +332,8 @@ async fn it_should_send_new_sessions_to_the_least_connected_target() {
 async fn it_should_never_block_requests_on_a_hanging_health_check() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
     let lb = TetherProc::start(&config(&[&a, &b], "")).await;
-    wait_state(&lb, &a, "healthy").await;
-    wait_state(&lb, &b, "healthy").await;
+    wait_state(&lb, a.addr, "healthy").await;
+    wait_state(&lb, b.addr, "healthy").await;
     let median = |mut v: Vec<Duration>| {
         v.sort();
         v[v.len() / 2]
@@ -382,7 +346,7 @@ async fn it_should_never_block_requests_on_a_hanging_health_check() {
         before.push(t.elapsed());
     }
     b.set_health(Health::Hang);
-    wait_state(&lb, &b, "unhealthy").await;
+    wait_state(&lb, b.addr, "unhealthy").await;
     let mut during = Vec::new();
     for _ in 0..200 {
         let t = Instant::now();

@@ -503,3 +503,40 @@ fn it_should_name_the_file_and_the_problem_for_bad_certificates() {
         String::from_utf8_lossy(&out.stderr).contains("this key does not match the certificate")
     );
 }
+
+#[tokio::test]
+async fn it_should_speak_https_to_targets_verified_by_the_configured_ca() {
+    let pki = Pki::new();
+    let (backend, _task) = tls_backend(&pki, "tls-target").await;
+    let other_ca = Pki::new();
+    let config = |ca: &Path| {
+        format!(
+            r#"
+[load_balancer]
+alb_limits = false
+admin = "127.0.0.1:{{admin}}"
+[[listener]]
+address = "127.0.0.1"
+port = {{port}}
+default_action = {{ forward = "secure" }}
+[target_group.secure]
+protocol = "HTTPS"
+ca_file = "{}"
+targets = ["{backend}"]
+health_check = {{ path = "/", interval = "200ms", timeout = "100ms", healthy_threshold = 2 }}
+"#,
+            ca.display()
+        )
+    };
+    let lb = TetherProc::start(&config(&pki.ca_path())).await;
+    // The health check speaks HTTPS too (the group's protocol).
+    wait_state(&lb, backend, "healthy").await;
+    let r = Client::connect(lb.addr()).await.get("/").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "tls-target");
+
+    // A target whose certificate the configured CA did not sign: 502, never served.
+    let wrong = TetherProc::start(&config(&other_ca.ca_path())).await;
+    let r = Client::connect(wrong.addr()).await.get("/").await;
+    assert_eq!(r.status, 502);
+}

@@ -563,53 +563,10 @@ impl Pki {
     }
 }
 
-/// A verifier that accepts any certificate: for tests that check which certificate
-/// was served (by its names) rather than whether the client would trust it.
-#[derive(Debug)]
-pub struct AnyCert;
-
-impl rustls::client::danger::ServerCertVerifier for AnyCert {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// A client config that accepts any server certificate (see [`AnyCert`]).
+/// A client config that accepts any server certificate: for tests that check which
+/// certificate was served (by its names) rather than whether a client would trust it.
 pub fn any_cert_client() -> rustls::ClientConfig {
-    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCert))
-        .with_no_client_auth()
+    (*tether::tls::no_verify_client()).clone()
 }
 
 /// A TLS connection to tether with `sni`; returns the stream and the DNS names of
@@ -666,4 +623,87 @@ impl Client {
             host: host.to_string(),
         }
     }
+}
+
+// === Admin API ===
+
+/// Target states by port from tether's admin API (which may take a moment to listen
+/// after the proxy port does: retried within a bound).
+pub async fn target_states(lb: &TetherProc) -> std::collections::HashMap<u16, String> {
+    let admin = SocketAddr::from(([127, 0, 0, 1], lb.admin_port));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let groups = loop {
+        match tether::admin::fetch_targets(admin).await {
+            Ok(g) => break g,
+            Err(e) if Instant::now() > deadline => panic!("admin /targets: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    groups
+        .iter()
+        .flat_map(|g| g.targets.iter().map(|t| (t.port, t.state.clone())))
+        .collect()
+}
+
+/// Waits (bounded) until the target at `addr` shows `state` in the admin API.
+pub async fn wait_state(lb: &TetherProc, addr: SocketAddr, state: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let states = target_states(lb).await;
+        if states.get(&addr.port()).map(String::as_str) == Some(state) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{addr} never became {state}: {states:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// === TLS backend ===
+
+/// A hyper backend behind TLS (a certificate of `pki` for 127.0.0.1), answering
+/// every request with its id.
+pub async fn tls_backend(pki: &Pki, id: &'static str) -> (SocketAddr, JoinHandle<()>) {
+    let (cert, key) = pki.leaf(
+        &format!("backend-{id}"),
+        &["127.0.0.1"],
+        KeyKind::Ecdsa,
+        false,
+    );
+    let certs = rustls_pemfile::certs(&mut std::fs::read(cert).expect("cert").as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .expect("certs");
+    let key = rustls_pemfile::private_key(&mut std::fs::read(key).expect("key").as_slice())
+        .expect("key")
+        .expect("a key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = service_fn(move |_req: Request<Incoming>| async move {
+                    Ok::<_, Infallible>(Response::new(full(id)))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (addr, task)
 }
