@@ -157,7 +157,7 @@ fn upstream_ca(group: &TargetGroup) -> Option<Arc<pingora::protocols::tls::CaTyp
     let cached = group.engine_cache.get_or_init(|| {
         let list: Vec<WrappedX509> = ders
             .iter()
-            .map(|der| WrappedX509::new(der.clone(), |raw| parse_x509(raw)))
+            .map(|der| WrappedX509::new(der.clone(), parse_x509))
             .collect();
         let ca: Arc<pingora::protocols::tls::CaType> = Arc::from(list);
         Arc::new(ca)
