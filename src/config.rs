@@ -970,17 +970,18 @@ fn build_lifecycle(
         let raw = raw.get_ref();
         hc.enabled = raw.enabled.unwrap_or(true);
         if let Some(p) = &raw.protocol {
-            hc.https =
-                match p.get_ref().as_str() {
-                    "HTTP" => false,
-                    "HTTPS" => true,
-                    other => return Err(ctx.err(
+            hc.https = match p.get_ref().as_str() {
+                "HTTP" => false,
+                "HTTPS" => true,
+                other => {
+                    return Err(ctx.err(
                         p.span(),
                         format!(
                             "unknown health check protocol \"{other}\": use \"HTTP\" or \"HTTPS\""
                         ),
-                    )),
-                };
+                    ))
+                }
+            };
         }
         if let Some(p) = &raw.port {
             let v = &p.get_ref().0;
