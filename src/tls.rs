@@ -372,27 +372,15 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
     }
 }
 
-/// A client config that accepts any server certificate (see [`NoVerify`]).
+/// A client config that accepts any server certificate (see [`NoVerify`]), with the
+/// process's rustls provider.
 pub fn no_verify_client() -> Arc<rustls::ClientConfig> {
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map(|b| {
-        b.dangerous()
+    Arc::new(
+        rustls::ClientConfig::builder()
+            .dangerous()
             .with_custom_certificate_verifier(Arc::new(NoVerify))
-            .with_no_client_auth()
-    });
-    match config {
-        Ok(c) => Arc::new(c),
-        // ring's default provider supports the default versions: cannot happen.
-        Err(_) => Arc::new(
-            rustls::ClientConfig::builder()
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(NoVerify))
-                .with_no_client_auth(),
-        ),
-    }
+            .with_no_client_auth(),
+    )
 }
 
 /// Reads the certificates of a PEM CA bundle (DER each).

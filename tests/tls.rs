@@ -101,7 +101,7 @@ async fn it_should_choose_certificates_by_sni_exact_wildcard_then_default() {
             .expect("handshake");
         assert_eq!(names, [want], "SNI {sni}");
         // And the request goes through, with X-Forwarded-Proto: https.
-        let mut client = Client::over_tls(tls, sni).await;
+        let mut client = Client::over_io(tls, sni).await;
         let seen = client.get("/headers").await.text();
         assert!(seen.contains("x-forwarded-proto: https\n"), "{seen}");
     }
@@ -163,13 +163,9 @@ async fn it_should_prefer_ecdsa_and_serve_rsa_to_clients_without_it() {
         .unwrap();
     assert_eq!(served, ecdsa_der.to_vec(), "ECDSA preferred");
 
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut s.pki.ca_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
-        Arc::new(roots),
+        Arc::new(s.pki.roots()),
         provider.clone(),
     )
     .build()
@@ -204,10 +200,6 @@ fn client_with_versions(
     versions: &[&'static rustls::SupportedProtocolVersion],
     only_version_suites: bool,
 ) -> rustls::ClientConfig {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut pki.ca_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
     let mut provider = rustls::crypto::ring::default_provider();
     if only_version_suites {
         provider
@@ -217,7 +209,7 @@ fn client_with_versions(
     rustls::ClientConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(versions)
         .unwrap()
-        .with_root_certificates(roots)
+        .with_root_certificates(pki.roots())
         .with_no_client_auth()
 }
 
@@ -259,7 +251,7 @@ async fn it_should_enforce_the_ssl_policy() {
         tls.get_ref().1.protocol_version(),
         Some(rustls::ProtocolVersion::TLSv1_3)
     );
-    let mut client = Client::over_tls(tls, "a.test").await;
+    let mut client = Client::over_io(tls, "a.test").await;
     assert_eq!(client.get("/").await.status, 200);
 
     // A client that lists TLS 1.3 suites but settles on TLS 1.2 gets through the
@@ -272,7 +264,7 @@ async fn it_should_enforce_the_ssl_policy() {
         tls.get_ref().1.protocol_version(),
         Some(rustls::ProtocolVersion::TLSv1_2)
     );
-    let mut client = Client::over_tls(tls, "a.test").await;
+    let mut client = Client::over_io(tls, "a.test").await;
     assert!(
         client.try_send(request("GET", "/", &[])).await.is_err(),
         "served over TLS 1.2"
@@ -366,7 +358,7 @@ targets = ["{}"]
         .await
         .unwrap();
     assert_eq!(names, ["site.test"]);
-    let mut open = Client::over_tls(tls, "site.test").await;
+    let mut open = Client::over_io(tls, "site.test").await;
     assert_eq!(open.get("/").await.text(), "a");
 
     // A bad new file keeps the old certificate.

@@ -399,7 +399,15 @@ impl Client {
     }
 
     async fn over(stream: TcpStream, addr: SocketAddr) -> Client {
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        Self::over_io(stream, &addr.to_string()).await
+    }
+
+    /// HTTP/1.1 over any established stream (TCP, TLS).
+    pub async fn over_io<S>(io: S, host: &str) -> Client
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
             .await
             .expect("handshake");
         tokio::spawn(async move {
@@ -407,7 +415,7 @@ impl Client {
         });
         Client {
             sender,
-            host: addr.to_string(),
+            host: host.to_string(),
         }
     }
 
@@ -545,12 +553,18 @@ impl Pki {
         (cert_path, key_path)
     }
 
-    /// A rustls client config trusting this CA (TLS 1.2 and 1.3).
-    pub fn client_config(&self, alpn: &[&[u8]]) -> rustls::ClientConfig {
+    /// A root store holding this CA.
+    pub fn roots(&self) -> rustls::RootCertStore {
         let mut roots = rustls::RootCertStore::empty();
         for c in rustls_pemfile::certs(&mut self.ca_pem.as_bytes()) {
             roots.add(c.expect("ca der")).expect("add root");
         }
+        roots
+    }
+
+    /// A rustls client config trusting this CA (TLS 1.2 and 1.3).
+    pub fn client_config(&self, alpn: &[&[u8]]) -> rustls::ClientConfig {
+        let roots = self.roots();
         let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
@@ -607,22 +621,6 @@ pub fn cert_names(der: &[u8]) -> Vec<String> {
         }
     }
     names
-}
-
-impl Client {
-    /// HTTP/1.1 over an established TLS stream.
-    pub async fn over_tls(tls: tokio_rustls::client::TlsStream<TcpStream>, host: &str) -> Client {
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .expect("handshake");
-        tokio::spawn(async move {
-            let _ = conn.with_upgrades().await;
-        });
-        Client {
-            sender,
-            host: host.to_string(),
-        }
-    }
 }
 
 // === Admin API ===
