@@ -169,10 +169,16 @@ impl BackgroundService for LifecycleService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut tasks = HashMap::new();
         let mut tick = tokio::time::interval(TICK);
+        // The snapshot last reconciled: check tasks change only when routing does.
+        let mut seen: Option<Arc<crate::routing::Routing>> = None;
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    self.reconcile(&mut tasks);
+                    let current = self.routing.load_full();
+                    if !seen.as_ref().is_some_and(|s| Arc::ptr_eq(s, &current)) {
+                        self.reconcile(&mut tasks);
+                        seen = Some(current);
+                    }
                     self.finish_drains();
                 }
                 _ = shutdown.changed() => return,
