@@ -34,6 +34,9 @@ pub struct TargetHealth {
     pub description: String,
     /// In-flight requests plus open websockets.
     pub connections: u64,
+    /// The ECS task behind the target, when discovered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_arn: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -52,6 +55,7 @@ fn target_health(t: &Target) -> TargetHealth {
         reason: reason.code().to_string(),
         description: reason.description().to_string(),
         connections: t.connections(),
+        task_arn: t.label(),
     }
 }
 
@@ -82,6 +86,7 @@ pub fn render(groups: &[GroupHealth]) -> String {
         "STATE".to_string(),
         "REASON".to_string(),
         "CONNECTIONS".to_string(),
+        "TASK".to_string(),
         "DESCRIPTION".to_string(),
     ]];
     for g in groups {
@@ -98,11 +103,12 @@ pub fn render(groups: &[GroupHealth]) -> String {
                 t.state.clone(),
                 t.reason.clone(),
                 t.connections.to_string(),
+                t.task_arn.clone().unwrap_or_default(),
                 t.description.clone(),
             ]);
         }
     }
-    let widths: Vec<usize> = (0..7)
+    let widths: Vec<usize> = (0..8)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();

@@ -327,11 +327,31 @@ struct RawTargetGroup {
     connect_timeout: Option<Spanned<HumanDuration>>,
     stickiness: Option<Spanned<RawStickiness>>,
     socketio: Option<RawSocketIo>,
+    discovery: Option<Spanned<RawDiscovery>>,
     health_check: Option<Spanned<RawHealthCheck>>,
     minimum_healthy_targets: Option<Spanned<RawMinHealthy>>,
     deregistration_delay: Option<Spanned<HumanDuration>>,
     slow_start: Option<Spanned<HumanDuration>>,
     passive_health: Option<RawPassiveHealth>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDiscovery {
+    ecs: Spanned<RawEcs>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEcs {
+    cluster: String,
+    service: Option<String>,
+    target_group_arn: Option<String>,
+    container_name: Option<String>,
+    container_port: Option<Spanned<u16>>,
+    interval: Option<Spanned<HumanDuration>>,
+    region: Option<String>,
+    endpoint_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -440,6 +460,8 @@ pub struct TargetGroupConfig {
     pub lifecycle: crate::target_group::Lifecycle,
     /// HTTPS to the targets (`protocol = "HTTPS"`).
     pub upstream_tls: Option<crate::target_group::UpstreamTls>,
+    /// Targets from ECS instead of `targets`.
+    pub discovery: Option<crate::discovery::EcsDiscovery>,
 }
 
 /// How many healthy targets a group needs before it fails open to all of them.
@@ -644,6 +666,7 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config, ConfigErr
         };
         let lifecycle = build_lifecycle(ctx, &g, alb_limits)?;
         let upstream_tls = build_upstream_tls(ctx, &g, path)?;
+        let discovery = build_discovery(ctx, &g)?;
         let stickiness = match g.stickiness {
             Some(st) => build_stickiness(ctx, st)?,
             None => None,
@@ -656,6 +679,7 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config, ConfigErr
         target_groups.push(TargetGroupConfig {
             lifecycle,
             upstream_tls,
+            discovery,
             stickiness,
             socketio,
             name: name.into_inner(),
@@ -908,6 +932,60 @@ fn build_stickiness(
         duration,
         secure: st.secure,
         http_only: st.http_only,
+    }))
+}
+
+/// ECS discovery of a group: a service (with its container port), or the services
+/// bound to an ALB target group ARN (container and port from that binding).
+fn build_discovery(
+    ctx: &Ctx<'_>,
+    g: &RawTargetGroup,
+) -> Result<Option<crate::discovery::EcsDiscovery>, ConfigError> {
+    let Some(d) = &g.discovery else {
+        return Ok(None);
+    };
+    let ecs = d.get_ref().ecs.get_ref();
+    let span = d.get_ref().ecs.span();
+    if let Some(t) = g.targets.first() {
+        return Err(ctx.err(
+            t.span(),
+            "a group takes targets from either `targets` or `discovery`, not both",
+        ));
+    }
+    match (&ecs.service, &ecs.target_group_arn) {
+        (Some(_), Some(_)) | (None, None) => {
+            return Err(ctx.err(
+                span,
+                "ecs discovery needs either service (with container_port) or target_group_arn",
+            ))
+        }
+        (Some(_), None) if ecs.container_port.is_none() => {
+            return Err(ctx.err(span, "ecs discovery by service needs container_port"))
+        }
+        _ => {}
+    }
+    if let Some(p) = ecs.container_port.as_ref().filter(|p| *p.get_ref() == 0) {
+        return Err(ctx.err(p.span(), "container_port must be between 1 and 65535"));
+    }
+    let interval = match &ecs.interval {
+        Some(i) => check_duration(
+            ctx,
+            i,
+            "interval",
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
+        )?,
+        None => Duration::from_secs(10),
+    };
+    Ok(Some(crate::discovery::EcsDiscovery {
+        cluster: ecs.cluster.clone(),
+        service: ecs.service.clone(),
+        target_group_arn: ecs.target_group_arn.clone(),
+        container_name: ecs.container_name.clone(),
+        container_port: ecs.container_port.as_ref().map(|p| *p.get_ref()),
+        interval,
+        region: ecs.region.clone(),
+        endpoint_url: ecs.endpoint_url.clone(),
     }))
 }
 

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::config::{Config, TargetGroupConfig};
+use crate::discovery::Discovered;
 use crate::health::{Reason, State};
 use crate::rules::RuleSet;
 use crate::socketio::SidTable;
@@ -27,7 +28,11 @@ pub struct Routing {
 impl Routing {
     /// Builds live groups. A target already known to `previous` (same group, same
     /// address) keeps its counters, so a reload does not reset outstanding requests.
-    pub fn build(config: &Config, previous: Option<&Routing>) -> Routing {
+    pub fn build(
+        config: &Config,
+        previous: Option<&Routing>,
+        discovered: &HashMap<String, Vec<Discovered>>,
+    ) -> Routing {
         let in_use: HashSet<usize> = config
             .listeners
             .iter()
@@ -39,7 +44,12 @@ impl Routing {
             .enumerate()
             .map(|(index, g)| {
                 let old = previous.and_then(|p| p.groups.iter().find(|o| o.name == g.name));
-                build_group(g, old.map(|o| o.as_ref()), in_use.contains(&index))
+                build_group(
+                    g,
+                    old.map(|o| o.as_ref()),
+                    in_use.contains(&index),
+                    discovered.get(&g.name).map(Vec::as_slice),
+                )
             })
             .collect();
         let listeners = config
@@ -74,7 +84,31 @@ impl Routing {
 /// A live group from its config. Targets the previous group had keep their state
 /// and counters; targets it had that the config no longer lists start draining for
 /// the deregistration delay; a draining target listed again is registered anew.
-fn build_group(g: &TargetGroupConfig, old: Option<&TargetGroup>, in_use: bool) -> Arc<TargetGroup> {
+fn build_group(
+    g: &TargetGroupConfig,
+    old: Option<&TargetGroup>,
+    in_use: bool,
+    discovered: Option<&[Discovered]>,
+) -> Arc<TargetGroup> {
+    // A discovering group's targets are the tasks that take traffic (a stopping
+    // task is left out, so it drains like a target removed from the config).
+    let addrs: Vec<std::net::SocketAddr> = match (&g.discovery, discovered) {
+        (Some(_), Some(found)) => found
+            .iter()
+            .filter(|d| !d.draining)
+            .map(|d| d.addr)
+            .collect(),
+        (Some(_), None) => Vec::new(),
+        (None, _) => g.targets.clone(),
+    };
+    let task_of = |addr: std::net::SocketAddr| {
+        discovered.and_then(|found| {
+            found
+                .iter()
+                .find(|d| d.addr == addr)
+                .map(|d| d.task_arn.clone())
+        })
+    };
     let checked = g.lifecycle.health_check.enabled;
     let (fresh_state, fresh_reason) = match (in_use, checked) {
         (false, _) => (State::Unused, Reason::NotInUse),
@@ -82,8 +116,7 @@ fn build_group(g: &TargetGroupConfig, old: Option<&TargetGroup>, in_use: bool) -
         (true, false) => (State::Unavailable, Reason::HealthCheckDisabled),
     };
     let old_draining = old.map(|o| o.draining()).unwrap_or_default();
-    let targets: Vec<Arc<Target>> = g
-        .targets
+    let targets: Vec<Arc<Target>> = addrs
         .iter()
         .map(|addr| {
             let known = old.and_then(|o| o.target(*addr).cloned());
@@ -110,7 +143,10 @@ fn build_group(g: &TargetGroupConfig, old: Option<&TargetGroup>, in_use: bool) -
             Arc::new(t)
         })
         .collect();
-    let listed = |t: &Arc<Target>| g.targets.contains(&t.addr);
+    for t in &targets {
+        t.set_label(task_of(t.addr));
+    }
+    let listed = |t: &Arc<Target>| addrs.contains(&t.addr);
     let delay = g.lifecycle.deregistration_delay;
     let mut draining: Vec<Arc<Target>> = old_draining.into_iter().filter(|t| !listed(t)).collect();
     for t in old.map(|o| o.targets().to_vec()).unwrap_or_default() {

@@ -12,6 +12,7 @@ use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 
 use crate::config::Config;
+use crate::discovery::{DiscoveredTargets, DiscoveryService};
 use crate::proxy::Proxy;
 use crate::routing::{Routing, SharedRouting};
 use crate::tls::{CertResolver, CertStore};
@@ -62,7 +63,12 @@ impl Tether {
         let mut server = Server::new_with_opt_and_conf(None, conf);
         server.bootstrap();
 
-        let routing: SharedRouting = Arc::new(ArcSwap::from_pointee(Routing::build(config, None)));
+        let discovered: DiscoveredTargets = Arc::default();
+        let routing: SharedRouting = Arc::new(ArcSwap::from_pointee(Routing::build(
+            config,
+            None,
+            &discovered.load(),
+        )));
         crate::tls::install_provider();
         let mut resolvers = Vec::new();
         for (i, l) in config.listeners.iter().enumerate() {
@@ -108,6 +114,9 @@ impl Tether {
             crate::lifecycle::LifecycleService::new(routing.clone()),
         ));
         let reloader = Reloader {
+            config: Arc::new(ArcSwap::from_pointee(config.clone())),
+            discovered: discovered.clone(),
+            rebuilding: Arc::default(),
             resolvers,
             path: config.path.clone(),
             listeners: config
@@ -127,6 +136,22 @@ impl Tether {
                 },
             ));
         }
+        let ecs_groups: Vec<_> = config
+            .target_groups
+            .iter()
+            .filter_map(|g| g.discovery.clone().map(|d| (g.name.clone(), d)))
+            .collect();
+        if !ecs_groups.is_empty() {
+            let rebuilder = reloader.clone();
+            server.add_service(background_service(
+                "ECS discovery",
+                DiscoveryService {
+                    groups: ecs_groups,
+                    discovered,
+                    rebuild: Arc::new(move || rebuilder.rebuild()),
+                },
+            ));
+        }
         server.add_service(background_service("config reload", SighupReload(reloader)));
         Ok(Tether { server, routing })
     }
@@ -141,6 +166,13 @@ impl Tether {
 /// listeners (which need a restart), is refused and the running routing is kept.
 #[derive(Clone)]
 pub struct Reloader {
+    /// The config in force (reloads replace it).
+    config: Arc<ArcSwap<Config>>,
+    /// Targets found by discovery, by group.
+    discovered: DiscoveredTargets,
+    /// One rebuild at a time, so that a reload and a discovery change cannot store
+    /// snapshots out of order.
+    rebuilding: Arc<parking_lot::Mutex<()>>,
     /// HTTPS listeners' certificate resolvers, by listener index.
     resolvers: Vec<(usize, Arc<CertResolver>)>,
     path: PathBuf,
@@ -179,12 +211,21 @@ impl Reloader {
                 return refused(e.to_string());
             }
         }
-        let current = self.routing.load();
-        self.routing
-            .store(Arc::new(Routing::build(&config, Some(&current))));
         let summary = config.summary();
+        self.config.store(Arc::new(config));
+        self.rebuild();
         tracing::info!("reloaded {summary}");
         Ok(summary)
+    }
+}
+
+impl Reloader {
+    /// Rebuilds routing from the config in force and the discovered targets.
+    pub fn rebuild(&self) {
+        let _one_at_a_time = self.rebuilding.lock();
+        let current = self.routing.load();
+        let next = Routing::build(&self.config.load(), Some(&current), &self.discovered.load());
+        self.routing.store(Arc::new(next));
     }
 }
 

@@ -44,6 +44,8 @@ pub struct Target {
     drain_deadline: AtomicU64,
     /// Set to true when the target's open connections must be closed.
     closing: watch::Sender<bool>,
+    /// Where the target comes from, when known (an ECS task ARN).
+    label: Mutex<Option<String>>,
 }
 
 impl Target {
@@ -59,7 +61,17 @@ impl Target {
             passive_failures: AtomicU32::new(0),
             drain_deadline: AtomicU64::new(0),
             closing: watch::channel(false).0,
+            label: Mutex::new(None),
         }
+    }
+
+    /// The ECS task ARN (or other origin) of the target.
+    pub fn label(&self) -> Option<String> {
+        self.label.lock().clone()
+    }
+
+    pub fn set_label(&self, label: Option<String>) {
+        *self.label.lock() = label;
     }
 
     /// Requests sent to this target and not yet finished (websockets excluded).
