@@ -198,6 +198,12 @@ impl Backend {
         Self::serve(listener, id)
     }
 
+    /// Serves on a given address (e.g. 127.0.0.3:port, as an ECS task's address).
+    pub async fn start_at(addr: SocketAddr, id: &str) -> Backend {
+        let listener = TcpListener::bind(addr).await.expect("bind backend");
+        Self::serve(listener, id)
+    }
+
     fn serve(listener: TcpListener, id: &str) -> Backend {
         let addr = listener.local_addr().expect("addr");
         let id = id.to_string();
@@ -271,6 +277,11 @@ impl TetherProc {
     /// Starts tether with `config` (where `{port}` is replaced by a free port) and
     /// waits until it accepts connections.
     pub async fn start(config: &str) -> TetherProc {
+        Self::start_with_env(config, &[]).await
+    }
+
+    /// As [`TetherProc::start`], with extra environment variables.
+    pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> TetherProc {
         let port = free_port();
         let admin_port = free_port();
         let dir = tempfile::tempdir().expect("tempdir");
@@ -285,6 +296,7 @@ impl TetherProc {
             .args(["run", "--config"])
             .arg(&config_path)
             .env("TETHER_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

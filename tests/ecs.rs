@@ -1,0 +1,471 @@
+//! ECS discovery end to end: a fake ECS + EC2 endpoint served in-process on
+//! 127.0.0.1 (ECS JSON selected by `X-Amz-Target`, EC2 form-encoded with XML
+//! answers), reached by the real aws-sdk-ecs/aws-sdk-ec2 clients inside tether via
+//! `endpoint_url`. Task addresses point at real backends on 127.0.0.x, so requests
+//! really flow. The SDK gets static dummy credentials and
+//! `AWS_EC2_METADATA_DISABLED=true`: nothing leaves loopback.
+
+mod common;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+
+#[derive(Clone)]
+struct FakeTask {
+    arn: String,
+    service: String,
+    last: &'static str,
+    desired: &'static str,
+    /// awsvpc: the ENI address.
+    eni: Option<String>,
+    /// bridge: container instance and (container port, host port).
+    instance: Option<String>,
+    bindings: Vec<(u16, u16)>,
+}
+
+#[derive(Default)]
+struct FakeState {
+    tasks: Vec<FakeTask>,
+    /// container instance ARN → (EC2 instance id, private IP)
+    instances: HashMap<String, (String, String)>,
+    /// Answer every ECS call with this error (ThrottlingException on 400, or 5xx).
+    failing: Option<u16>,
+    calls: HashMap<String, usize>,
+    largest_describe: usize,
+}
+
+type Fake = Arc<Mutex<FakeState>>;
+
+fn task_json(t: &FakeTask) -> Value {
+    let mut container = json!({ "name": "app" });
+    let mut task = json!({
+        "taskArn": t.arn,
+        "group": format!("service:{}", t.service),
+        "lastStatus": t.last,
+        "desiredStatus": t.desired,
+    });
+    if let Some(ip) = &t.eni {
+        task["attachments"] = json!([{ "type": "ElasticNetworkInterface", "details": [
+            { "name": "subnetId", "value": "subnet-1" },
+            { "name": "privateIPv4Address", "value": ip }
+        ]}]);
+    }
+    if let Some(ci) = &t.instance {
+        task["containerInstanceArn"] = json!(ci);
+        container["networkBindings"] = json!(t
+            .bindings
+            .iter()
+            .map(|(c, h)| json!({ "containerPort": c, "hostPort": h, "protocol": "tcp" }))
+            .collect::<Vec<_>>());
+    }
+    task["containers"] = json!([container]);
+    task
+}
+
+async fn fake_handle(
+    req: Request<Incoming>,
+    fake: Fake,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let target = req
+        .headers()
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .map(|t| t.rsplit('.').next().unwrap_or("").to_string());
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let mut st = fake.lock().unwrap();
+    let Some(op) = target else {
+        // EC2 (query protocol): DescribeInstances with InstanceId.N.
+        *st.calls.entry("DescribeInstances".into()).or_default() += 1;
+        let form = String::from_utf8_lossy(&body).to_string();
+        let ids: Vec<String> = form
+            .split('&')
+            .filter(|kv| kv.starts_with("InstanceId."))
+            .filter_map(|kv| kv.split_once('=').map(|(_, v)| v.to_string()))
+            .collect();
+        let items: String = st
+            .instances
+            .values()
+            .filter(|(id, _)| ids.contains(id))
+            .map(|(id, ip)| format!("<item><instanceId>{id}</instanceId><privateIpAddress>{ip}</privateIpAddress></item>"))
+            .collect();
+        let xml = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><DescribeInstancesResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\"><requestId>r</requestId><reservationSet><item><reservationId>r-1</reservationId><instancesSet>{items}</instancesSet></item></reservationSet></DescribeInstancesResponse>"
+        );
+        return Ok(Response::builder()
+            .header("content-type", "text/xml")
+            .body(Full::from(xml))
+            .unwrap());
+    };
+    *st.calls.entry(op.clone()).or_default() += 1;
+    if let Some(code) = st.failing {
+        let (status, body) = if code == 400 {
+            (
+                400,
+                json!({ "__type": "ThrottlingException", "message": "Rate exceeded" }),
+            )
+        } else {
+            (
+                code,
+                json!({ "__type": "ServerException", "message": "internal" }),
+            )
+        };
+        return Ok(Response::builder()
+            .status(status)
+            .header("content-type", "application/x-amz-json-1.1")
+            .body(Full::from(body.to_string()))
+            .unwrap());
+    }
+    let input: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let out = match op.as_str() {
+        "ListTasks" => {
+            // Like moto, serviceName is ignored: tether must filter by group.
+            let desired = input["desiredStatus"].as_str().unwrap_or("RUNNING");
+            let arns: Vec<String> = st
+                .tasks
+                .iter()
+                .filter(|t| t.desired == desired)
+                .map(|t| t.arn.clone())
+                .collect();
+            let start: usize = input["nextToken"]
+                .as_str()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0);
+            let page: Vec<&String> = arns.iter().skip(start).take(100).collect();
+            let mut out = json!({ "taskArns": page });
+            if start + 100 < arns.len() {
+                out["nextToken"] = json!((start + 100).to_string());
+            }
+            out
+        }
+        "DescribeTasks" => {
+            let wanted: Vec<String> = input["tasks"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            st.largest_describe = st.largest_describe.max(wanted.len());
+            if wanted.len() > 100 {
+                return Ok(Response::builder()
+                    .status(StatusCode::BAD_REQUEST)
+                    .header("content-type", "application/x-amz-json-1.1")
+                    .body(Full::from(json!({ "__type": "InvalidParameterException", "message": "too many tasks" }).to_string()))
+                    .unwrap());
+            }
+            let tasks: Vec<Value> = st
+                .tasks
+                .iter()
+                .filter(|t| wanted.contains(&t.arn))
+                .map(task_json)
+                .collect();
+            json!({ "tasks": tasks, "failures": [] })
+        }
+        "DescribeContainerInstances" => {
+            let wanted: Vec<String> = input["containerInstances"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let cis: Vec<Value> = wanted
+                .iter()
+                .filter_map(|arn| {
+                    st.instances
+                        .get(arn)
+                        .map(|(id, _)| json!({ "containerInstanceArn": arn, "ec2InstanceId": id }))
+                })
+                .collect();
+            json!({ "containerInstances": cis, "failures": [] })
+        }
+        _ => json!({}),
+    };
+    Ok(Response::builder()
+        .header("content-type", "application/x-amz-json-1.1")
+        .body(Full::from(out.to_string()))
+        .unwrap())
+}
+
+async fn start_fake(fake: Fake) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let fake = fake.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| fake_handle(req, fake.clone()));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+const AWS_ENV: &[(&str, &str)] = &[
+    ("AWS_ACCESS_KEY_ID", "AKIDTETHERTEST"),
+    ("AWS_SECRET_ACCESS_KEY", "tether-test-secret"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+    ("AWS_CONFIG_FILE", "/nonexistent/tether-test"),
+    ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/tether-test"),
+];
+
+fn ecs_group(name: &str, service: &str, port: u16, endpoint: SocketAddr) -> String {
+    format!(
+        r#"
+[target_group.{name}]
+discovery = {{ ecs = {{ cluster = "socket-ecs-cluster", service = "{service}", container_name = "app", container_port = {port}, interval = "1s", region = "us-east-1", endpoint_url = "http://{endpoint}" }} }}
+health_check = {{ path = "/health", interval = "200ms", timeout = "100ms", healthy_threshold = 2 }}
+deregistration_delay = "30s"
+"#
+    )
+}
+
+async fn served_by(lb: &TetherProc, path: &str, n: usize) -> HashMap<String, usize> {
+    let mut client = Client::connect(lb.addr()).await;
+    let mut seen = HashMap::new();
+    for _ in 0..n {
+        let r = client.get(path).await;
+        // Before the first discovery the group is empty (503): recorded as such.
+        let key = if r.status == 200 {
+            r.text()
+        } else {
+            format!("status {}", r.status)
+        };
+        *seen.entry(key).or_default() += 1;
+        if r.status != 200 {
+            client = Client::connect(lb.addr()).await;
+        }
+    }
+    seen
+}
+
+/// Waits (bounded) until the requests to `path` are served by exactly `want`.
+async fn wait_served(lb: &TetherProc, path: &str, want: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let seen = served_by(lb, path, 12).await;
+        let mut ids: Vec<&str> = seen.keys().map(String::as_str).collect();
+        ids.sort();
+        if ids == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "served by {ids:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn awsvpc(arn: &str, ip: &str, last: &'static str, desired: &'static str) -> FakeTask {
+    FakeTask {
+        arn: arn.into(),
+        service: "socket-service".into(),
+        last,
+        desired,
+        eni: Some(ip.into()),
+        instance: None,
+        bindings: Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn it_should_follow_ecs_tasks_through_scale_up_draining_and_api_failures() {
+    // Three task addresses with the same container port, as awsvpc tasks have.
+    let port = free_port();
+    let b2 = Backend::start_at(SocketAddr::from(([127, 0, 0, 2], port)), "task-2").await;
+    let b3 = Backend::start_at(SocketAddr::from(([127, 0, 0, 3], port)), "task-3").await;
+    let b4 = Backend::start_at(SocketAddr::from(([127, 0, 0, 4], port)), "task-4").await;
+    let fake: Fake = Arc::default();
+    {
+        let mut st = fake.lock().unwrap();
+        st.tasks
+            .push(awsvpc("arn:task-2", "127.0.0.2", "RUNNING", "RUNNING"));
+        st.tasks
+            .push(awsvpc("arn:task-3", "127.0.0.3", "PENDING", "RUNNING"));
+        // 250 tasks of another service: pages of ListTasks, batches of DescribeTasks.
+        for i in 0..250 {
+            let mut t = awsvpc(&format!("arn:other-{i}"), "127.0.0.9", "RUNNING", "RUNNING");
+            t.service = "other-service".into();
+            st.tasks.push(t);
+        }
+    }
+    let endpoint = start_fake(fake.clone()).await;
+    let config = format!(
+        r#"
+[load_balancer]
+alb_limits = false
+admin = "127.0.0.1:{{admin}}"
+[[listener]]
+address = "127.0.0.1"
+port = {{port}}
+default_action = {{ forward = "socket" }}
+{}"#,
+        ecs_group("socket", "socket-service", port, endpoint)
+    );
+    let lb = TetherProc::start_with_env(&config, AWS_ENV).await;
+
+    // Only the RUNNING task takes traffic (not the PENDING one, nor other services).
+    wait_served(&lb, "/", &["task-2"]).await;
+    {
+        let st = fake.lock().unwrap();
+        assert!(
+            st.calls.get("ListTasks").copied().unwrap_or(0) >= 3,
+            "paged: {:?}",
+            st.calls
+        );
+        assert!(st.largest_describe <= 100 && st.largest_describe > 0);
+    }
+
+    // Scale up: new RUNNING tasks are routed after their first passing check.
+    {
+        let mut st = fake.lock().unwrap();
+        st.tasks[1].last = "RUNNING";
+        st.tasks
+            .push(awsvpc("arn:task-4", "127.0.0.4", "RUNNING", "RUNNING"));
+    }
+    wait_served(&lb, "/", &["task-2", "task-3", "task-4"]).await;
+    let states = target_states(&lb).await;
+    assert_eq!(
+        states.get(&port).map(String::as_str),
+        Some("healthy"),
+        "{states:?}"
+    );
+
+    // A task set to STOPPED but still running drains: no new requests.
+    fake.lock().unwrap().tasks[0].desired = "STOPPED";
+    wait_served(&lb, "/", &["task-3", "task-4"]).await;
+
+    // Throttling, then a 5xx outage: routing keeps the last known targets.
+    fake.lock().unwrap().failing = Some(400);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let both = |seen: HashMap<String, usize>| {
+        let mut ids: Vec<String> = seen.into_keys().collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(both(served_by(&lb, "/", 12).await), ["task-3", "task-4"]);
+    fake.lock().unwrap().failing = Some(503);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(both(served_by(&lb, "/", 12).await), ["task-3", "task-4"]);
+    let calls_during_outage = fake
+        .lock()
+        .unwrap()
+        .calls
+        .get("ListTasks")
+        .copied()
+        .unwrap_or(0);
+
+    // Back: discovery resumes (task-3 goes away entirely, and drains).
+    {
+        let mut st = fake.lock().unwrap();
+        st.failing = None;
+        st.tasks
+            .retain(|t| t.arn != "arn:task-3" && t.arn != "arn:task-2");
+    }
+    wait_served(&lb, "/", &["task-4"]).await;
+    assert!(
+        fake.lock()
+            .unwrap()
+            .calls
+            .get("ListTasks")
+            .copied()
+            .unwrap_or(0)
+            > calls_during_outage
+    );
+    drop((b2, b3, b4));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn it_should_route_two_ecs_services_by_path_with_bridge_and_awsvpc_networking() {
+    let port = free_port();
+    let socket = Backend::start_at(SocketAddr::from(([127, 0, 0, 6], port)), "socket-task").await;
+    // bridge: a dynamic host port on the container instance's address.
+    let host_port = free_port();
+    let api = Backend::start_at(SocketAddr::from(([127, 0, 0, 5], host_port)), "api-task").await;
+    let fake: Fake = Arc::default();
+    {
+        let mut st = fake.lock().unwrap();
+        st.tasks
+            .push(awsvpc("arn:socket-1", "127.0.0.6", "RUNNING", "RUNNING"));
+        st.tasks.push(FakeTask {
+            arn: "arn:api-1".into(),
+            service: "api-service".into(),
+            last: "RUNNING",
+            desired: "RUNNING",
+            eni: None,
+            instance: Some("arn:ci-1".into()),
+            bindings: vec![(9100, 40999), (8080, host_port)],
+        });
+        st.instances
+            .insert("arn:ci-1".into(), ("i-0abc".into(), "127.0.0.5".into()));
+    }
+    let endpoint = start_fake(fake.clone()).await;
+    let config = format!(
+        r#"
+[load_balancer]
+alb_limits = false
+admin = "127.0.0.1:{{admin}}"
+[[listener]]
+address = "127.0.0.1"
+port = {{port}}
+default_action = {{ forward = "socket" }}
+  [[listener.rule]]
+  priority = 10
+  conditions = {{ path_pattern = ["/api/*"] }}
+  action = {{ forward = "api" }}
+{}{}"#,
+        ecs_group("socket", "socket-service", port, endpoint),
+        ecs_group("api", "api-service", 8080, endpoint),
+    );
+    let lb = TetherProc::start_with_env(&config, AWS_ENV).await;
+    wait_served(&lb, "/api/users", &["api-task"]).await;
+    wait_served(&lb, "/", &["socket-task"]).await;
+    assert!(
+        fake.lock()
+            .unwrap()
+            .calls
+            .get("DescribeInstances")
+            .copied()
+            .unwrap_or(0)
+            >= 1
+    );
+    // `tether targets` shows the task ARNs.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["targets", "--config"])
+        .arg(&lb.config_path)
+        .output()
+        .expect("tether targets");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("arn:api-1") && table.contains("arn:socket-1"),
+        "{table}"
+    );
+    assert!(
+        table.contains(&format!("127.0.0.5  {host_port}")),
+        "{table}"
+    );
+    drop((socket, api));
+}
