@@ -360,7 +360,10 @@ pub struct DiscoveryService {
     pub rebuild: Arc<dyn Fn() + Send + Sync>,
 }
 
+/// The back-off after failures doubles from the interval up to 8 intervals, and
+/// never past two minutes, so that discovery resumes soon after ECS is back.
 const MAX_BACKOFF: Duration = Duration::from_secs(120);
+const MAX_BACKOFF_INTERVALS: u32 = 8;
 
 async fn follow(
     group: String,
@@ -394,17 +397,20 @@ async fn follow(
                 interval
             }
             Err(e) => {
+                tracing::debug!(group = %group, "ECS discovery attempt failed: {e:?}");
                 // Keep the last known targets; say so once per outage.
                 if failures == 0 {
                     tracing::warn!(group = %group, "ECS discovery failed, keeping the last known targets: {e}");
                 }
                 failures = failures.saturating_add(1);
                 let base = interval
-                    .saturating_mul(1 << failures.min(6))
+                    .saturating_mul(1 << failures.min(3))
+                    .min(interval.saturating_mul(MAX_BACKOFF_INTERVALS))
                     .min(MAX_BACKOFF);
                 base.mul_f64(rand::thread_rng().gen_range(0.5..1.0))
             }
         };
+        tracing::debug!(group = %group, failures, "next ECS poll in {wait:?}");
         tokio::time::sleep(wait).await;
     }
 }

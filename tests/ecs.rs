@@ -42,6 +42,10 @@ struct FakeState {
     instances: HashMap<String, (String, String)>,
     /// Answer every ECS call with this error (ThrottlingException on 400, or 5xx).
     failing: Option<u16>,
+    /// The endpoint is down: connections are closed unanswered.
+    down: bool,
+    /// service name → (target group ARN, container name, container port)
+    services: HashMap<String, (String, String, u16)>,
     calls: HashMap<String, usize>,
     largest_describe: usize,
 }
@@ -179,6 +183,34 @@ async fn fake_handle(
                 .collect();
             json!({ "tasks": tasks, "failures": [] })
         }
+        "ListServices" => {
+            let arns: Vec<String> = st
+                .services
+                .keys()
+                .map(|n| format!("arn:aws:ecs:us-east-1:1:service/c/{n}"))
+                .collect();
+            json!({ "serviceArns": arns })
+        }
+        "DescribeServices" => {
+            let wanted: Vec<String> = input["services"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let services: Vec<Value> = st
+                .services
+                .iter()
+                .filter(|(n, _)| wanted.iter().any(|w| w.ends_with(&format!("/{n}"))))
+                .map(|(n, (tg, cname, cport))| json!({
+                    "serviceName": n,
+                    "loadBalancers": [{ "targetGroupArn": tg, "containerName": cname, "containerPort": cport }]
+                }))
+                .collect();
+            json!({ "services": services, "failures": [] })
+        }
         "DescribeContainerInstances" => {
             let wanted: Vec<String> = input["containerInstances"]
                 .as_array()
@@ -211,6 +243,10 @@ async fn start_fake(fake: Fake) -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            if fake.lock().unwrap().down {
+                drop(stream);
+                continue;
+            }
             let fake = fake.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req| fake_handle(req, fake.clone()));
@@ -370,6 +406,9 @@ default_action = {{ forward = "socket" }}
     fake.lock().unwrap().failing = Some(503);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(both(served_by(&lb, "/", 12).await), ["task-3", "task-4"]);
+    fake.lock().unwrap().down = true;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(both(served_by(&lb, "/", 12).await), ["task-3", "task-4"]);
     let calls_during_outage = fake
         .lock()
         .unwrap()
@@ -382,6 +421,7 @@ default_action = {{ forward = "socket" }}
     {
         let mut st = fake.lock().unwrap();
         st.failing = None;
+        st.down = false;
         st.tasks
             .retain(|t| t.arn != "arn:task-3" && t.arn != "arn:task-2");
     }
@@ -468,4 +508,50 @@ default_action = {{ forward = "socket" }}
         "{table}"
     );
     drop((socket, api));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn it_should_find_services_by_their_alb_target_group_binding() {
+    let port = free_port();
+    let web = Backend::start_at(SocketAddr::from(([127, 0, 0, 7], port)), "bound-task").await;
+    let fake: Fake = Arc::default();
+    let arn = "arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/socket/abc";
+    {
+        let mut st = fake.lock().unwrap();
+        let mut t = awsvpc("arn:bound-1", "127.0.0.7", "RUNNING", "RUNNING");
+        t.service = "bound-service".into();
+        st.tasks.push(t);
+        st.services
+            .insert("bound-service".into(), (arn.into(), "app".into(), port));
+        st.services.insert(
+            "unbound-service".into(),
+            ("arn:other".into(), "app".into(), 1),
+        );
+    }
+    let endpoint = start_fake(fake.clone()).await;
+    let config = format!(
+        r#"
+[load_balancer]
+alb_limits = false
+[[listener]]
+address = "127.0.0.1"
+port = {{port}}
+default_action = {{ forward = "socket" }}
+[target_group.socket]
+discovery = {{ ecs = {{ cluster = "c", target_group_arn = "{arn}", interval = "1s", region = "us-east-1", endpoint_url = "http://{endpoint}" }} }}
+health_check = {{ path = "/health", interval = "200ms", timeout = "100ms" }}
+"#
+    );
+    let lb = TetherProc::start_with_env(&config, AWS_ENV).await;
+    wait_served(&lb, "/", &["bound-task"]).await;
+    assert!(
+        fake.lock()
+            .unwrap()
+            .calls
+            .get("DescribeServices")
+            .copied()
+            .unwrap_or(0)
+            >= 1
+    );
+    drop(web);
 }
