@@ -202,6 +202,12 @@ impl Reloader {
                 self.path.display()
             ));
         }
+        if discovery_of(&config) != discovery_of(&self.config.load()) {
+            return refused(format!(
+                "{}: target group discovery changed; restart to change it",
+                self.path.display()
+            ));
+        }
         // New certificates first: a file that fails to load keeps the running ones.
         for (i, resolver) in &self.resolvers {
             let Some(tls) = config.listeners.get(*i).and_then(|l| l.tls.as_ref()) else {
@@ -217,6 +223,15 @@ impl Reloader {
         tracing::info!("reloaded {summary}");
         Ok(summary)
     }
+}
+
+/// Which groups discover their targets, and how.
+fn discovery_of(config: &Config) -> Vec<(String, Option<crate::discovery::EcsDiscovery>)> {
+    config
+        .target_groups
+        .iter()
+        .map(|g| (g.name.clone(), g.discovery.clone()))
+        .collect()
 }
 
 impl Reloader {

@@ -555,3 +555,40 @@ health_check = {{ path = "/health", interval = "200ms", timeout = "100ms" }}
     );
     drop(web);
 }
+
+#[tokio::test]
+async fn it_should_refuse_a_reload_that_changes_discovery() {
+    let b = Backend::start("static").await;
+    let static_group = format!(
+        "[load_balancer]\nadmin = \"127.0.0.1:{{admin}}\"\n[[listener]]\naddress = \"127.0.0.1\"\nport = {{port}}\ndefault_action = {{ forward = \"web\" }}\n[target_group.web]\ntargets = [\"{}\"]\n",
+        b.addr
+    );
+    let lb = TetherProc::start(&static_group).await;
+    let discovering = static_group.replace(
+        &format!("targets = [\"{}\"]", b.addr),
+        "discovery = { ecs = { cluster = \"c\", service = \"s\", container_port = 80, region = \"us-east-1\", endpoint_url = \"http://127.0.0.1:9\" } }",
+    );
+    std::fs::write(
+        &lb.config_path,
+        discovering
+            .replace("{port}", &lb.port.to_string())
+            .replace("{admin}", &lb.admin_port.to_string()),
+    )
+    .unwrap();
+    let admin = SocketAddr::from(([127, 0, 0, 1], lb.admin_port));
+    let _ = target_states(&lb).await; // the admin API is up
+    let r = Client::connect(admin)
+        .await
+        .send(request("POST", "/reload", &[]))
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(
+        r.text().contains("target group discovery changed; restart"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        Client::connect(lb.addr()).await.get("/").await.text(),
+        "static"
+    );
+}
