@@ -78,6 +78,17 @@ fn task_json(t: &FakeTask) -> Value {
     task
 }
 
+/// The strings of a JSON array (empty when it is not one).
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 async fn fake_handle(
     req: Request<Incoming>,
     fake: Fake,
@@ -159,14 +170,7 @@ async fn fake_handle(
             out
         }
         "DescribeTasks" => {
-            let wanted: Vec<String> = input["tasks"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let wanted: Vec<String> = strings(&input["tasks"]);
             st.largest_describe = st.largest_describe.max(wanted.len());
             if wanted.len() > 100 {
                 return Ok(Response::builder()
@@ -192,14 +196,7 @@ async fn fake_handle(
             json!({ "serviceArns": arns })
         }
         "DescribeServices" => {
-            let wanted: Vec<String> = input["services"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let wanted: Vec<String> = strings(&input["services"]);
             let services: Vec<Value> = st
                 .services
                 .iter()
@@ -212,14 +209,7 @@ async fn fake_handle(
             json!({ "services": services, "failures": [] })
         }
         "DescribeContainerInstances" => {
-            let wanted: Vec<String> = input["containerInstances"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let wanted: Vec<String> = strings(&input["containerInstances"]);
             let cis: Vec<Value> = wanted
                 .iter()
                 .filter_map(|arn| {
