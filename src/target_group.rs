@@ -576,10 +576,12 @@ impl TargetGroup {
     ) -> Option<(&Arc<Target>, PickedBy)> {
         let view = self.view.load();
         let clock = now_ms();
-        let usable = |t: &&Arc<Target>| {
-            let i = self.targets.iter().position(|x| Arc::ptr_eq(x, t));
-            i.is_some_and(|i| view.fail_open || view.routable.get(i).copied().unwrap_or(false))
-                && !t.is_suspect(clock)
+        // One scan finds the pinned target and its place in the health snapshot.
+        let usable = |addr: SocketAddr| {
+            let i = self.targets.iter().position(|t| t.addr == addr)?;
+            let t = &self.targets[i];
+            let routable = view.fail_open || view.routable.get(i).copied().unwrap_or(false);
+            (routable && !t.is_suspect(clock)).then_some(t)
         };
         if let Some(st) = &self.stickiness {
             let sealed = match &st.kind {
@@ -593,17 +595,14 @@ impl TargetGroup {
                 .and_then(|(purpose, value)| keys.open(purpose, value))
                 .filter(|pin| pin.group == self.name && pin.is_fresh(unix_now(now), st.duration))
                 .and_then(|pin| pin.target)
-                .and_then(|addr| self.target(addr))
-                .filter(usable);
+                .and_then(usable);
             if let Some(t) = by_cookie {
                 return Some((t, PickedBy::Cookie));
             }
         }
         let sio = self.socketio.as_ref()?;
         let addr = sio.sessions.touch(hints.sid?, Instant::now())?;
-        self.target(addr)
-            .filter(usable)
-            .map(|t| (t, PickedBy::SocketIoSid))
+        usable(addr).map(|t| (t, PickedBy::SocketIoSid))
     }
 
     /// The pinned target if any, else one picked by the algorithm.
