@@ -319,3 +319,19 @@ targets = ["{}"]
         "both colours get new clients: {colours:?}"
     );
 }
+
+#[tokio::test]
+async fn it_should_add_the_opt_in_secure_and_http_only_flags_to_awsalb_only() {
+    let (a, b, c) = three().await;
+    let lb = TetherProc::start(&sticky_config(
+        &[KEY_A],
+        &[&a, &b, &c],
+        r#"{ type = "lb_cookie", secure = true, http_only = true }"#,
+    ))
+    .await;
+    let r = get_with_cookie(&lb, "/", None).await;
+    let alb = r.set_cookie("AWSALB").expect("AWSALB");
+    assert!(alb.ends_with("; Path=/; Secure; HttpOnly"), "{alb}");
+    let cors = r.set_cookie("AWSALBCORS").expect("AWSALBCORS");
+    assert!(cors.contains("; SameSite=None; Secure"), "{cors}");
+}
