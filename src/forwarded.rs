@@ -4,8 +4,13 @@
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
+use pingora::http::RequestHeader;
 use rand::RngCore;
+
+/// Lookups by a prebuilt name: a `&str` name is parsed and validated on every call.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_AMZN_TRACE_ID: HeaderName = HeaderName::from_static("x-amzn-trace-id");
 
 /// ALB answers 463 to a request whose X-Forwarded-For holds more addresses.
 pub const MAX_FORWARDED_FOR: usize = 30;
@@ -41,9 +46,49 @@ pub fn append_forwarded_for<'a>(
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(client),
         v4 => v4,
     };
-    use std::fmt::Write;
-    let _ = write!(out, "{client}");
+    match client {
+        // Most clients: four decimal octets without the formatting machinery (a tenth
+        // of the rewrite's cost went to `Display for Ipv4Addr`).
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+        }
+        v6 => {
+            use std::fmt::Write;
+            let _ = write!(out, "{v6}");
+        }
+    }
     out
+}
+
+/// Rewrites a request about to be forwarded as ALB does: the client's address
+/// appended to `X-Forwarded-For` (when known), `X-Forwarded-Proto` and
+/// `X-Forwarded-Port` set to the listener's, and `X-Amzn-Trace-Id` set.
+pub fn rewrite_request(
+    upstream: &mut RequestHeader,
+    client: Option<IpAddr>,
+    proto: &HeaderValue,
+    port: &HeaderValue,
+) -> pingora::Result<()> {
+    if let Some(ip) = client {
+        let xff = append_forwarded_for(upstream.headers.get_all(&X_FORWARDED_FOR).iter(), ip);
+        upstream.insert_header("x-forwarded-for", xff)?;
+    }
+    upstream.insert_header("x-forwarded-proto", proto.clone())?;
+    upstream.insert_header("x-forwarded-port", port.clone())?;
+    let trace = trace_id(upstream.headers.get(&X_AMZN_TRACE_ID));
+    upstream.insert_header("x-amzn-trace-id", trace)?;
+    Ok(())
 }
 
 const TRACE_PART_LEN: usize = 2 + 8 + 1 + 24;
@@ -127,6 +172,28 @@ mod tests {
         );
         assert_eq!(append_forwarded_for(std::iter::empty(), ip), "127.0.0.1");
         assert_eq!(forwarded_for_count([&a, &a].into_iter()), 4);
+        for ip in [
+            "0.0.0.0",
+            "9.10.99.100",
+            "255.255.255.255",
+            "10.0.100.1",
+            "::1",
+            "2001:db8::7",
+        ] {
+            assert_eq!(
+                append_forwarded_for(std::iter::empty(), ip.parse().unwrap()),
+                ip
+            );
+        }
+        for o in 0..=255u8 {
+            let ip = IpAddr::from([o, 255 - o, o / 3, 7]);
+            assert_eq!(append_forwarded_for(std::iter::empty(), ip), ip.to_string());
+        }
+        let mapped: IpAddr = "::ffff:192.0.2.128".parse().unwrap();
+        assert_eq!(
+            append_forwarded_for(std::iter::empty(), mapped),
+            "192.0.2.128"
+        );
     }
 
     #[test]

@@ -323,7 +323,7 @@ impl ProxyHttp for Proxy {
         if req.method == http::Method::TRACE {
             return reject(session, 405).await;
         }
-        if forwarded::forwarded_for_count(req.headers.get_all("x-forwarded-for").iter())
+        if forwarded::forwarded_for_count(req.headers.get_all(&forwarded::X_FORWARDED_FOR).iter())
             > forwarded::MAX_FORWARDED_FOR
         {
             return reject(session, 463).await;
@@ -455,18 +455,12 @@ impl ProxyHttp for Proxy {
         upstream: &mut RequestHeader,
         _ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(ip) = client_ip(session) {
-            let xff = forwarded::append_forwarded_for(
-                upstream.headers.get_all("x-forwarded-for").iter(),
-                ip,
-            );
-            upstream.insert_header("x-forwarded-for", xff)?;
-        }
-        upstream.insert_header("x-forwarded-proto", self.forwarded_proto.clone())?;
-        upstream.insert_header("x-forwarded-port", self.forwarded_port.clone())?;
-        let trace = forwarded::trace_id(upstream.headers.get("x-amzn-trace-id"));
-        upstream.insert_header("x-amzn-trace-id", trace)?;
-        Ok(())
+        forwarded::rewrite_request(
+            upstream,
+            client_ip(session),
+            &self.forwarded_proto,
+            &self.forwarded_port,
+        )
     }
 
     async fn connected_to_upstream(
