@@ -11,6 +11,17 @@ use tether::server::Tether;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// No transparent huge pages for tether's memory. mimalloc asks for them on its
+/// arenas; each first touch then faults in and zeroes 2 MiB, and connection buffers
+/// spread over arenas keep whole huge pages resident: 10,000 idle websockets cost
+/// several times the memory and the set-up CPU with them (BENCHMARKS.md, S5).
+fn disable_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
+        tracing::debug!("prctl(PR_SET_THP_DISABLE): {e}");
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "tether",
@@ -53,6 +64,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    disable_transparent_huge_pages();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG")
