@@ -17,6 +17,15 @@ use crate::proxy::Proxy;
 use crate::routing::{Routing, SharedRouting};
 use crate::tls::{CertResolver, CertStore};
 use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::ListenerConfig;
+use pingora::protocols::l4::stream::L4BufferSettings;
+
+/// Bytes of the read buffer pingora puts in front of each client connection (its
+/// default is 64 KiB, allocated zeroed per connection, so resident for every idle
+/// websocket). HTTP/1 parsing and TLS read into buffers of their own.
+const DOWNSTREAM_READ_BUFFER: usize = 0;
+/// Writes are coalesced up to one Ethernet payload, as pingora's default.
+const DOWNSTREAM_WRITE_BUFFER: usize = 1460;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -82,8 +91,11 @@ impl Tether {
                 proxy,
                 &format!("listener {} {}", l.protocol.as_str(), l.addr),
             );
+            let endpoint = ListenerConfig::tcp(l.addr.to_string()).l4_buffer(
+                L4BufferSettings::new(DOWNSTREAM_READ_BUFFER, DOWNSTREAM_WRITE_BUFFER),
+            );
             match &l.tls {
-                None => service.add_tcp(&l.addr.to_string()),
+                None => service.add_listener(endpoint),
                 Some(tls) => {
                     let store = CertStore::load(&tls.certificates).map_err(ServerError::Tls)?;
                     let resolver = Arc::new(CertResolver::new(
@@ -96,7 +108,7 @@ impl Tether {
                     settings.set_cert_resolver(resolver.clone());
                     // HTTP/2 for clients that offer it; targets get HTTP/1.1.
                     settings.enable_h2();
-                    service.add_tls_with_settings(&l.addr.to_string(), None, settings);
+                    service.add_listener(endpoint.tls(settings));
                     resolvers.push((i, resolver));
                 }
             }
