@@ -7,6 +7,7 @@ addresses and keeps them open. Plain asyncio and RFC 6455's handshake: no packag
 import asyncio
 import base64
 import hashlib
+import sys
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -64,16 +65,22 @@ async def hold(port, count, path="/ws", sources=40, concurrency=200, on_open=Non
     calls `on_open(opened, failed)` once all are open, then closes them."""
     semaphore = asyncio.Semaphore(concurrency)
     writers, failed = [], [0]
+    reasons = {}
 
     async def one(i):
         async with semaphore:
             try:
                 writers.append(await asyncio.wait_for(
                     _open_one(port, f"127.0.0.{10 + i % sources}", path), 20))
-            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as e:
                 failed[0] += 1
+                reason = f"{type(e).__name__}: {e}"[:80]
+                reasons[reason] = reasons.get(reason, 0) + 1
 
     await asyncio.gather(*(one(i) for i in range(count)))
+    if reasons:
+        print("websockets that failed to open: " + "; ".join(f"{k} ({v})" for k, v in reasons.items()),
+              file=sys.stderr)
     try:
         if on_open:
             await on_open(len(writers), failed[0])
