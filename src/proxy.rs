@@ -21,7 +21,7 @@ use crate::routing::{Routing, SharedRouting};
 use crate::rules::{Action, Forward, RedirectInput, RequestInfo};
 use crate::socketio;
 use crate::sticky::{self, CookieFlags, KeyRing, Pin, Purpose};
-use crate::target_group::{Outstanding, PinHints, Target, TargetGroup};
+use crate::target_group::{Outstanding, PickedBy, PinHints, Target, TargetGroup};
 use crate::websocket::{self, FrameTracker};
 
 /// One listener's proxy logic.
@@ -83,6 +83,10 @@ pub struct RequestCtx {
     frames: Option<FrameTracker>,
     /// Closes the upstream side of a websocket when its target's drain ends.
     closer: Option<Closer>,
+    /// The request's `AWSALB` was sealed by the sealing key in this second for this
+    /// target: (target, second). A response to that target in the same second sends
+    /// the same value back instead of sealing the same pin again.
+    resend_cookie: Option<(SocketAddr, u64)>,
 }
 
 /// Shuts a websocket's upstream socket down when its target's deregistration delay
@@ -193,16 +197,20 @@ fn set_pin_cookies(
     Ok(())
 }
 
+/// The request's `AWSALB` value, or its CORS twin's.
+fn lb_cookie(req: &RequestHeader) -> Option<&str> {
+    let cookies = req.headers.get_all(header::COOKIE);
+    sticky::request_cookie(cookies.iter(), sticky::AWSALB)
+        .or_else(|| sticky::request_cookie(cookies.iter(), sticky::AWSALBCORS))
+}
+
 /// What the request carries that may pin it, read only when the group can use it.
 fn pin_hints<'a>(req: &'a RequestHeader, group: &TargetGroup) -> PinHints<'a> {
     let mut hints = PinHints::default();
     if let Some(st) = &group.stickiness {
         let cookies = req.headers.get_all(header::COOKIE);
         match &st.kind {
-            StickinessKind::LbCookie => {
-                hints.lb_cookie = sticky::request_cookie(cookies.iter(), sticky::AWSALB)
-                    .or_else(|| sticky::request_cookie(cookies.iter(), sticky::AWSALBCORS));
-            }
+            StickinessKind::LbCookie => hints.lb_cookie = lb_cookie(req),
             StickinessKind::AppCookie { cookie_name } => {
                 hints.has_app_cookie =
                     sticky::request_cookie(cookies.iter(), cookie_name).is_some();
@@ -405,13 +413,16 @@ impl ProxyHttp for Proxy {
         let req = session.req_header();
         let hints = pin_hints(req, group);
         ctx.has_app_cookie = hints.has_app_cookie;
-        let Some((target, _picked_by)) = group.pick(&hints, &routing.keys, SystemTime::now(), None)
-        else {
+        let now = SystemTime::now();
+        let Some((target, picked_by)) = group.pick(&hints, &routing.keys, now, None) else {
             return Err(Error::explain(
                 ErrorType::HTTPStatus(503),
                 format!("target group {} has no registered targets", group.name),
             ));
         };
+        if picked_by == (PickedBy::Cookie { current: true }) {
+            ctx.resend_cookie = Some((target.addr, sticky::unix_now(now)));
+        }
         if let Some(sio) = &group.socketio {
             let (path, query) = (req.uri.path(), req.uri.query());
             if socketio::is_polling_handshake(path, query, &sio.path) {
@@ -568,7 +579,7 @@ impl ProxyHttp for Proxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -598,9 +609,17 @@ impl ProxyHttp for Proxy {
             };
             match &st.kind {
                 StickinessKind::LbCookie => {
-                    let value = routing.keys.seal(Purpose::LbCookie, &pin);
                     let names = (sticky::AWSALB, Some(sticky::AWSALBCORS));
-                    set_pin_cookies(resp, names, &value, &expires, flags)?;
+                    let resend = (ctx.resend_cookie == Some((out.target().addr, issued)))
+                        .then(|| lb_cookie(session.req_header()))
+                        .flatten();
+                    match resend {
+                        Some(value) => set_pin_cookies(resp, names, value, &expires, flags)?,
+                        None => {
+                            let value = routing.keys.seal(Purpose::LbCookie, &pin);
+                            set_pin_cookies(resp, names, &value, &expires, flags)?;
+                        }
+                    }
                 }
                 StickinessKind::AppCookie { cookie_name } => {
                     let app_session = ctx.has_app_cookie

@@ -233,6 +233,11 @@ impl KeyRing {
     /// Opens a sealed value. Anything tampered, truncated, sealed by an unknown key or
     /// for another purpose opens to `None`; it never panics.
     pub fn open(&self, purpose: Purpose, value: &str) -> Option<Pin> {
+        self.open_keyed(purpose, value).map(|(pin, _)| pin)
+    }
+
+    /// As [`KeyRing::open`], and whether the first key (the one that seals) opened it.
+    pub fn open_keyed(&self, purpose: Purpose, value: &str) -> Option<(Pin, bool)> {
         if value.len() > 512 {
             return None;
         }
@@ -243,7 +248,7 @@ impl KeyRing {
             return None;
         }
         let (nonce, sealed) = raw.split_at(NONCE_LEN);
-        self.ciphers.iter().find_map(|c| {
+        self.ciphers.iter().enumerate().find_map(|(i, c)| {
             let plain = c
                 .decrypt(
                     Nonce::from_slice(nonce),
@@ -253,7 +258,7 @@ impl KeyRing {
                     },
                 )
                 .ok()?;
-            Pin::decode(&plain)
+            Pin::decode(&plain).map(|pin| (pin, i == 0))
         })
     }
 }

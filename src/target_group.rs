@@ -431,7 +431,12 @@ pub struct PinHints<'a> {
 /// How a target was chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PickedBy {
-    Cookie,
+    /// `current`: the cookie was sealed by the sealing key within the current second,
+    /// for this group and target, so the response may send the same value back: it is
+    /// what sealing the pin again would give, but for the nonce.
+    Cookie {
+        current: bool,
+    },
     SocketIoSid,
     Algorithm,
 }
@@ -591,13 +596,16 @@ impl TargetGroup {
                 }
                 StickinessKind::AppCookie { .. } => None,
             };
+            let now_secs = unix_now(now);
             let by_cookie = sealed
-                .and_then(|(purpose, value)| keys.open(purpose, value))
-                .filter(|pin| pin.group == self.name && pin.is_fresh(unix_now(now), st.duration))
-                .and_then(|pin| pin.target)
-                .and_then(usable);
-            if let Some(t) = by_cookie {
-                return Some((t, PickedBy::Cookie));
+                .and_then(|(purpose, value)| keys.open_keyed(purpose, value))
+                .filter(|(pin, _)| pin.group == self.name && pin.is_fresh(now_secs, st.duration))
+                .and_then(|(pin, primary)| {
+                    let current = primary && pin.issued == now_secs;
+                    pin.target.and_then(usable).map(|t| (t, current))
+                });
+            if let Some((t, current)) = by_cookie {
+                return Some((t, PickedBy::Cookie { current }));
             }
         }
         let sio = self.socketio.as_ref()?;
@@ -750,7 +758,8 @@ mod tests {
                 ..Default::default()
             };
             let (t, by) = g.pick(&hints, &keys, now, None).unwrap();
-            assert_eq!((t.addr.port(), by), (9002, PickedBy::Cookie));
+            assert_eq!(t.addr.port(), 9002);
+            assert!(matches!(by, PickedBy::Cookie { .. }), "{by:?}");
         }
         let expired = seal(&keys, "g", 9002, now - Duration::from_secs(61));
         let other_group = seal(&keys, "h", 9002, now);
@@ -770,6 +779,28 @@ mod tests {
             let (_, by) = g.pick(&hints, &keys, now, None).unwrap();
             assert_eq!(by, PickedBy::Algorithm);
         }
+    }
+
+    #[test]
+    fn only_a_cookie_sealed_this_second_by_the_sealing_key_may_be_sent_back_as_is() {
+        let (old, new) = (vec![1u8; 32], vec![2u8; 32]);
+        let keys = KeyRing::new(&[new.clone(), old.clone()]).unwrap();
+        let g = sticky_group(targets(3));
+        let now = SystemTime::now();
+        let by = |cookie: &String| {
+            let hints = PinHints {
+                lb_cookie: Some(cookie),
+                ..Default::default()
+            };
+            g.pick(&hints, &keys, now, None).unwrap().1
+        };
+        let this_second = seal(&keys, "g", 9002, now);
+        assert_eq!(by(&this_second), PickedBy::Cookie { current: true });
+        let last_second = seal(&keys, "g", 9002, now - Duration::from_secs(1));
+        assert_eq!(by(&last_second), PickedBy::Cookie { current: false });
+        // Sealed by a key that now only opens: re-sealed under the new one.
+        let rotated_out = seal(&KeyRing::new(&[old]).unwrap(), "g", 9002, now);
+        assert_eq!(by(&rotated_out), PickedBy::Cookie { current: false });
     }
 
     #[test]

@@ -102,6 +102,43 @@ async fn it_should_set_both_alb_cookies_with_alb_attributes_on_every_response() 
 }
 
 #[tokio::test]
+async fn it_should_send_a_cookie_of_this_second_back_as_is_and_reseal_an_older_one() {
+    let (a, b, c) = three().await;
+    let lb = TetherProc::start(&sticky_config(&[KEY_A], &[&a, &b, &c], LB)).await;
+    // Within the second it was sealed, the same pin seals to the same cookie but for
+    // the nonce: tether sends the client's value back instead of sealing again. A
+    // second boundary may fall between the two requests: a few tries find one without.
+    let mut same = false;
+    let mut pair = String::new();
+    let mut backend = String::new();
+    for _ in 0..5 {
+        let first = get_with_cookie(&lb, "/", None).await;
+        pair = first.cookie_pair("AWSALB").unwrap();
+        backend = first.text();
+        let again = get_with_cookie(&lb, "/", Some(&pair)).await;
+        assert_eq!(again.text(), backend);
+        if again.cookie_pair("AWSALB").as_deref() == Some(pair.as_str()) {
+            assert_eq!(
+                again
+                    .cookie_pair("AWSALBCORS")
+                    .map(|p| p.replacen("AWSALBCORS", "AWSALB", 1)),
+                Some(pair.clone())
+            );
+            same = true;
+            break;
+        }
+    }
+    assert!(same, "a cookie of this second was never sent back as is");
+    // A second later the pin is sealed again (a new issue time, a new value), and the
+    // client stays on its target.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let later = get_with_cookie(&lb, "/", Some(&pair)).await;
+    assert_eq!(later.text(), backend);
+    let resealed = later.cookie_pair("AWSALB").unwrap();
+    assert_ne!(resealed, pair);
+}
+
+#[tokio::test]
 async fn it_should_set_the_cookie_on_the_websocket_101_too() {
     let (a, b, c) = three().await;
     let lb = TetherProc::start(&sticky_config(&[KEY_A], &[&a, &b, &c], LB)).await;
