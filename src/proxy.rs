@@ -142,8 +142,7 @@ fn pinned_group<'a>(
     duration: Duration,
 ) -> Option<&'a Arc<TargetGroup>> {
     let cookies = headers.get_all(header::COOKIE);
-    let value = sticky::request_cookie(cookies.iter(), sticky::AWSALBTG)
-        .or_else(|| sticky::request_cookie(cookies.iter(), sticky::AWSALBTGCORS))?;
+    let value = sticky::request_cookie_or(cookies.iter(), sticky::AWSALBTG, sticky::AWSALBTGCORS)?;
     let pin = keys.open(Purpose::TargetGroup, value)?;
     if !pin.is_fresh(sticky::unix_now(SystemTime::now()), duration) {
         return None;
@@ -200,8 +199,7 @@ fn set_pin_cookies(
 /// The request's `AWSALB` value, or its CORS twin's.
 fn lb_cookie(req: &RequestHeader) -> Option<&str> {
     let cookies = req.headers.get_all(header::COOKIE);
-    sticky::request_cookie(cookies.iter(), sticky::AWSALB)
-        .or_else(|| sticky::request_cookie(cookies.iter(), sticky::AWSALBCORS))
+    sticky::request_cookie_or(cookies.iter(), sticky::AWSALB, sticky::AWSALBCORS)
 }
 
 /// What the request carries that may pin it, read only when the group can use it.

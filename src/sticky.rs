@@ -270,17 +270,44 @@ pub fn request_cookie<'a>(
     headers: impl Iterator<Item = &'a http::HeaderValue>,
     name: &str,
 ) -> Option<&'a str> {
+    request_cookie_or(headers, name, name)
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers, else that of
+/// `fallback` (`AWSALB`, else `AWSALBCORS`): one pass over the bytes, validating only
+/// the value returned (per-request code: the whole header's `to_str`, twice, cost more
+/// than opening the cookie).
+pub fn request_cookie_or<'a>(
+    headers: impl Iterator<Item = &'a http::HeaderValue>,
+    name: &str,
+    fallback: &str,
+) -> Option<&'a str> {
+    let mut second = None;
     for h in headers {
-        let Ok(s) = h.to_str() else { continue };
-        for pair in s.split(';') {
-            if let Some((k, v)) = pair.trim().split_once('=') {
-                if k == name {
-                    return Some(v.trim_matches('"'));
+        for pair in h.as_bytes().split(|b| *b == b';') {
+            let pair = pair.trim_ascii_start();
+            let Some(eq) = pair.iter().position(|b| *b == b'=') else {
+                continue;
+            };
+            let (key, value) = (&pair[..eq], pair[eq + 1..].trim_ascii_end());
+            let is_name = key == name.as_bytes();
+            if is_name || (second.is_none() && key == fallback.as_bytes()) {
+                let mut v = value;
+                while let [b'"', rest @ ..] = v {
+                    v = rest;
                 }
+                while let [rest @ .., b'"'] = v {
+                    v = rest;
+                }
+                let v = std::str::from_utf8(v).ok();
+                if is_name {
+                    return v;
+                }
+                second = v;
             }
         }
     }
-    None
+    second
 }
 
 /// Whether a `Set-Cookie` header value sets the cookie `name`.
@@ -464,6 +491,18 @@ mod tests {
         let h = http::HeaderValue::from_static("a=1; AWSALB=xyz; AWSALBCORS=xyz");
         let h2 = http::HeaderValue::from_static("JSESSIONID=\"q\"");
         assert_eq!(request_cookie([&h].into_iter(), "AWSALB"), Some("xyz"));
+        let both = http::HeaderValue::from_static("AWSALBCORS=cors; x=1; AWSALB=main");
+        let cors_only = http::HeaderValue::from_static("a=\"q\"; AWSALBCORS=\"cors\" ");
+        assert_eq!(
+            request_cookie_or([&both].into_iter(), AWSALB, AWSALBCORS),
+            Some("main")
+        );
+        assert_eq!(
+            request_cookie_or([&cors_only].into_iter(), AWSALB, AWSALBCORS),
+            Some("cors")
+        );
+        assert_eq!(request_cookie([&cors_only].into_iter(), "a"), Some("q"));
+        assert_eq!(request_cookie([&cors_only].into_iter(), "AWSALB"), None);
         assert_eq!(
             request_cookie([&h, &h2].into_iter(), "JSESSIONID"),
             Some("q")
