@@ -164,17 +164,22 @@ pub struct EcsSource {
     instance_ips: HashMap<String, IpAddr>,
 }
 
+/// The HTTP client tether's AWS SDK clients use: rustls with ring (no OpenSSL, no
+/// aws-lc).
+pub fn sdk_http_client() -> aws_sdk_ecs::config::SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https()
+}
+
 impl EcsSource {
     /// Clients from the standard AWS chain (env, profile, ECS task role, instance
     /// metadata), over rustls (ring), with the configured region and endpoint.
     pub async fn new(config: EcsDiscovery) -> EcsSource {
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .http_client(http)
+            .http_client(sdk_http_client())
             .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2))
             .timeout_config(
                 aws_config::timeout::TimeoutConfig::builder()

@@ -595,7 +595,8 @@ impl ProxyHttp for Proxy {
         let issued = sticky::unix_now(now);
         let expires = sticky::expires(now);
         if let (Some(st), Some(out)) = (&group.stickiness, &ctx.outstanding) {
-            let pin = Pin {
+            // Built only when a cookie is sealed: a re-sent one needs no pin.
+            let pin = || Pin {
                 group: group.name.clone(),
                 target: Some(out.target().addr),
                 issued,
@@ -614,7 +615,7 @@ impl ProxyHttp for Proxy {
                     match resend {
                         Some(value) => set_pin_cookies(resp, names, value, &expires, flags)?,
                         None => {
-                            let value = routing.keys.seal(Purpose::LbCookie, &pin);
+                            let value = routing.keys.seal(Purpose::LbCookie, &pin());
                             set_pin_cookies(resp, names, &value, &expires, flags)?;
                         }
                     }
@@ -627,7 +628,7 @@ impl ProxyHttp for Proxy {
                             .iter()
                             .any(|v| sticky::sets_cookie(v, cookie_name));
                     if app_session {
-                        let value = routing.keys.seal(Purpose::AppCookie, &pin);
+                        let value = routing.keys.seal(Purpose::AppCookie, &pin());
                         set_pin_cookies(resp, (sticky::AWSALBAPP, None), &value, &expires, flags)?;
                     }
                 }

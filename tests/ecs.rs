@@ -249,14 +249,6 @@ async fn start_fake(fake: Fake) -> SocketAddr {
     addr
 }
 
-const AWS_ENV: &[(&str, &str)] = &[
-    ("AWS_ACCESS_KEY_ID", "AKIDTETHERTEST"),
-    ("AWS_SECRET_ACCESS_KEY", "tether-test-secret"),
-    ("AWS_EC2_METADATA_DISABLED", "true"),
-    ("AWS_CONFIG_FILE", "/nonexistent/tether-test"),
-    ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/tether-test"),
-];
-
 fn ecs_group(name: &str, service: &str, port: u16, endpoint: SocketAddr) -> String {
     format!(
         r#"

@@ -26,14 +26,6 @@ use aws_sdk_ecs::types::{AwsVpcConfiguration, LaunchType, LoadBalancer, NetworkC
 use aws_sdk_ecs::types::{ContainerDefinition, NetworkMode, PortMapping};
 use common::*;
 
-const AWS_ENV: &[(&str, &str)] = &[
-    ("AWS_ACCESS_KEY_ID", "AKIDTETHERTEST"),
-    ("AWS_SECRET_ACCESS_KEY", "tether-test-secret"),
-    ("AWS_EC2_METADATA_DISABLED", "true"),
-    ("AWS_CONFIG_FILE", "/nonexistent/tether-test"),
-    ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/tether-test"),
-];
-
 const TG_ARN: &str =
     "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/socket/0123456789abcdef";
 
@@ -106,11 +98,7 @@ async fn start_moto() -> Moto {
 }
 
 fn sdk_clients(moto: &Moto) -> (aws_sdk_ecs::Client, aws_sdk_ec2::Client) {
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https();
+    let http = tether::discovery::sdk_http_client();
     let creds =
         aws_credential_types::Credentials::new("AKIDTETHERTEST", "secret", None, None, "test");
     let url = format!("http://{}", moto.addr);

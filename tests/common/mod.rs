@@ -717,3 +717,15 @@ pub async fn tls_backend(pki: &Pki, id: &'static str) -> (SocketAddr, JoinHandle
     });
     (addr, task)
 }
+
+// === AWS ===
+
+/// The environment tether gets in the ECS tests: static dummy credentials, no
+/// instance metadata (never called: it is off limits here), no profile files.
+pub const AWS_ENV: &[(&str, &str)] = &[
+    ("AWS_ACCESS_KEY_ID", "AKIDTETHERTEST"),
+    ("AWS_SECRET_ACCESS_KEY", "tether-test-secret"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+    ("AWS_CONFIG_FILE", "/nonexistent/tether-test"),
+    ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/tether-test"),
+];
