@@ -3,7 +3,6 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use http::HeaderMap;
 use tether::rules::{
     Action, Condition, FixedResponse, Forward, Pattern, RequestInfo, Rule, RuleSet,
 };
@@ -39,13 +38,13 @@ fn rule_set() -> RuleSet<usize> {
 
 fn bench(c: &mut Criterion) {
     let set = rule_set();
-    let headers = HeaderMap::new();
+    let headers: [tether::headers::Header<'_>; 0] = [];
     let req = |path: &'static str, host: &'static str| RequestInfo {
         method: "GET",
         path,
         query: Some("a=1"),
         host: Some(host),
-        headers: &headers,
+        headers: tether::headers::Headers(&headers),
         source_ip: None,
     };
     let mut group = c.benchmark_group("rules_100");

@@ -136,6 +136,8 @@ struct RawLoadBalancer {
     sticky_keys: Vec<Spanned<String>>,
     alb_limits: Option<bool>,
     admin: Option<Spanned<String>>,
+    client_header_timeout: Option<Spanned<HumanDuration>>,
+    desync_mitigation_mode: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -430,7 +432,39 @@ pub struct LoadBalancer {
     pub sticky_keys: Vec<Vec<u8>>,
     /// Admin API address (target health, reload); none by default.
     pub admin: Option<SocketAddr>,
+    /// A client that has not sent a whole request head this long after it began one
+    /// (or after connecting) is closed (default 60 s, 1 s – 4000 s).
+    pub client_header_timeout: Duration,
+    /// What to do with requests `http_desync_guardian` classes as risky (default
+    /// `defensive`).
+    pub desync_mitigation_mode: DesyncMode,
 }
+
+/// ALB's `routing.http.desync_mitigation_mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DesyncMode {
+    /// Pass every request the engine can frame.
+    Monitor,
+    /// Pass Acceptable; pass Ambiguous then close both connections; 400 Severe.
+    #[default]
+    Defensive,
+    /// 400 for anything not Compliant.
+    Strictest,
+}
+
+impl DesyncMode {
+    pub fn from_name(name: &str) -> Option<DesyncMode> {
+        match name {
+            "monitor" => Some(DesyncMode::Monitor),
+            "defensive" => Some(DesyncMode::Defensive),
+            "strictest" => Some(DesyncMode::Strictest),
+            _ => None,
+        }
+    }
+}
+
+/// Default `client_header_timeout`.
+pub const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
@@ -631,6 +665,31 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config, ConfigErr
         })?),
         None => None,
     };
+    let client_header_timeout = match &lb.client_header_timeout {
+        Some(t) => {
+            let d = t.get_ref().0;
+            if d < Duration::from_secs(1) || d > Duration::from_secs(4000) {
+                return Err(ctx.err(
+                    t.span(),
+                    "client_header_timeout must be between 1s and 4000s",
+                ));
+            }
+            d
+        }
+        None => DEFAULT_CLIENT_HEADER_TIMEOUT,
+    };
+    let desync_mitigation_mode = match &lb.desync_mitigation_mode {
+        Some(m) => DesyncMode::from_name(m.get_ref()).ok_or_else(|| {
+            ctx.err(
+                m.span(),
+                format!(
+                    "unknown desync_mitigation_mode \"{}\": expected \"monitor\", \"defensive\" or \"strictest\"",
+                    m.get_ref()
+                ),
+            )
+        })?,
+        None => DesyncMode::default(),
+    };
     let alb_limits = lb.alb_limits.unwrap_or(true);
     let load_balancer = LoadBalancer {
         name: lb.name.clone().unwrap_or_else(|| "tether".to_string()),
@@ -638,6 +697,8 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config, ConfigErr
         threads,
         sticky_keys,
         admin,
+        client_header_timeout,
+        desync_mitigation_mode,
     };
 
     let mut target_groups = Vec::new();

@@ -8,7 +8,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderMap;
 use ipnet::IpNet;
 use rand::Rng;
 
@@ -23,7 +22,7 @@ pub struct RequestInfo<'a> {
     pub query: Option<&'a str>,
     /// The Host header (or `:authority`), port included if the client sent one.
     pub host: Option<&'a str>,
-    pub headers: &'a HeaderMap,
+    pub headers: crate::headers::Headers<'a>,
     /// The socket peer (never X-Forwarded-For), as ALB's `source-ip` condition.
     pub source_ip: Option<IpAddr>,
 }
@@ -164,9 +163,8 @@ impl Condition {
             },
             Condition::HttpHeader { name, values } => req
                 .headers
-                .get_all(name)
-                .iter()
-                .any(|v| values.iter().any(|p| p.matches(v.as_bytes()))),
+                .get_all(name.as_str())
+                .any(|v| values.iter().any(|p| p.matches(v))),
             Condition::HttpRequestMethod(methods) => methods.iter().any(|m| m == req.method),
             Condition::QueryString(pairs) => {
                 let Some(query) = req.query else {
@@ -456,13 +454,13 @@ impl Redirect {
 mod tests {
     use super::*;
 
-    fn req<'a>(headers: &'a HeaderMap) -> RequestInfo<'a> {
+    fn req<'a>(headers: &'a [crate::headers::Header<'a>]) -> RequestInfo<'a> {
         RequestInfo {
             method: "GET",
             path: "/",
             query: None,
             host: None,
-            headers,
+            headers: crate::headers::Headers(headers),
             source_ip: None,
         }
     }
@@ -494,7 +492,7 @@ mod tests {
 
     #[test]
     fn host_patterns_are_case_insensitive_and_portless() {
-        let h = HeaderMap::new();
+        let h: [crate::headers::Header<'_>; 0] = [];
         let cond = Condition::HostHeader(vec![Pattern::case_insensitive("*.example.com")]);
         for (host, want) in [
             ("api.example.com", true),
@@ -520,7 +518,7 @@ mod tests {
 
     #[test]
     fn mapped_ipv4_peers_match_ipv4_networks() {
-        let h = HeaderMap::new();
+        let h: [crate::headers::Header<'_>; 0] = [];
         let cond = Condition::SourceIp(vec!["127.0.0.0/8".parse().unwrap()]);
         let r = RequestInfo {
             source_ip: Some("::ffff:127.0.0.5".parse().unwrap()),

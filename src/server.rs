@@ -13,7 +13,8 @@ use pingora::services::background::{background_service, BackgroundService};
 
 use crate::config::Config;
 use crate::discovery::{DiscoveredTargets, DiscoveryService};
-use crate::proxy::Proxy;
+use crate::exchange::ListenerInfo;
+use crate::http1::Http1App;
 use crate::routing::{Routing, SharedRouting};
 use crate::tls::{CertResolver, CertStore};
 use pingora::listeners::tls::TlsSettings;
@@ -24,8 +25,8 @@ use pingora::protocols::l4::stream::L4BufferSettings;
 /// default is 64 KiB, allocated zeroed per connection, so resident for every idle
 /// websocket). HTTP/1 parsing and TLS read into buffers of their own.
 const DOWNSTREAM_READ_BUFFER: usize = 0;
-/// Writes are coalesced up to one Ethernet payload, as pingora's default.
-const DOWNSTREAM_WRITE_BUFFER: usize = 1460;
+/// No write buffer either: the engine writes whole heads (and body pieces) at once.
+const DOWNSTREAM_WRITE_BUFFER: usize = 0;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -59,9 +60,6 @@ impl Tether {
         let threads = config.load_balancer.threads;
         let conf = ServerConf {
             threads,
-            // The default pool (128) is too small past ~150 client connections and
-            // forces new upstream connections; size it for peak concurrency.
-            upstream_keepalive_pool_size: 1024,
             // Work stealing gained nothing in measurements and moves tasks between
             // cores; keep each connection on its thread.
             work_stealing: false,
@@ -85,11 +83,16 @@ impl Tether {
                 .tls
                 .as_ref()
                 .is_some_and(|t| t.policy == crate::tls::SslPolicy::Tls13Only);
-            let proxy = Proxy::new(i, l.addr, l.protocol, tls13_only, routing.clone());
-            let mut service = pingora::proxy::http_proxy_service_with_name(
-                &server.configuration,
-                proxy,
-                &format!("listener {} {}", l.protocol.as_str(), l.addr),
+            let app = Http1App {
+                listener: ListenerInfo::new(i, l.addr.port(), l.protocol),
+                routing: routing.clone(),
+                client_header_timeout: config.load_balancer.client_header_timeout,
+                desync: config.load_balancer.desync_mitigation_mode,
+                tls13_only,
+            };
+            let mut service = pingora::services::listening::Service::new(
+                format!("listener {} {}", l.protocol.as_str(), l.addr),
+                app,
             );
             let endpoint = ListenerConfig::tcp(l.addr.to_string()).l4_buffer(
                 L4BufferSettings::new(DOWNSTREAM_READ_BUFFER, DOWNSTREAM_WRITE_BUFFER),

@@ -266,10 +266,7 @@ impl KeyRing {
 // === Cookies ===
 
 /// The value of the first cookie called `name` in the request's `Cookie` headers.
-pub fn request_cookie<'a>(
-    headers: impl Iterator<Item = &'a http::HeaderValue>,
-    name: &str,
-) -> Option<&'a str> {
+pub fn request_cookie<'a>(headers: impl Iterator<Item = &'a [u8]>, name: &str) -> Option<&'a str> {
     request_cookie_or(headers, name, name)
 }
 
@@ -278,13 +275,13 @@ pub fn request_cookie<'a>(
 /// the value returned (per-request code: the whole header's `to_str`, twice, cost more
 /// than opening the cookie).
 pub fn request_cookie_or<'a>(
-    headers: impl Iterator<Item = &'a http::HeaderValue>,
+    headers: impl Iterator<Item = &'a [u8]>,
     name: &str,
     fallback: &str,
 ) -> Option<&'a str> {
     let mut second = None;
     for h in headers {
-        for pair in h.as_bytes().split(|b| *b == b';') {
+        for pair in h.split(|b| *b == b';') {
             let pair = pair.trim_ascii_start();
             let Some(eq) = pair.iter().position(|b| *b == b'=') else {
                 continue;
@@ -311,9 +308,8 @@ pub fn request_cookie_or<'a>(
 }
 
 /// Whether a `Set-Cookie` header value sets the cookie `name`.
-pub fn sets_cookie(set_cookie: &http::HeaderValue, name: &str) -> bool {
+pub fn sets_cookie(set_cookie: &[u8], name: &str) -> bool {
     set_cookie
-        .as_bytes()
         .split(|b| *b == b'=')
         .next()
         .is_some_and(|k| k.trim_ascii() == name.as_bytes())
@@ -488,34 +484,25 @@ mod tests {
 
     #[test]
     fn request_cookies_are_found_among_others() {
-        let h = http::HeaderValue::from_static("a=1; AWSALB=xyz; AWSALBCORS=xyz");
-        let h2 = http::HeaderValue::from_static("JSESSIONID=\"q\"");
-        assert_eq!(request_cookie([&h].into_iter(), "AWSALB"), Some("xyz"));
-        let both = http::HeaderValue::from_static("AWSALBCORS=cors; x=1; AWSALB=main");
-        let cors_only = http::HeaderValue::from_static("a=\"q\"; AWSALBCORS=\"cors\" ");
+        let h: &[u8] = b"a=1; AWSALB=xyz; AWSALBCORS=xyz";
+        let h2: &[u8] = b"JSESSIONID=\"q\"";
+        assert_eq!(request_cookie([h].into_iter(), "AWSALB"), Some("xyz"));
+        let both: &[u8] = b"AWSALBCORS=cors; x=1; AWSALB=main";
+        let cors_only: &[u8] = b"a=\"q\"; AWSALBCORS=\"cors\" ";
         assert_eq!(
-            request_cookie_or([&both].into_iter(), AWSALB, AWSALBCORS),
+            request_cookie_or([both].into_iter(), AWSALB, AWSALBCORS),
             Some("main")
         );
         assert_eq!(
-            request_cookie_or([&cors_only].into_iter(), AWSALB, AWSALBCORS),
+            request_cookie_or([cors_only].into_iter(), AWSALB, AWSALBCORS),
             Some("cors")
         );
-        assert_eq!(request_cookie([&cors_only].into_iter(), "a"), Some("q"));
-        assert_eq!(request_cookie([&cors_only].into_iter(), "AWSALB"), None);
-        assert_eq!(
-            request_cookie([&h, &h2].into_iter(), "JSESSIONID"),
-            Some("q")
-        );
-        assert_eq!(request_cookie([&h].into_iter(), "AWSAL"), None);
-        assert!(sets_cookie(
-            &http::HeaderValue::from_static("JSESSIONID=1; Path=/"),
-            "JSESSIONID"
-        ));
-        assert!(!sets_cookie(
-            &http::HeaderValue::from_static("JSESSIONIDX=1"),
-            "JSESSIONID"
-        ));
+        assert_eq!(request_cookie([cors_only].into_iter(), "a"), Some("q"));
+        assert_eq!(request_cookie([cors_only].into_iter(), "AWSALB"), None);
+        assert_eq!(request_cookie([h, h2].into_iter(), "JSESSIONID"), Some("q"));
+        assert_eq!(request_cookie([h].into_iter(), "AWSAL"), None);
+        assert!(sets_cookie(b"JSESSIONID=1; Path=/", "JSESSIONID"));
+        assert!(!sets_cookie(b"JSESSIONIDX=1", "JSESSIONID"));
     }
 
     #[test]

@@ -404,9 +404,6 @@ pub struct TargetGroup {
     /// Whether a listener rule forwards to the group (else its targets are `unused`).
     pub in_use: bool,
     pub upstream_tls: Option<UpstreamTls>,
-    /// A slot for the proxy engine's own form of settings it derives once per group
-    /// (e.g. a parsed CA list), so that nothing is re-derived per request.
-    pub engine_cache: std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>,
     targets: Vec<Arc<Target>>,
     /// Targets deregistered and still draining (never picked).
     draining: Mutex<Vec<Arc<Target>>>,
@@ -466,7 +463,6 @@ impl TargetGroup {
             },
             in_use: true,
             upstream_tls: None,
-            engine_cache: std::sync::OnceLock::new(),
             targets,
             draining: Mutex::new(Vec::new()),
             view: ArcSwap::from_pointee(HealthView::default()),

@@ -65,6 +65,11 @@ impl FrameTracker {
         }
     }
 
+    /// Whether the stream turned out not to be websocket framing.
+    pub fn is_lost(&self) -> bool {
+        self.lost
+    }
+
     /// Whether the stream is between two frames.
     pub fn at_boundary(&self) -> bool {
         !self.lost && self.header_len == 0 && self.payload_left == 0

@@ -1,0 +1,581 @@
+//! The engine-neutral core of one request: every decision tether makes about it, as
+//! plain functions over what the engines parsed. The HTTP/1 and HTTP/2 engines call
+//! these; nothing here reads or writes a socket.
+//!
+//! - [`decide`]: 405 for TRACE, 463 for long `X-Forwarded-For` chains, the listener's
+//!   rules, a fixed response or redirect, or the group and target of a forward
+//!   (group stickiness, target stickiness, Socket.IO sid, health, slow start).
+//! - [`Exchange`]: a forward in flight: its target (counted outstanding), the retry
+//!   policy after a failure, the cookies its response sets, the Socket.IO sid it
+//!   learns from a handshake, and the drain signal that ends its websocket.
+//! - [`Failure::status`]: the ALB status for what went wrong.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+
+use crate::config::{Protocol, StickinessKind};
+use crate::headers::Headers;
+use crate::routing::Routing;
+use crate::rules::{Action, Forward, RedirectInput, RequestInfo};
+use crate::socketio;
+use crate::sticky::{self, CookieFlags, KeyRing, Pin, Purpose};
+use crate::target_group::{Outstanding, PickedBy, PinHints, Target, TargetGroup, UpstreamTls};
+
+/// What an engine knows of the listener a request came in on.
+#[derive(Debug, Clone)]
+pub struct ListenerInfo {
+    /// Index of the listener in the config (its rule set in [`Routing::listeners`]).
+    pub index: usize,
+    pub port: u16,
+    pub protocol: Protocol,
+    /// `X-Forwarded-Port` and `-Proto` values, made once.
+    pub forwarded_port: Box<[u8]>,
+    pub forwarded_proto: &'static [u8],
+}
+
+impl ListenerInfo {
+    pub fn new(index: usize, port: u16, protocol: Protocol) -> Self {
+        ListenerInfo {
+            index,
+            port,
+            protocol,
+            forwarded_port: port.to_string().into_bytes().into_boxed_slice(),
+            forwarded_proto: match protocol {
+                Protocol::Http => b"http",
+                Protocol::Https => b"https",
+            },
+        }
+    }
+}
+
+/// What the core looks at in a request head.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHead<'a> {
+    pub method: &'a str,
+    /// The path without the query string.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    /// The `Host` header (or the authority of an absolute-form target, or `:authority`).
+    pub host: Option<&'a str>,
+    pub headers: Headers<'a>,
+    /// A websocket (or other) upgrade request.
+    pub upgrade: bool,
+    /// The socket peer.
+    pub client_ip: Option<IpAddr>,
+}
+
+/// A response tether makes itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LbResponse {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Bytes,
+    /// `Location` of a redirect.
+    pub location: Option<String>,
+    /// Close the client connection after it (errors do; fixed responses and
+    /// redirects keep it).
+    pub close: bool,
+}
+
+impl LbResponse {
+    /// ALB's HTML error page for `status`; the connection is closed after it.
+    pub fn error(status: u16) -> LbResponse {
+        LbResponse {
+            status,
+            content_type: "text/html".to_string(),
+            body: error_page(status),
+            location: None,
+            close: true,
+        }
+    }
+}
+
+/// The reason phrase of a status, ALB's own codes included.
+pub fn reason(status: u16) -> &'static str {
+    http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or(match status {
+            460 => "Client Closed Request",
+            463 => "Too Many Forwarded Addresses",
+            _ => "Error",
+        })
+}
+
+/// ALB-style HTML error page.
+pub fn error_page(status: u16) -> Bytes {
+    let reason = reason(status);
+    Bytes::from(format!(
+        "<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n<center><h1>{status} {reason}</h1></center>\r\n</body>\r\n</html>\r\n"
+    ))
+}
+
+/// What to do with a request.
+#[derive(Debug)]
+pub enum Decision {
+    Respond(LbResponse),
+    Forward(Box<Exchange>),
+}
+
+/// Decides a request: an answer of tether's own, or a forward to a target.
+pub fn decide(routing: &Arc<Routing>, listener: &ListenerInfo, req: &RequestHead<'_>) -> Decision {
+    if req.method == "TRACE" {
+        return Decision::Respond(LbResponse::error(405));
+    }
+    let xff = req.headers.get_all(crate::forwarded::X_FORWARDED_FOR);
+    if crate::forwarded::forwarded_for_count(xff) > crate::forwarded::MAX_FORWARDED_FOR {
+        return Decision::Respond(LbResponse::error(463));
+    }
+    let info = RequestInfo {
+        method: req.method,
+        path: req.path,
+        query: req.query,
+        host: req.host,
+        headers: req.headers,
+        source_ip: req.client_ip,
+    };
+    let Some(rules) = routing.listeners.get(listener.index) else {
+        return Decision::Respond(LbResponse::error(500));
+    };
+    let (action, _priority) = rules.evaluate(&info);
+    match action {
+        Action::Forward(forward) => {
+            let (group, group_sticky) = match forward.stickiness {
+                Some(duration) if forward.groups.len() > 1 => (
+                    pinned_group(req.headers, forward, &routing.keys, duration)
+                        .unwrap_or_else(|| forward.pick()),
+                    true,
+                ),
+                _ => (forward.pick(), false),
+            };
+            match Exchange::start(routing.clone(), group.clone(), group_sticky, req) {
+                Some(exchange) => Decision::Forward(Box::new(exchange)),
+                None => Decision::Respond(LbResponse::error(503)),
+            }
+        }
+        Action::FixedResponse(fixed) => Decision::Respond(LbResponse {
+            status: fixed.status,
+            content_type: fixed.content_type.clone(),
+            body: Bytes::from(fixed.body.clone()),
+            location: None,
+            close: false,
+        }),
+        Action::Redirect(redirect) => {
+            let location = redirect.location(&RedirectInput {
+                protocol: listener.protocol.as_str(),
+                host: req.host.unwrap_or(""),
+                port: listener.port,
+                path: req.path,
+                query: req.query.unwrap_or(""),
+            });
+            Decision::Respond(LbResponse {
+                status: redirect.status,
+                content_type: "text/html".to_string(),
+                body: error_page(redirect.status),
+                location: Some(location),
+                close: false,
+            })
+        }
+    }
+}
+
+/// The group an `AWSALBTG` cookie pins the client to, if valid for this forward.
+fn pinned_group<'a>(
+    headers: Headers<'_>,
+    forward: &'a Forward,
+    keys: &KeyRing,
+    duration: Duration,
+) -> Option<&'a Arc<TargetGroup>> {
+    let cookies = headers.get_all("cookie");
+    let value = sticky::request_cookie_or(cookies, sticky::AWSALBTG, sticky::AWSALBTGCORS)?;
+    let pin = keys.open(Purpose::TargetGroup, value)?;
+    if !pin.is_fresh(sticky::unix_now(SystemTime::now()), duration) {
+        return None;
+    }
+    forward
+        .groups
+        .iter()
+        .find(|g| g.weight > 0 && g.group.name == pin.group)
+        .map(|g| &g.group)
+}
+
+/// The request's `AWSALB` value, or its CORS twin's.
+fn lb_cookie<'a>(headers: Headers<'a>) -> Option<&'a str> {
+    sticky::request_cookie_or(
+        headers.get_all("cookie"),
+        sticky::AWSALB,
+        sticky::AWSALBCORS,
+    )
+}
+
+/// What the request carries that may pin it, read only when the group can use it.
+fn pin_hints<'a>(req: &RequestHead<'a>, group: &TargetGroup) -> PinHints<'a> {
+    let mut hints = PinHints::default();
+    if let Some(st) = &group.stickiness {
+        match &st.kind {
+            StickinessKind::LbCookie => hints.lb_cookie = lb_cookie(req.headers),
+            StickinessKind::AppCookie { cookie_name } => {
+                let cookies = || req.headers.get_all("cookie");
+                hints.has_app_cookie = sticky::request_cookie(cookies(), cookie_name).is_some();
+                hints.app_pin = sticky::request_cookie(cookies(), sticky::AWSALBAPP);
+            }
+        }
+    }
+    if group.socketio.is_some() {
+        hints.sid = socketio::sid_param(req.query);
+    }
+    hints
+}
+
+/// Longest handshake body prefix read for the Engine.IO open packet.
+const OPEN_PACKET_MAX: usize = 4096;
+
+/// Whether a failed attempt is tried again, and where.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Give up: answer the client with [`Failure::status`].
+    No,
+    /// Once more on a new connection to the same target (a pooled connection the
+    /// target had closed).
+    SameTarget,
+    /// Once more on another target (already picked: see [`Exchange::target`]).
+    Elsewhere,
+}
+
+/// What went wrong with a forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// No connection to the target within the group's connect timeout.
+    ConnectTimeout,
+    /// The target refused the connection, or the TLS handshake failed.
+    ConnectError,
+    /// The target reset or closed the connection before a whole response.
+    TargetClosed,
+    /// The target was silent for the idle timeout.
+    TargetTimeout,
+    /// The target's response could not be parsed, or its head was too large.
+    BadResponse,
+    /// The client sent a malformed request or body.
+    BadRequest,
+    /// The client was silent for the idle timeout in the middle of a request.
+    ClientTimeout,
+    /// The client went away (ALB logs 460 and sends nothing).
+    ClientClosed,
+}
+
+impl Failure {
+    /// The ALB status for the failure; `None` when nothing is sent (the client is gone).
+    pub fn status(self) -> Option<u16> {
+        match self {
+            Failure::ConnectTimeout | Failure::TargetTimeout => Some(504),
+            Failure::ConnectError | Failure::TargetClosed | Failure::BadResponse => Some(502),
+            Failure::BadRequest => Some(400),
+            Failure::ClientTimeout => Some(408),
+            Failure::ClientClosed => None,
+        }
+    }
+
+    /// Whether the target, not the client, failed (counts against its passive health).
+    pub fn is_target(self) -> bool {
+        matches!(
+            self,
+            Failure::ConnectTimeout | Failure::ConnectError | Failure::TargetClosed
+        )
+    }
+}
+
+/// A request forwarded to a target, from the decision to the end of its response
+/// (or of its websocket).
+#[derive(Debug)]
+pub struct Exchange {
+    /// The routing snapshot this request uses from start to end.
+    pub routing: Arc<Routing>,
+    pub group: Arc<TargetGroup>,
+    /// The target, counted as outstanding while the exchange lives.
+    outstanding: Outstanding,
+    /// Set `AWSALBTG` for the chosen group (weighted forward with group stickiness).
+    group_sticky: bool,
+    /// The request carried the application's own cookie (app_cookie stickiness).
+    has_app_cookie: bool,
+    /// The request's `AWSALB`, sealed by the sealing key in this second for this
+    /// target: a response in the same second sends it back instead of sealing the
+    /// same pin again. (The value and the second.)
+    resend_cookie: Option<(Box<str>, u64)>,
+    /// Collecting a Socket.IO handshake response to learn its sid.
+    open_packet: Option<Vec<u8>>,
+    /// The sid of a websocket upgrade: forgotten when the websocket ends.
+    upgrade_sid: Option<Box<str>>,
+    /// The response was a 101: the exchange is a websocket now.
+    upgraded: bool,
+    /// A target that failed this request, avoided by its one retry.
+    failed: Option<SocketAddr>,
+    /// The one retry on a new connection to the same target was used.
+    retried_same: bool,
+}
+
+impl Exchange {
+    /// Picks the target of a forward to `group`; `None` when the group has none.
+    fn start(
+        routing: Arc<Routing>,
+        group: Arc<TargetGroup>,
+        group_sticky: bool,
+        req: &RequestHead<'_>,
+    ) -> Option<Exchange> {
+        let hints = pin_hints(req, &group);
+        let now = SystemTime::now();
+        let (target, picked_by) = group.pick(&hints, &routing.keys, now, None)?;
+        let resend_cookie = match (picked_by, hints.lb_cookie) {
+            (PickedBy::Cookie { current: true }, Some(value)) => {
+                Some((Box::from(value), sticky::unix_now(now)))
+            }
+            _ => None,
+        };
+        let (mut open_packet, mut upgrade_sid) = (None, None);
+        if let Some(sio) = &group.socketio {
+            if socketio::is_polling_handshake(req.path, req.query, &sio.path) {
+                open_packet = Some(Vec::new());
+            } else if req.upgrade {
+                upgrade_sid = hints.sid.map(Box::from);
+            }
+        }
+        let outstanding = Outstanding::new(target.clone());
+        Some(Exchange {
+            routing: routing.clone(),
+            group: group.clone(),
+            outstanding,
+            group_sticky,
+            has_app_cookie: hints.has_app_cookie,
+            resend_cookie,
+            open_packet,
+            upgrade_sid,
+            upgraded: false,
+            failed: None,
+            retried_same: false,
+        })
+    }
+
+    pub fn target(&self) -> &Arc<Target> {
+        self.outstanding.target()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.target().addr
+    }
+
+    pub fn upstream_tls(&self) -> Option<&UpstreamTls> {
+        self.group.upstream_tls.as_ref()
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        self.group.connect_timeout
+    }
+
+    /// ALB's idle timeout: no bytes either way this long ends the request or tunnel.
+    pub fn idle_timeout(&self) -> Duration {
+        self.routing.idle_timeout
+    }
+
+    /// The connection to the target failed before anything was sent: passive health
+    /// marks the target, and any method may go to another target, once.
+    pub fn connect_failed(&mut self) -> Retry {
+        let target = self.target().clone();
+        let passive = self.group.lifecycle.passive;
+        target.mark_failure(&passive);
+        if passive.enabled && self.failed.is_none() && self.group.has_alternative(target.addr) {
+            return self.move_elsewhere(target.addr);
+        }
+        Retry::No
+    }
+
+    /// The target closed or reset the connection before any byte of a response.
+    /// `reused`: the connection came from the pool; `replayable`: the whole request
+    /// is still at hand (nothing streamed from the client is lost); `idempotent`: the
+    /// method may be sent twice.
+    pub fn closed_before_response(
+        &mut self,
+        reused: bool,
+        replayable: bool,
+        idempotent: bool,
+    ) -> Retry {
+        if !replayable {
+            return Retry::No;
+        }
+        if reused {
+            // The target closed an idle pooled connection as the request went out:
+            // it says nothing about the target's health. Replayed on a new connection
+            // when the request is idempotent (the target may have begun it).
+            if idempotent && !self.retried_same {
+                self.retried_same = true;
+                return Retry::SameTarget;
+            }
+            return Retry::No;
+        }
+        let target = self.target().clone();
+        let passive = self.group.lifecycle.passive;
+        target.mark_failure(&passive);
+        if idempotent
+            && passive.enabled
+            && self.failed.is_none()
+            && self.group.has_alternative(target.addr)
+        {
+            return self.move_elsewhere(target.addr);
+        }
+        Retry::No
+    }
+
+    fn move_elsewhere(&mut self, failed: SocketAddr) -> Retry {
+        let Some(next) = self.group.select(Some(failed)) else {
+            return Retry::No;
+        };
+        self.failed = Some(failed);
+        self.outstanding = Outstanding::new(next.clone());
+        // A cookie re-sent as is would pin the client to the failed target.
+        self.resend_cookie = None;
+        Retry::Elsewhere
+    }
+
+    /// A response head came from the target.
+    pub fn response_started(&mut self, status: u16) {
+        self.target().mark_success();
+        if status == 101 {
+            self.upgraded = true;
+            self.outstanding.upgraded();
+        }
+    }
+
+    /// Whether the exchange became a websocket.
+    pub fn is_upgraded(&self) -> bool {
+        self.upgraded
+    }
+
+    /// The `Set-Cookie` values tether adds to the response (stickiness pins), given
+    /// the response's own `Set-Cookie` values (an app cookie starts a session).
+    pub fn cookies<'a>(&self, response_set_cookies: impl Iterator<Item = &'a [u8]>) -> Vec<String> {
+        let mut out = Vec::new();
+        let group = &self.group;
+        let keys = &self.routing.keys;
+        let now = SystemTime::now();
+        let issued = sticky::unix_now(now);
+        let target = self.target().addr;
+        let pin = || Pin {
+            group: group.name.clone(),
+            target: Some(target),
+            issued,
+        };
+        if let Some(st) = &group.stickiness {
+            let expires = sticky::expires(now);
+            let flags = CookieFlags {
+                secure: st.secure,
+                http_only: st.http_only,
+                cross_site: false,
+            };
+            match &st.kind {
+                StickinessKind::LbCookie => {
+                    let names = (sticky::AWSALB, Some(sticky::AWSALBCORS));
+                    match &self.resend_cookie {
+                        Some((value, second)) if *second == issued => {
+                            pin_cookies(&mut out, names, value, &expires, flags)
+                        }
+                        _ => {
+                            let value = keys.seal(Purpose::LbCookie, &pin());
+                            pin_cookies(&mut out, names, &value, &expires, flags);
+                        }
+                    }
+                }
+                StickinessKind::AppCookie { cookie_name } => {
+                    let mut sets = response_set_cookies;
+                    let app_session =
+                        self.has_app_cookie || sets.any(|v| sticky::sets_cookie(v, cookie_name));
+                    if app_session {
+                        let value = keys.seal(Purpose::AppCookie, &pin());
+                        pin_cookies(&mut out, (sticky::AWSALBAPP, None), &value, &expires, flags);
+                    }
+                }
+            }
+        }
+        if self.group_sticky {
+            let pin = Pin {
+                group: group.name.clone(),
+                target: None,
+                issued,
+            };
+            let value = keys.seal(Purpose::TargetGroup, &pin);
+            let names = (sticky::AWSALBTG, Some(sticky::AWSALBTGCORS));
+            let expires = sticky::expires(now);
+            pin_cookies(&mut out, names, &value, &expires, CookieFlags::default());
+        }
+        out
+    }
+
+    /// Whether the response body should be shown to [`Exchange::response_body`]
+    /// (a Socket.IO handshake whose sid is to be learned).
+    pub fn wants_response_body(&self) -> bool {
+        self.open_packet.is_some()
+    }
+
+    /// Bytes of the (decoded) response body, as they pass: a Socket.IO handshake's
+    /// open packet pins its sid to the target.
+    pub fn response_body(&mut self, bytes: &[u8], end: bool) {
+        let Some(buf) = self.open_packet.as_mut() else {
+            return;
+        };
+        let room = OPEN_PACKET_MAX.saturating_sub(buf.len());
+        buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        if let Some(open) = socketio::parse_open_packet(buf) {
+            if let Some(sio) = &self.group.socketio {
+                sio.sessions
+                    .insert(&open.sid, self.target().addr, open.idle, Instant::now());
+            }
+            self.open_packet = None;
+        } else if end || buf.len() >= OPEN_PACKET_MAX {
+            self.open_packet = None;
+        }
+    }
+
+    /// Resolves to true when the target's deregistration delay ends: its websockets
+    /// must close.
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.target().closing()
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        // A Socket.IO session whose websocket has ended is over.
+        if let (true, Some(sid)) = (self.upgraded, self.upgrade_sid.take()) {
+            if let Some(sio) = &self.group.socketio {
+                sio.sessions.remove(&sid);
+            }
+        }
+    }
+}
+
+/// A sealed pin cookie and, for browsers' credentialed cross-origin requests, its
+/// CORS twin with the same value (`SameSite=None; Secure`).
+fn pin_cookies(
+    out: &mut Vec<String>,
+    (name, cors_name): (&str, Option<&str>),
+    value: &str,
+    expires: &str,
+    flags: CookieFlags,
+) {
+    out.push(sticky::set_cookie(name, value, expires, flags));
+    if let Some(cors_name) = cors_name {
+        let cors = CookieFlags {
+            cross_site: true,
+            ..flags
+        };
+        out.push(sticky::set_cookie(cors_name, value, expires, cors));
+    }
+}
+
+/// Whether a method may be sent twice (RFC 9110 §9.2.2).
+pub fn is_idempotent(method: &str) -> bool {
+    matches!(
+        method,
+        "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS" | "TRACE"
+    )
+}

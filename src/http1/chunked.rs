@@ -1,0 +1,248 @@
+//! The chunked transfer coding (RFC 9112 §7.1), strictly: hex sizes of at most 16
+//! digits, chunk extensions skipped, trailer lines kept, CRLF everywhere. The HTTP/1
+//! engine forwards chunked bodies byte for byte and uses this only to find where they
+//! end; HTTP/2 responses also take the decoded data.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Reading the hex size (`digits` so far).
+    Size {
+        digits: u8,
+    },
+    /// After the size: extensions until CR.
+    Extension,
+    /// CR seen at the end of the size line.
+    SizeLf,
+    /// In chunk data.
+    Data,
+    /// CR expected after the data.
+    DataCr,
+    DataLf,
+    /// At the start of a trailer line (or the final empty line).
+    TrailerStart,
+    /// Inside a trailer line.
+    Trailer,
+    TrailerLf,
+    /// CR of the final empty line seen.
+    EndLf,
+    Done,
+}
+
+/// Follows a chunked body through any split of its bytes.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    state: State,
+    size: u64,
+    /// Data bytes left in the current chunk.
+    left: u64,
+    /// Bytes of trailer section seen (bounded).
+    trailer_bytes: usize,
+}
+
+/// The body is not valid chunked coding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid chunked body")]
+pub struct Invalid;
+
+/// Longest trailer section accepted (ALB's whole-header limit).
+const MAX_TRAILERS: usize = 64 * 1024;
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Decoder {
+            state: State::Size { digits: 0 },
+            size: 0,
+            left: 0,
+            trailer_bytes: 0,
+        }
+    }
+}
+
+impl Decoder {
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Reads `input` up to the end of the body; returns how many bytes belong to it.
+    /// `data` receives the chunk data (decoded) as it passes.
+    pub fn feed(&mut self, input: &[u8], mut data: impl FnMut(&[u8])) -> Result<usize, Invalid> {
+        let mut i = 0;
+        while i < input.len() {
+            let b = input[i];
+            match self.state {
+                State::Size { digits } => {
+                    let v = match b {
+                        b'0'..=b'9' => b - b'0',
+                        b'a'..=b'f' => b - b'a' + 10,
+                        b'A'..=b'F' => b - b'A' + 10,
+                        b';' | b' ' | b'\t' if digits > 0 => {
+                            self.state = State::Extension;
+                            i += 1;
+                            continue;
+                        }
+                        b'\r' if digits > 0 => {
+                            self.state = State::SizeLf;
+                            i += 1;
+                            continue;
+                        }
+                        _ => return Err(Invalid),
+                    };
+                    if digits >= 16 {
+                        return Err(Invalid);
+                    }
+                    self.size = (self.size << 4) | u64::from(v);
+                    self.state = State::Size { digits: digits + 1 };
+                    i += 1;
+                }
+                State::Extension => {
+                    match b {
+                        b'\r' => self.state = State::SizeLf,
+                        b'\n' | 0 => return Err(Invalid),
+                        _ => {}
+                    }
+                    i += 1;
+                }
+                State::SizeLf => {
+                    if b != b'\n' {
+                        return Err(Invalid);
+                    }
+                    i += 1;
+                    if self.size == 0 {
+                        self.state = State::TrailerStart;
+                    } else {
+                        self.left = self.size;
+                        self.state = State::Data;
+                    }
+                    self.size = 0;
+                }
+                State::Data => {
+                    let n = (input.len() - i).min(usize::try_from(self.left).unwrap_or(usize::MAX));
+                    data(&input[i..i + n]);
+                    i += n;
+                    self.left -= n as u64;
+                    if self.left == 0 {
+                        self.state = State::DataCr;
+                    }
+                }
+                State::DataCr => {
+                    if b != b'\r' {
+                        return Err(Invalid);
+                    }
+                    self.state = State::DataLf;
+                    i += 1;
+                }
+                State::DataLf => {
+                    if b != b'\n' {
+                        return Err(Invalid);
+                    }
+                    self.state = State::Size { digits: 0 };
+                    i += 1;
+                }
+                State::TrailerStart => {
+                    self.state = if b == b'\r' {
+                        State::EndLf
+                    } else if b == b'\n' || b == b' ' || b == b'\t' {
+                        // Bare LF, or a folded line.
+                        return Err(Invalid);
+                    } else {
+                        State::Trailer
+                    };
+                    self.trailer(1)?;
+                    i += 1;
+                }
+                State::Trailer => {
+                    match b {
+                        b'\r' => self.state = State::TrailerLf,
+                        b'\n' | 0 => return Err(Invalid),
+                        _ => {}
+                    }
+                    self.trailer(1)?;
+                    i += 1;
+                }
+                State::TrailerLf => {
+                    if b != b'\n' {
+                        return Err(Invalid);
+                    }
+                    self.state = State::TrailerStart;
+                    i += 1;
+                }
+                State::EndLf => {
+                    if b != b'\n' {
+                        return Err(Invalid);
+                    }
+                    self.state = State::Done;
+                    return Ok(i + 1);
+                }
+                State::Done => return Ok(i),
+            }
+        }
+        Ok(i)
+    }
+
+    fn trailer(&mut self, n: usize) -> Result<(), Invalid> {
+        self.trailer_bytes += n;
+        if self.trailer_bytes > MAX_TRAILERS {
+            return Err(Invalid);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(body: &[u8], split: usize) -> Result<(usize, Vec<u8>, bool), Invalid> {
+        let mut d = Decoder::default();
+        let mut out = Vec::new();
+        let mut used = 0;
+        for piece in body.chunks(split.max(1)) {
+            let n = d.feed(piece, |b| out.extend_from_slice(b))?;
+            used += n;
+            if d.is_done() {
+                break;
+            }
+        }
+        Ok((used, out, d.is_done()))
+    }
+
+    #[test]
+    fn it_should_find_the_end_of_a_body_with_extensions_and_trailers_split_anywhere() {
+        let body =
+            b"5;name=\"v\"\r\nhello\r\nA\r\n0123456789\r\n0\r\nX-Sum: 1\r\nX-B: 2\r\n\r\nNEXT";
+        for split in [1, 2, 3, 5, 7, body.len()] {
+            let (used, data, done) = decode(body, split).unwrap();
+            assert!(done, "split {split}");
+            assert_eq!(used, body.len() - 4, "split {split}");
+            assert_eq!(data, b"hello0123456789");
+        }
+    }
+
+    #[test]
+    fn it_should_refuse_malformed_chunking() {
+        for bad in [
+            &b"ffffffffffffffffff\r\n"[..],
+            b"-1\r\n",
+            b"\r\n",
+            b"5\nhello\r\n0\r\n\r\n",
+            b"5\r\nhelloX\r\n",
+            b"0\r\nX: 1\n\r\n",
+            b"0\r\n folded\r\n\r\n",
+            b"g\r\n",
+            b"5;a\nb\r\n",
+        ] {
+            assert!(
+                decode(bad, 64).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn it_should_wait_for_more_of_an_unfinished_body() {
+        let (used, _, done) = decode(b"5\r\nhel", 64).unwrap();
+        assert_eq!(used, 6);
+        assert!(!done);
+    }
+}

@@ -1,0 +1,898 @@
+//! tether's HTTP/1.1 engine, run by pingora as a `ServerApp` on each accepted (and
+//! TLS-terminated) client connection. It reads request heads, asks the exchange core
+//! what to do, and moves bytes: request heads forwarded as the client's own lines
+//! less hop-by-hop ones plus ALB's headers, bodies in their own framing, responses
+//! the same way back, websockets relayed after the 101. HTTP/2 clients (ALPN `h2`)
+//! go to [`crate::http2`], which uses the same core and the same target side.
+
+pub mod chunked;
+pub mod parse;
+pub mod relay;
+pub mod upstream;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::protocols::{Stream, ALPN};
+use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncRead, AsyncWriteExt};
+
+use crate::config::DesyncMode;
+use crate::exchange::{
+    self, Decision, Exchange, Failure, LbResponse, ListenerInfo, RequestHead, Retry,
+};
+use crate::forwarded::{self, ForwardedFor};
+use crate::headers::Headers;
+use crate::routing::SharedRouting;
+use parse::{Framing, Verdict};
+use upstream::TargetConn;
+
+/// One listener's engine settings.
+#[derive(Debug)]
+pub struct Http1App {
+    pub listener: ListenerInfo,
+    pub routing: SharedRouting,
+    pub client_header_timeout: Duration,
+    pub desync: DesyncMode,
+    /// The listener's policy allows TLS 1.3 only.
+    pub tls13_only: bool,
+}
+
+#[async_trait]
+impl ServerApp for Http1App {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        if self.tls13_only && !negotiated_tls13(&stream) {
+            // The certificate resolver refuses hellos without TLS 1.3 suites; a client
+            // that offered them but still settled on TLS 1.2 is closed here, unserved.
+            return None;
+        }
+        let client_ip = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        if stream.selected_alpn_proto() == Some(ALPN::H2) {
+            crate::http2::serve(self.clone(), stream, client_ip, shutdown.clone()).await;
+            return None;
+        }
+        let mut conn = Conn {
+            app: self,
+            io: stream,
+            buf: Vec::new(),
+            client_ip,
+            shutdown: shutdown.clone(),
+        };
+        conn.run().await;
+        None
+    }
+}
+
+fn negotiated_tls13(stream: &Stream) -> bool {
+    let version = stream.get_ssl_digest().map(|d| d.version.clone());
+    // rustls names it "TLSv1_3"; OpenSSL-style "TLSv1.3" too, to be safe.
+    matches!(version.as_deref(), Some("TLSv1_3" | "TLSv1.3"))
+}
+
+/// A request ready to go, made from its head before any await.
+pub struct Prepared {
+    pub decision: Decision,
+    /// The head to send to the target (forwards only).
+    pub upstream_head: Vec<u8>,
+    pub body: Framing,
+    /// The client wants the connection kept after this exchange.
+    keep_alive: bool,
+    /// Close the client (and target) connection after this exchange (desync).
+    close_after: bool,
+    head_request: bool,
+    idempotent: bool,
+    expect_continue: bool,
+    upgrade: bool,
+    http10: bool,
+}
+
+/// What ends a request before it is forwarded.
+enum Refused {
+    /// Answer with this status and close.
+    Status(u16),
+    /// Close without an answer (client gone, idle, shutdown).
+    Close,
+}
+
+/// Parses and checks a request head (`head`: the bytes up to and including its empty
+/// line) and decides the request, without awaiting anything: nothing borrowed from
+/// the head outlives this call. `Err` is the status of a refused head.
+pub fn prepare(app: &Http1App, head: &[u8], client_ip: Option<IpAddr>) -> Result<Prepared, u16> {
+    let len = head.len();
+
+    let mut lines = [httparse::EMPTY_HEADER; parse::MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut lines);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return Err(400),
+    }
+    let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
+        return Err(400);
+    };
+    let headers = Headers(req.headers);
+    let mut total = 0;
+    for h in headers.iter() {
+        let line = h.name.len() + h.value.len() + 4;
+        total += line;
+        if line > parse::MAX_HEADER_LINE || total > parse::MAX_HEADERS_BYTES {
+            return Err(400);
+        }
+    }
+    let http10 = version == 0;
+
+    // Desync classes, with ALB's action table.
+    let analysis =
+        http_desync_guardian::request_analyzer::HttpRequestData::analyze_raw_request(head);
+    let mut close_after = match parse::desync_verdict(app.desync, analysis.tier) {
+        Verdict::Pass => false,
+        Verdict::PassThenClose => true,
+        Verdict::Reject => return Err(400),
+    };
+
+    let (body, drop_length) = parse::request_framing(headers, http10).map_err(|_| 400u16)?;
+    // RFC 9112 §6.1: a request with both must not leave a connection to reuse.
+    close_after |= drop_length;
+
+    // Host: one, valid, required on HTTP/1.1; an absolute-form target's authority
+    // replaces it.
+    let mut hosts = headers.get_all("host");
+    let host_header = hosts.next();
+    if hosts.next().is_some() {
+        return Err(400);
+    }
+    let absolute = parse::absolute_form(target);
+    let (host, origin) = match absolute {
+        Some((authority, rest)) => (Some(authority), rest),
+        None => {
+            if !(target.starts_with('/') || (target == "*" && method == "OPTIONS")) {
+                return Err(400);
+            }
+            let host = match host_header {
+                Some(h) if parse::valid_host(h.trim_ascii()) => {
+                    std::str::from_utf8(h.trim_ascii()).ok()
+                }
+                Some(_) => return Err(400),
+                None if http10 => None,
+                None => return Err(400),
+            };
+            (host, target)
+        }
+    };
+    let (path, query) = match origin.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (origin, None),
+    };
+    let path = if path.is_empty() { "/" } else { path };
+
+    let connection_close = headers.has_token("connection", "close");
+    let keep_alive = if http10 {
+        headers.has_token("connection", "keep-alive")
+    } else {
+        !connection_close
+    };
+    let upgrade =
+        !http10 && headers.get("upgrade").is_some() && headers.has_token("connection", "upgrade");
+    let expect_continue = !http10
+        && headers
+            .get("expect")
+            .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue"));
+
+    let routing = app.routing.load_full();
+    let decision = exchange::decide(
+        &routing,
+        &app.listener,
+        &RequestHead {
+            method,
+            path,
+            query,
+            host,
+            headers,
+            upgrade,
+            client_ip,
+        },
+    );
+
+    let mut upstream_head = Vec::new();
+    if let Decision::Forward(_) = decision {
+        upstream_head.reserve(len + 256);
+        upstream_head.extend_from_slice(method.as_bytes());
+        upstream_head.push(b' ');
+        if origin.starts_with('?') {
+            upstream_head.push(b'/');
+        }
+        upstream_head.extend_from_slice(origin.as_bytes());
+        upstream_head.extend_from_slice(if http10 {
+            b" HTTP/1.0\r\n"
+        } else {
+            b" HTTP/1.1\r\n"
+        });
+        if absolute.is_some() {
+            if let Some(h) = host {
+                parse::push_header(&mut upstream_head, b"host", h.as_bytes());
+            }
+        }
+        for h in headers.iter() {
+            let name = h.name;
+            let upgrade_line = upgrade && name.eq_ignore_ascii_case("upgrade");
+            let skip = (absolute.is_some() && name.eq_ignore_ascii_case("host"))
+                || (drop_length && name.eq_ignore_ascii_case("content-length"))
+                || (!upgrade_line
+                    && (parse::is_hop_by_hop(name) || parse::named_in_connection(headers, name)))
+                || forwarded::is_rewritten(name);
+            if !skip {
+                upstream_head.extend_from_slice(parse::raw_line(head, h));
+            }
+        }
+        if upgrade {
+            upstream_head.extend_from_slice(b"connection: upgrade\r\n");
+        }
+        let fwd = ForwardedFor {
+            client: client_ip,
+            proto: app.listener.forwarded_proto,
+            port: &app.listener.forwarded_port,
+        };
+        forwarded::write_headers(
+            &mut upstream_head,
+            &fwd,
+            headers.get_all(forwarded::X_FORWARDED_FOR),
+            headers.get(forwarded::X_AMZN_TRACE_ID),
+        );
+        upstream_head.extend_from_slice(b"\r\n");
+    }
+    Ok(Prepared {
+        decision,
+        upstream_head,
+        body,
+        keep_alive,
+        close_after,
+        head_request: method == "HEAD",
+        idempotent: exchange::is_idempotent(method),
+        expect_continue,
+        upgrade,
+        http10,
+    })
+}
+
+/// One client connection.
+struct Conn<'a> {
+    app: &'a Arc<Http1App>,
+    io: Stream,
+    /// Bytes read from the client and not yet used (the next pipelined request).
+    buf: Vec<u8>,
+    client_ip: Option<IpAddr>,
+    shutdown: ShutdownWatch,
+}
+
+impl Conn<'_> {
+    async fn run(&mut self) {
+        loop {
+            let head_len = match self.read_head().await {
+                Ok(n) => n,
+                Err(Refused::Close) => return,
+                Err(Refused::Status(status)) => {
+                    let _ = self.respond(&LbResponse::error(status), false, false).await;
+                    return;
+                }
+            };
+            let prepared = match self.prepare(head_len) {
+                Ok(p) => p,
+                Err(status) => {
+                    let _ = self.respond(&LbResponse::error(status), false, false).await;
+                    return;
+                }
+            };
+            self.buf.drain(..head_len);
+            let keep = match prepared.decision {
+                Decision::Respond(ref resp) => {
+                    // A body the client sent along is not read: close after answering.
+                    let keep = prepared.keep_alive
+                        && !prepared.close_after
+                        && !resp.close
+                        && prepared.body == Framing::None;
+                    let sent = self
+                        .respond(resp, prepared.head_request, !keep || prepared.http10)
+                        .await;
+                    keep && sent.is_ok()
+                }
+                Decision::Forward(_) => self.forward(prepared).await,
+            };
+            if !keep || *self.shutdown.borrow() {
+                return;
+            }
+            if self.buf.is_empty() {
+                // Nothing pipelined: hold no buffer while the connection idles.
+                self.buf = Vec::new();
+            }
+        }
+    }
+
+    /// Reads until `buf` holds a whole request head; returns its length. The header
+    /// timeout runs from the head's first byte; before it, the idle timeout.
+    async fn read_head(&mut self) -> Result<usize, Refused> {
+        let idle = self.app.routing.load().idle_timeout;
+        let mut started = (!self.buf.is_empty()).then(Instant::now);
+        let mut scanned = 0;
+        loop {
+            if !self.buf.is_empty() {
+                if let Some(end) = parse::find_head_end(&self.buf, scanned) {
+                    if end > parse::MAX_REQUEST_HEAD
+                        || parse::head_too_long(&self.buf[..end], parse::MAX_REQUEST_HEAD)
+                    {
+                        return Err(Refused::Status(400));
+                    }
+                    return Ok(end);
+                }
+                if parse::head_too_long(&self.buf, parse::MAX_REQUEST_HEAD) {
+                    return Err(Refused::Status(400));
+                }
+                scanned = self.buf.len();
+            }
+            let deadline = match started {
+                Some(t) => t + self.app.client_header_timeout,
+                None => Instant::now() + idle,
+            };
+            let read = tokio::select! {
+                r = relay::read_into(&mut self.io, &mut self.buf) => r,
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    // A head begun and not finished in time: ALB's 408; an idle
+                    // connection just closes.
+                    return Err(if started.is_some() { Refused::Status(408) } else { Refused::Close });
+                }
+                _ = self.shutdown.changed(), if started.is_none() => return Err(Refused::Close),
+            };
+            match read {
+                Ok(0) | Err(_) => return Err(Refused::Close),
+                Ok(_) => {
+                    started.get_or_insert_with(Instant::now);
+                }
+            }
+        }
+    }
+
+    fn prepare(&self, len: usize) -> Result<Prepared, u16> {
+        prepare(self.app, &self.buf[..len], self.client_ip)
+    }
+
+    /// Writes one of tether's own responses.
+    async fn respond(
+        &mut self,
+        resp: &LbResponse,
+        head_only: bool,
+        close: bool,
+    ) -> std::io::Result<()> {
+        let out = lb_response_bytes(resp, head_only, close || resp.close);
+        self.io.write_all(&out).await?;
+        self.io.flush().await
+    }
+
+    /// Forwards a request and relays its response; returns whether the client
+    /// connection may carry another request.
+    async fn forward(&mut self, p: Prepared) -> bool {
+        let Decision::Forward(mut ex) = p.decision else {
+            return false;
+        };
+        let mut keep = p.keep_alive && !p.close_after && !(p.http10 && p.upgrade);
+        let idle = ex.idle_timeout();
+
+        // The request bytes at hand: its head and whatever of its body came with it.
+        let mut out = p.upstream_head;
+        let mut body = BodyState::new(p.body);
+        match body.take(&mut self.buf, &mut out) {
+            Ok(()) => {}
+            Err(()) => {
+                let _ = self.respond(&LbResponse::error(400), false, true).await;
+                return false;
+            }
+        }
+        let replayable = body.is_done();
+
+        // Connect (or reuse) and send, retrying as the core allows.
+        let (mut target, head) = loop {
+            let (mut target, reused) = match upstream::take(ex.addr()) {
+                Some(conn) => (conn, true),
+                None => match upstream::connect(ex.addr(), ex.upstream_tls(), ex.connect_timeout())
+                    .await
+                {
+                    Ok(conn) => (conn, false),
+                    Err(e) => {
+                        tracing::debug!("connect to {} failed: {e:?}", ex.addr());
+                        if ex.connect_failed() == Retry::Elsewhere {
+                            continue;
+                        }
+                        let failure = match e {
+                            upstream::ConnectError::Timeout => Failure::ConnectTimeout,
+                            upstream::ConnectError::Failed(_) => Failure::ConnectError,
+                        };
+                        return self.fail(failure, false).await;
+                    }
+                },
+            };
+            let sent = target.write_all(&out).await;
+            if sent.is_err() {
+                match ex.closed_before_response(reused, replayable, p.idempotent) {
+                    Retry::No => return self.fail(Failure::TargetClosed, false).await,
+                    _ => continue,
+                }
+            }
+            // Expect: 100-continue: the target's answer first, then the body.
+            if !body.is_done() && !p.expect_continue {
+                match self.upload(&mut target, &mut body, idle).await {
+                    Ok(()) => {}
+                    Err(UploadError::Client(f)) => return self.fail(f, false).await,
+                    // The target stopped reading: its response may say why.
+                    Err(UploadError::Target) => keep = false,
+                }
+            }
+            let mut rbuf = Vec::new();
+            match read_response_head(&mut target, &mut rbuf, idle).await {
+                Ok(head) => break (target, (head, rbuf)),
+                Err(Failure::TargetClosed) if rbuf.is_empty() => {
+                    match ex.closed_before_response(reused, replayable, p.idempotent) {
+                        Retry::No => return self.fail(Failure::TargetClosed, false).await,
+                        _ => continue,
+                    }
+                }
+                Err(f) => return self.fail(f, false).await,
+            }
+        };
+        let (mut head_len, mut rbuf) = head;
+        let mut wrote_any = false;
+
+        // Interim responses (100 Continue, 103 Early Hints) go to the client as they are.
+        loop {
+            let status = match response_status(&rbuf[..head_len]) {
+                Some(s) => s,
+                None => return self.fail(Failure::BadResponse, wrote_any).await,
+            };
+            if !(100..200).contains(&status) || status == 101 {
+                break;
+            }
+            if self.io.write_all(&rbuf[..head_len]).await.is_err() {
+                return false;
+            }
+            let _ = self.io.flush().await;
+            wrote_any = true;
+            rbuf.drain(..head_len);
+            if status == 100 && !body.is_done() {
+                match self.upload(&mut target, &mut body, idle).await {
+                    Ok(()) => {}
+                    Err(UploadError::Client(f)) => return self.fail(f, true).await,
+                    Err(UploadError::Target) => keep = false,
+                }
+            }
+            match parse::find_head_end(&rbuf, 0) {
+                Some(end) => head_len = end,
+                None => match read_response_head(&mut target, &mut rbuf, idle).await {
+                    Ok(end) => head_len = end,
+                    Err(f) => return self.fail(f, true).await,
+                },
+            }
+        }
+        if !body.is_done() {
+            // A final answer before the whole body (an early 4xx, or a refused
+            // 100-continue): the rest of the body is not read; close after.
+            keep = false;
+        }
+
+        let resp = match response_head(&mut ex, &rbuf[..head_len], p.head_request, keep, p.http10) {
+            Ok(r) => r,
+            Err(()) => return self.fail(Failure::BadResponse, wrote_any).await,
+        };
+        ex.response_started(resp.status);
+        keep &= resp.keep_client;
+        let rest = rbuf.split_off(head_len);
+        let mut client_head = resp.client_head;
+
+        if resp.status == 101 {
+            if !p.upgrade {
+                return self.fail(Failure::BadResponse, wrote_any).await;
+            }
+            // The websocket: what either side sent early goes first, then the relay.
+            client_head.extend_from_slice(&rest);
+            if self.io.write_all(&client_head).await.is_err() {
+                return false;
+            }
+            let _ = self.io.flush().await;
+            if !self.buf.is_empty() {
+                let early = std::mem::take(&mut self.buf);
+                if target.write_all(&early).await.is_err() {
+                    return false;
+                }
+            }
+            let end = relay::tunnel(&mut self.io, &mut target, idle, ex.closing()).await;
+            tracing::debug!("websocket to {} ended: {end:?}", ex.addr());
+            return false;
+        }
+
+        // The body, in the target's framing.
+        let mut framing = ResponseBody::new(resp.framing);
+        let (used, complete) = match framing.feed(&rest, &mut ex) {
+            Ok(x) => x,
+            Err(()) => return self.fail(Failure::BadResponse, wrote_any).await,
+        };
+        client_head.extend_from_slice(&rest[..used]);
+        let mut target_reusable = resp.keep_target && used == rest.len() && !p.close_after;
+        if self.io.write_all(&client_head).await.is_err() {
+            return false;
+        }
+        if !complete {
+            match self
+                .download(&mut target, &mut framing, &mut ex, idle)
+                .await
+            {
+                Ok(clean) => target_reusable &= clean,
+                Err(Failure::ClientClosed) => return false,
+                // Part of the response is out: nothing to do but close.
+                Err(_) => return false,
+            }
+        }
+        if self.io.flush().await.is_err() {
+            return false;
+        }
+        if framing.framing == Framing::Close {
+            keep = false;
+        }
+        if target_reusable && body.is_done() && keep_target_ok(resp.framing) {
+            upstream::put(ex.addr(), target);
+        }
+        drop(ex);
+        if !keep {
+            let _ = self.io.shutdown().await;
+        }
+        keep
+    }
+
+    /// Sends the rest of a request body from the client to the target.
+    async fn upload(
+        &mut self,
+        target: &mut TargetConn,
+        body: &mut BodyState,
+        idle: Duration,
+    ) -> Result<(), UploadError> {
+        let mut chunk = Vec::new();
+        while !body.is_done() {
+            chunk.clear();
+            let read =
+                tokio::time::timeout(idle, relay::read_into(&mut self.io, &mut self.buf)).await;
+            match read {
+                Err(_) => return Err(UploadError::Client(Failure::ClientTimeout)),
+                Ok(Ok(0)) | Ok(Err(_)) => return Err(UploadError::Client(Failure::ClientClosed)),
+                Ok(Ok(_)) => {}
+            }
+            if body.take(&mut self.buf, &mut chunk).is_err() {
+                return Err(UploadError::Client(Failure::BadRequest));
+            }
+            if target.write_all(&chunk).await.is_err() {
+                return Err(UploadError::Target);
+            }
+        }
+        Ok(())
+    }
+
+    /// Relays the rest of a response body; `Ok(true)` when it ended cleanly with
+    /// nothing after it (the target connection may be reused).
+    async fn download(
+        &mut self,
+        target: &mut TargetConn,
+        framing: &mut ResponseBody,
+        ex: &mut Exchange,
+        idle: Duration,
+    ) -> Result<bool, Failure> {
+        let mut chunk = Vec::new();
+        loop {
+            chunk.clear();
+            let read = tokio::time::timeout(idle, relay::read_into(target, &mut chunk)).await;
+            let n = match read {
+                Err(_) => return Err(Failure::TargetTimeout),
+                Ok(Err(_)) => return Err(Failure::TargetClosed),
+                Ok(Ok(n)) => n,
+            };
+            if n == 0 {
+                return if framing.framing == Framing::Close {
+                    Ok(false)
+                } else {
+                    Err(Failure::TargetClosed)
+                };
+            }
+            let (used, complete) = framing
+                .feed(&chunk, ex)
+                .map_err(|()| Failure::BadResponse)?;
+            if self.io.write_all(&chunk[..used]).await.is_err() {
+                return Err(Failure::ClientClosed);
+            }
+            if complete {
+                return Ok(used == chunk.len());
+            }
+        }
+    }
+
+    /// Ends an exchange that failed: ALB's status to the client when nothing of the
+    /// response was sent yet, then the connection is closed.
+    async fn fail(&mut self, failure: Failure, wrote_any: bool) -> bool {
+        tracing::debug!("request failed: {failure:?}");
+        if let (Some(status), false) = (failure.status(), wrote_any) {
+            let _ = self.respond(&LbResponse::error(status), false, true).await;
+        }
+        let _ = self.io.shutdown().await;
+        false
+    }
+}
+
+enum UploadError {
+    Client(Failure),
+    Target,
+}
+
+fn keep_target_ok(framing: Framing) -> bool {
+    !matches!(framing, Framing::Close)
+}
+
+/// A request body on its way: how much is left, in its framing.
+struct BodyState {
+    framing: Framing,
+    left: u64,
+    chunks: chunked::Decoder,
+    done: bool,
+}
+
+impl BodyState {
+    fn new(framing: Framing) -> Self {
+        BodyState {
+            framing,
+            left: match framing {
+                Framing::Length(n) => n,
+                _ => 0,
+            },
+            chunks: chunked::Decoder::default(),
+            done: matches!(framing, Framing::None),
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Moves the body bytes at the front of `buf` to `out` (the bytes after the
+    /// body stay in `buf`: the next request).
+    fn take(&mut self, buf: &mut Vec<u8>, out: &mut Vec<u8>) -> Result<(), ()> {
+        if self.done || buf.is_empty() {
+            return Ok(());
+        }
+        let n = match self.framing {
+            Framing::Length(_) => {
+                let n = (buf.len() as u64).min(self.left) as usize;
+                self.left -= n as u64;
+                self.done = self.left == 0;
+                n
+            }
+            Framing::Chunked => {
+                let n = self.chunks.feed(buf, |_| {}).map_err(|_| ())?;
+                self.done = self.chunks.is_done();
+                n
+            }
+            Framing::None | Framing::Close => 0,
+        };
+        out.extend_from_slice(&buf[..n]);
+        buf.drain(..n);
+        Ok(())
+    }
+}
+
+/// A response body on its way to the client.
+struct ResponseBody {
+    framing: Framing,
+    left: u64,
+    chunks: chunked::Decoder,
+}
+
+impl ResponseBody {
+    fn new(framing: Framing) -> Self {
+        ResponseBody {
+            framing,
+            left: match framing {
+                Framing::Length(n) => n,
+                _ => 0,
+            },
+            chunks: chunked::Decoder::default(),
+        }
+    }
+
+    /// How many of `bytes` belong to the body, and whether it is complete; the
+    /// exchange sees the decoded data when it wants it.
+    fn feed(&mut self, bytes: &[u8], ex: &mut Exchange) -> Result<(usize, bool), ()> {
+        let wants = ex.wants_response_body();
+        match self.framing {
+            Framing::None => Ok((0, true)),
+            Framing::Length(_) => {
+                let n = (bytes.len() as u64).min(self.left) as usize;
+                self.left -= n as u64;
+                if wants {
+                    ex.response_body(&bytes[..n], self.left == 0);
+                }
+                Ok((n, self.left == 0))
+            }
+            Framing::Chunked => {
+                let n = if wants {
+                    let mut data = Vec::new();
+                    let n = self
+                        .chunks
+                        .feed(bytes, |d| data.extend_from_slice(d))
+                        .map_err(|_| ())?;
+                    ex.response_body(&data, self.chunks.is_done());
+                    n
+                } else {
+                    self.chunks.feed(bytes, |_| {}).map_err(|_| ())?
+                };
+                Ok((n, self.chunks.is_done()))
+            }
+            Framing::Close => {
+                if wants {
+                    ex.response_body(bytes, bytes.is_empty());
+                }
+                Ok((bytes.len(), false))
+            }
+        }
+    }
+}
+
+/// Reads a response head into `buf`; returns its length.
+pub(crate) async fn read_response_head<T>(
+    target: &mut T,
+    buf: &mut Vec<u8>,
+    idle: Duration,
+) -> Result<usize, Failure>
+where
+    T: AsyncRead + Unpin + ?Sized,
+{
+    let mut scanned = 0;
+    loop {
+        if let Some(end) = parse::find_head_end(buf, scanned) {
+            return Ok(end);
+        }
+        if buf.len() > parse::MAX_RESPONSE_HEAD {
+            return Err(Failure::BadResponse);
+        }
+        scanned = buf.len();
+        match tokio::time::timeout(idle, relay::read_into(target, buf)).await {
+            Err(_) => return Err(Failure::TargetTimeout),
+            Ok(Ok(0)) | Ok(Err(_)) => return Err(Failure::TargetClosed),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// The status code of a response head.
+pub(crate) fn response_status(head: &[u8]) -> Option<u16> {
+    let line_end = memchr::memchr(b'\n', head)?;
+    let line = &head[..line_end];
+    let mut parts = line.splitn(3, |b| *b == b' ');
+    let version = parts.next()?;
+    if !version.starts_with(b"HTTP/1.") {
+        return None;
+    }
+    let code = parts.next()?;
+    if code.len() != 3 || !code.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(code).ok()?.parse().ok()
+}
+
+/// A final response head, checked, as it goes to the client.
+pub(crate) struct ResponseHead {
+    pub status: u16,
+    pub framing: Framing,
+    pub client_head: Vec<u8>,
+    /// The target keeps the connection open after the response.
+    pub keep_target: bool,
+    /// The client connection may stay open after the response.
+    pub keep_client: bool,
+}
+
+/// Parses a final response head and writes the client's: the status line in
+/// HTTP/1.1, the target's lines less hop-by-hop ones, tether's cookies, and the
+/// client connection's fate.
+pub(crate) fn response_head(
+    ex: &mut Exchange,
+    head: &[u8],
+    head_request: bool,
+    keep_client: bool,
+    http10_client: bool,
+) -> Result<ResponseHead, ()> {
+    let mut lines = [httparse::EMPTY_HEADER; parse::MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut lines);
+    match resp.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return Err(()),
+    }
+    let (Some(status), Some(version)) = (resp.code, resp.version) else {
+        return Err(());
+    };
+    let headers = Headers(resp.headers);
+    let framing = parse::response_framing(status, head_request, headers).map_err(|_| ())?;
+    let target_close = headers.has_token("connection", "close")
+        || (version == 0 && !headers.has_token("connection", "keep-alive"));
+    let keep_client = keep_client && framing != Framing::Close;
+    let te = headers.get("transfer-encoding").is_some();
+    let upgrade = status == 101;
+
+    let mut out = Vec::with_capacity(head.len() + 256);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    let line_end = memchr::memchr(b'\n', head).ok_or(())?;
+    let status_rest = head[..line_end + 1]
+        .splitn(2, |b| *b == b' ')
+        .nth(1)
+        .ok_or(())?;
+    out.extend_from_slice(status_rest);
+    if !status_rest.ends_with(b"\r\n") {
+        out.pop();
+        out.extend_from_slice(b"\r\n");
+    }
+    for h in headers.iter() {
+        let name = h.name;
+        let upgrade_line = upgrade && name.eq_ignore_ascii_case("upgrade");
+        let skip = (!upgrade_line
+            && (parse::is_hop_by_hop(name) || parse::named_in_connection(headers, name)))
+            || (te && name.eq_ignore_ascii_case("content-length"));
+        if !skip {
+            out.extend_from_slice(parse::raw_line(head, h));
+        }
+    }
+    if !(100..200).contains(&status) || upgrade {
+        for cookie in ex.cookies(headers.get_all("set-cookie")) {
+            parse::push_header(&mut out, b"set-cookie", cookie.as_bytes());
+        }
+    }
+    if upgrade {
+        out.extend_from_slice(b"connection: upgrade\r\n");
+    } else if !keep_client {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if http10_client {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(ResponseHead {
+        status,
+        framing,
+        client_head: out,
+        keep_target: !target_close,
+        keep_client,
+    })
+}
+
+/// One of tether's own responses, as HTTP/1.1 bytes.
+pub(crate) fn lb_response_bytes(resp: &LbResponse, head_only: bool, close: bool) -> Vec<u8> {
+    use std::io::Write;
+    let mut out = Vec::with_capacity(256 + resp.body.len());
+    let _ = write!(
+        out,
+        "HTTP/1.1 {} {}\r\nserver: tether\r\ndate: {}\r\ncontent-type: {}\r\ncontent-length: {}\r\n",
+        resp.status,
+        exchange::reason(resp.status),
+        httpdate::fmt_http_date(std::time::SystemTime::now()),
+        resp.content_type,
+        resp.body.len()
+    );
+    if let Some(location) = &resp.location {
+        let _ = write!(out, "location: {location}\r\n");
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !head_only {
+        out.extend_from_slice(&resp.body);
+    }
+    out
+}
+
+/// Lets the HTTP/2 engine reach targets the same way.
+pub(crate) use relay::read_into;

@@ -1,0 +1,391 @@
+//! Request and response heads: parsed once with `httparse`, checked (RFC 9112 framing,
+//! ALB's size limits, `Host`, the desync classes), and turned into the bytes sent on,
+//! copied line by line from what arrived, less the hop-by-hop lines, plus tether's own.
+
+use crate::config::DesyncMode;
+use crate::headers::{Header, Headers};
+
+/// ALB's limits: request line 16 KiB, one header line 16 KiB, all headers 64 KiB.
+pub const MAX_REQUEST_LINE: usize = 16 * 1024;
+pub const MAX_HEADER_LINE: usize = 16 * 1024;
+pub const MAX_HEADERS_BYTES: usize = 64 * 1024;
+/// The largest request head: the line, the headers and the empty line.
+pub const MAX_REQUEST_HEAD: usize = MAX_REQUEST_LINE + MAX_HEADERS_BYTES + 4;
+/// ALB's limit on a target's response head (else 502).
+pub const MAX_RESPONSE_HEAD: usize = 32 * 1024;
+/// Header lines per head (each fits in the byte limits above).
+pub const MAX_HEADERS: usize = 256;
+
+/// Where a head ends in `buf` (just past its empty line), looking from `from`.
+pub fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
+    let mut i = from.saturating_sub(3);
+    while let Some(off) = memchr::memchr(b'\n', &buf[i..]) {
+        let lf = i + off;
+        match buf.get(lf + 1) {
+            Some(b'\n') => return Some(lf + 2),
+            Some(b'\r') if buf.get(lf + 2) == Some(&b'\n') => return Some(lf + 3),
+            Some(_) => {}
+            None => return None,
+        }
+        i = lf + 1;
+    }
+    None
+}
+
+/// Whether a head that has not ended yet is already past the limits.
+pub fn head_too_long(buf: &[u8], limit: usize) -> bool {
+    if buf.len() > limit {
+        return true;
+    }
+    // The request line alone.
+    let line_end = memchr::memchr(b'\n', buf).unwrap_or(buf.len());
+    line_end > MAX_REQUEST_LINE
+}
+
+/// How a message body is framed (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body.
+    None,
+    Length(u64),
+    Chunked,
+    /// Until the connection closes (responses only).
+    Close,
+}
+
+/// What the engine does with a request the desync classifier flagged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    /// Serve it, then close the client and target connections.
+    PassThenClose,
+    /// 400, and close.
+    Reject,
+}
+
+/// ALB's desync action table (shared ALB-REFERENCE §10).
+pub fn desync_verdict(mode: DesyncMode, tier: http_desync_guardian::RequestSafetyTier) -> Verdict {
+    use http_desync_guardian::RequestSafetyTier as T;
+    match (mode, tier) {
+        (_, T::Compliant) => Verdict::Pass,
+        (DesyncMode::Monitor, _) => Verdict::Pass,
+        (DesyncMode::Defensive, T::Acceptable) => Verdict::Pass,
+        (DesyncMode::Defensive, T::Ambiguous) => Verdict::PassThenClose,
+        (DesyncMode::Defensive, T::Severe) => Verdict::Reject,
+        (DesyncMode::Strictest, _) => Verdict::Reject,
+    }
+}
+
+/// A header's value as a list of comma-separated tokens, trimmed.
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|b| *b == b',')
+        .map(|t| t.trim_ascii())
+        .filter(|t| !t.is_empty())
+}
+
+/// The framing of a request's body from its headers, or why it cannot be framed
+/// (answered 400 in every desync mode: a body whose end is uncertain is never
+/// forwarded). Also whether `Content-Length` lines must be dropped (TE wins).
+pub fn request_framing(
+    headers: Headers<'_>,
+    http10: bool,
+) -> Result<(Framing, bool), &'static str> {
+    let mut te_seen = false;
+    let mut chunked_last = false;
+    for v in headers.get_all("transfer-encoding") {
+        for t in tokens(v) {
+            if chunked_last {
+                // Something after chunked: not the final coding.
+                return Err("transfer-encoding must end with chunked");
+            }
+            te_seen = true;
+            chunked_last = t.eq_ignore_ascii_case(b"chunked");
+        }
+        if v.trim_ascii().is_empty() {
+            return Err("empty transfer-encoding");
+        }
+    }
+    let length = content_length(headers)?;
+    if te_seen {
+        if http10 {
+            return Err("transfer-encoding in an HTTP/1.0 request");
+        }
+        if !chunked_last {
+            return Err("transfer-encoding must end with chunked");
+        }
+        return Ok((Framing::Chunked, length.is_some()));
+    }
+    Ok((
+        match length {
+            Some(0) | None => Framing::None,
+            Some(n) => Framing::Length(n),
+        },
+        false,
+    ))
+}
+
+/// The `Content-Length` of a message: every value (and list member) must be the
+/// same decimal number.
+pub fn content_length(headers: Headers<'_>) -> Result<Option<u64>, &'static str> {
+    let mut length: Option<u64> = None;
+    for v in headers.get_all("content-length") {
+        let mut any = false;
+        for t in v.split(|b| *b == b',').map(|t| t.trim_ascii()) {
+            any = true;
+            if t.is_empty() || t.len() > 19 || !t.iter().all(u8::is_ascii_digit) {
+                return Err("invalid content-length");
+            }
+            let n: u64 = std::str::from_utf8(t)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or("invalid content-length")?;
+            if length.is_some_and(|l| l != n) {
+                return Err("conflicting content-length");
+            }
+            length = Some(n);
+        }
+        if !any {
+            return Err("invalid content-length");
+        }
+    }
+    Ok(length)
+}
+
+/// The framing of a response to a request (RFC 9112 §6.3), or `Err` when its
+/// `Content-Length` is invalid.
+pub fn response_framing(
+    status: u16,
+    head_request: bool,
+    headers: Headers<'_>,
+) -> Result<Framing, &'static str> {
+    if head_request || (100..200).contains(&status) || status == 204 || status == 304 {
+        return Ok(Framing::None);
+    }
+    let mut te_seen = false;
+    let mut chunked_last = false;
+    for v in headers.get_all("transfer-encoding") {
+        for t in tokens(v) {
+            te_seen = true;
+            chunked_last = t.eq_ignore_ascii_case(b"chunked");
+        }
+    }
+    if te_seen {
+        return Ok(if chunked_last {
+            Framing::Chunked
+        } else {
+            Framing::Close
+        });
+    }
+    Ok(match content_length(headers)? {
+        Some(0) => Framing::None,
+        Some(n) => Framing::Length(n),
+        None => Framing::Close,
+    })
+}
+
+/// Whether a header is hop-by-hop (RFC 9110 §7.6.1) and so never forwarded as is.
+/// `Transfer-Encoding` is not among them: tether forwards bodies in their coding.
+pub fn is_hop_by_hop(name: &str) -> bool {
+    const HOP: [&str; 6] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "upgrade",
+        "proxy-authenticate",
+    ];
+    HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
+/// Whether `name` is listed in a `Connection` header (so hop-by-hop too).
+pub fn named_in_connection(headers: Headers<'_>, name: &str) -> bool {
+    headers
+        .get_all("connection")
+        .any(|v| tokens(v).any(|t| t.eq_ignore_ascii_case(name.as_bytes())))
+}
+
+/// The raw bytes of header line `h` in `head` (from its name through its line end),
+/// so that forwarded lines are the client's own bytes.
+pub fn raw_line<'a>(head: &'a [u8], h: &Header<'_>) -> &'a [u8] {
+    let base = head.as_ptr() as usize;
+    let start = (h.name.as_ptr() as usize).saturating_sub(base);
+    let value_end = if h.value.is_empty() {
+        start + h.name.len()
+    } else {
+        (h.value.as_ptr() as usize).saturating_sub(base) + h.value.len()
+    };
+    let from = value_end.min(head.len());
+    let end = memchr::memchr(b'\n', &head[from..]).map_or(head.len(), |i| from + i + 1);
+    &head[start.min(end)..end]
+}
+
+/// Writes a header line.
+pub fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Splits an absolute-form request target (`http://host[:port]/path?query`) into its
+/// authority and origin-form rest (`/` when it has no path).
+pub fn absolute_form(target: &str) -> Option<(&str, &str)> {
+    let rest = target
+        .strip_prefix("http://")
+        .or_else(|| target.strip_prefix("https://"))
+        .or_else(|| {
+            // Scheme names are case-insensitive.
+            let (scheme, rest) = target.split_once("://")?;
+            (scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https"))
+                .then_some(rest)
+        })?;
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    Some((authority, if path.is_empty() { "/" } else { path }))
+}
+
+/// Whether a `Host` value is a plausible authority (no spaces, controls or paths).
+pub fn valid_host(host: &[u8]) -> bool {
+    !host.is_empty()
+        && host
+            .iter()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b'?' | b'#' | b'@' | b'\\'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hdrs<'a>(lines: &'a [(&'a str, &'a str)]) -> Vec<Header<'a>> {
+        lines
+            .iter()
+            .map(|(n, v)| Header {
+                name: n,
+                value: v.as_bytes(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn it_should_frame_requests_as_rfc_9112_says() {
+        type Case<'a> = (&'a [(&'a str, &'a str)], Result<(Framing, bool), ()>);
+        let cases: &[Case<'_>] = &[
+            (&[], Ok((Framing::None, false))),
+            (&[("Content-Length", "5")], Ok((Framing::Length(5), false))),
+            (
+                &[("Content-Length", "5, 5")],
+                Ok((Framing::Length(5), false)),
+            ),
+            (
+                &[("Content-Length", "5"), ("content-length", "5")],
+                Ok((Framing::Length(5), false)),
+            ),
+            (&[("Content-Length", "5"), ("content-length", "6")], Err(())),
+            (&[("Content-Length", "+5")], Err(())),
+            (&[("Content-Length", "")], Err(())),
+            (&[("Content-Length", "99999999999999999999")], Err(())),
+            (
+                &[("Transfer-Encoding", "chunked")],
+                Ok((Framing::Chunked, false)),
+            ),
+            (
+                &[("Transfer-Encoding", "gzip, chunked")],
+                Ok((Framing::Chunked, false)),
+            ),
+            (&[("Transfer-Encoding", "chunked, gzip")], Err(())),
+            (&[("Transfer-Encoding", "gzip")], Err(())),
+            (&[("Transfer-Encoding", "xchunked")], Err(())),
+            (
+                &[
+                    ("Transfer-Encoding", "chunked"),
+                    ("Transfer-Encoding", "chunked"),
+                ],
+                Err(()),
+            ),
+            (
+                &[("Transfer-Encoding", "chunked"), ("Content-Length", "3")],
+                Ok((Framing::Chunked, true)),
+            ),
+        ];
+        for (lines, want) in cases {
+            let h = hdrs(lines);
+            let got = request_framing(Headers(&h), false).map_err(|_| ());
+            assert_eq!(&got, want, "{lines:?}");
+        }
+        let h = hdrs(&[("Transfer-Encoding", "chunked")]);
+        assert!(
+            request_framing(Headers(&h), true).is_err(),
+            "TE in HTTP/1.0"
+        );
+    }
+
+    #[test]
+    fn it_should_frame_responses_as_rfc_9112_says() {
+        let none: Vec<Header<'_>> = Vec::new();
+        let cl = hdrs(&[("Content-Length", "5")]);
+        let te = hdrs(&[("Transfer-Encoding", "chunked"), ("Content-Length", "5")]);
+        let gz = hdrs(&[("Transfer-Encoding", "gzip")]);
+        assert_eq!(
+            response_framing(200, false, Headers(&none)),
+            Ok(Framing::Close)
+        );
+        assert_eq!(
+            response_framing(200, false, Headers(&cl)),
+            Ok(Framing::Length(5))
+        );
+        assert_eq!(response_framing(200, true, Headers(&cl)), Ok(Framing::None));
+        for status in [100, 101, 204, 304] {
+            assert_eq!(
+                response_framing(status, false, Headers(&cl)),
+                Ok(Framing::None)
+            );
+        }
+        assert_eq!(
+            response_framing(200, false, Headers(&te)),
+            Ok(Framing::Chunked)
+        );
+        assert_eq!(
+            response_framing(200, false, Headers(&gz)),
+            Ok(Framing::Close)
+        );
+    }
+
+    #[test]
+    fn it_should_find_head_ends_and_split_absolute_targets() {
+        assert_eq!(
+            find_head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nrest", 0),
+            Some(24)
+        );
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\nA: b\n\nrest", 0), Some(21));
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nA: b\r\n", 0), None);
+        assert_eq!(
+            absolute_form("http://example.com:8080/a?b"),
+            Some(("example.com:8080", "/a?b"))
+        );
+        assert_eq!(
+            absolute_form("HTTP://example.com"),
+            Some(("example.com", "/"))
+        );
+        assert_eq!(
+            absolute_form("http://example.com?q"),
+            Some(("example.com", "?q"))
+        );
+        assert_eq!(absolute_form("/a"), None);
+        assert_eq!(absolute_form("http://u@h/"), None);
+        assert!(valid_host(b"a.example:80") && !valid_host(b"a b") && !valid_host(b""));
+    }
+
+    #[test]
+    fn it_should_copy_raw_header_lines() {
+        let head = b"GET / HTTP/1.1\r\nHost:x\r\nX-A:  b c \r\n\r\n";
+        let mut lines = [httparse::EMPTY_HEADER; 4];
+        let mut req = httparse::Request::new(&mut lines);
+        assert!(req.parse(head).unwrap().is_complete());
+        assert_eq!(raw_line(head, &req.headers[0]), b"Host:x\r\n");
+        assert_eq!(raw_line(head, &req.headers[1]), b"X-A:  b c \r\n");
+    }
+}

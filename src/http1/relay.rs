@@ -1,0 +1,262 @@
+//! Moving bytes without holding buffers while idle: every read borrows this thread's
+//! scratch buffer for the length of one `poll_read`, and only bytes that a write could
+//! not take at once are copied to the heap, until they are written. A silent websocket
+//! or keep-alive connection then holds its sockets and a few words of state.
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use crate::websocket::{FrameTracker, CLOSE_GOING_AWAY};
+
+/// Size of the per-thread scratch buffer (one read's worth).
+pub const SCRATCH: usize = 32 * 1024;
+
+thread_local! {
+    static SCRATCH_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());
+}
+
+/// Polls one read into the thread's scratch buffer and hands the bytes to `f` (an
+/// empty slice at end of stream). Nothing is held when the read is pending.
+pub fn poll_read_scratch<R, T>(
+    cx: &mut Context<'_>,
+    io: &mut R,
+    limit: usize,
+    f: impl FnOnce(&mut Context<'_>, &[u8]) -> T,
+) -> Poll<io::Result<T>>
+where
+    R: AsyncRead + Unpin + ?Sized,
+{
+    SCRATCH_BUF.with(|s| {
+        let mut s = s.borrow_mut();
+        let len = s.len().min(limit.max(1));
+        let mut rb = ReadBuf::new(&mut s[..len]);
+        ready!(Pin::new(&mut *io).poll_read(cx, &mut rb))?;
+        Poll::Ready(Ok(f(cx, rb.filled())))
+    })
+}
+
+/// Reads once, appending what arrived to `buf`; 0 at end of stream.
+pub async fn read_into<R>(io: &mut R, buf: &mut Vec<u8>) -> io::Result<usize>
+where
+    R: AsyncRead + Unpin + ?Sized,
+{
+    poll_fn(|cx| {
+        poll_read_scratch(cx, io, SCRATCH, |_, bytes| {
+            buf.extend_from_slice(bytes);
+            bytes.len()
+        })
+    })
+    .await
+}
+
+/// Writes all of `parts` in as few calls as the stream allows.
+pub async fn write_all_parts<W>(io: &mut W, parts: &[&[u8]]) -> io::Result<()>
+where
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    match parts {
+        [] => Ok(()),
+        [one] => io.write_all(one).await,
+        _ if io.is_write_vectored() => {
+            let mut slices: Vec<io::IoSlice<'_>> =
+                parts.iter().map(|p| io::IoSlice::new(p)).collect();
+            let mut rest: &mut [io::IoSlice<'_>] = &mut slices;
+            while !rest.is_empty() {
+                let n = io.write_vectored(rest).await?;
+                if n == 0 {
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                io::IoSlice::advance_slices(&mut rest, n);
+            }
+            Ok(())
+        }
+        _ => {
+            let joined: Vec<u8> = parts.concat();
+            io.write_all(&joined).await
+        }
+    }
+}
+
+/// One direction of a relay: bytes read but not yet written.
+#[derive(Default)]
+struct Direction {
+    pending: Vec<u8>,
+    at: usize,
+    /// The source ended (or failed); the destination was shut down.
+    done: bool,
+}
+
+impl Direction {
+    /// Moves what it can from `src` to `dst`; `on_bytes` sees every byte read.
+    /// Ready when the source ends; pending with wakers set otherwise.
+    fn poll<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        src: &mut R,
+        dst: &mut W,
+        mut on_bytes: impl FnMut(&[u8]),
+        active: &mut bool,
+    ) -> Poll<io::Result<()>>
+    where
+        R: AsyncRead + Unpin + ?Sized,
+        W: AsyncWrite + Unpin + ?Sized,
+    {
+        loop {
+            // First the bytes a write left over.
+            while self.at < self.pending.len() {
+                let n = ready!(Pin::new(&mut *dst).poll_write(cx, &self.pending[self.at..]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                self.at += n;
+            }
+            if !self.pending.is_empty() {
+                // Drained: give the heap buffer back.
+                self.pending = Vec::new();
+                self.at = 0;
+                ready!(Pin::new(&mut *dst).poll_flush(cx))?;
+            }
+            let pending = &mut self.pending;
+            let read = ready!(poll_read_scratch(cx, src, SCRATCH, |cx, bytes| {
+                if bytes.is_empty() {
+                    return Ok(0);
+                }
+                on_bytes(bytes);
+                // Write straight from the scratch; keep what the write did not take.
+                let mut at = 0;
+                while at < bytes.len() {
+                    match Pin::new(&mut *dst).poll_write(cx, &bytes[at..]) {
+                        Poll::Ready(Ok(0)) => {
+                            return Err(io::Error::from(io::ErrorKind::WriteZero))
+                        }
+                        Poll::Ready(Ok(n)) => at += n,
+                        Poll::Ready(Err(e)) => return Err(e),
+                        Poll::Pending => break,
+                    }
+                }
+                pending.extend_from_slice(&bytes[at..]);
+                Ok(bytes.len())
+            }))??;
+            if read == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            *active = true;
+            if self.pending.is_empty() {
+                ready!(Pin::new(&mut *dst).poll_flush(cx))?;
+            }
+        }
+    }
+}
+
+/// How a tunnel ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TunnelEnd {
+    /// One side closed (or failed) and the other was closed after it.
+    Closed,
+    /// No byte either way for the idle timeout.
+    Idle,
+    /// The target's deregistration delay ended: the client got a Close 1001.
+    Drained,
+}
+
+/// Relays an upgraded connection both ways until both sides end (a side that ends
+/// has its peer's write side shut down, as TCP half-close), no byte moves for `idle`
+/// (counted on both directions together, as ALB does), or `closing` turns true (the
+/// target's drain ended): then the client gets a websocket Close 1001 between two
+/// frames of the target's stream. Time is coarse: one timer per idle period, not one
+/// per read.
+pub async fn tunnel<C, T>(
+    client: &mut C,
+    target: &mut T,
+    idle: Duration,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) -> TunnelEnd
+where
+    C: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    T: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    let mut up = Direction::default();
+    let mut down = Direction::default();
+    let mut frames = FrameTracker::default();
+    let mut last = Instant::now();
+    let mut draining = *closing.borrow();
+    loop {
+        let deadline = tokio::time::Instant::from_std(last + idle);
+        let last_seen = &mut last;
+        let step = poll_fn(|cx| {
+            let mut active = false;
+            let mut step = None;
+            if !up.done && up.poll(cx, client, target, |_| {}, &mut active).is_ready() {
+                up.done = true;
+                step = Some(Step::UpEnded);
+            }
+            if step.is_none()
+                && !down.done
+                && down
+                    .poll(cx, target, client, |b| frames.feed(b), &mut active)
+                    .is_ready()
+            {
+                down.done = true;
+                step = Some(Step::DownEnded);
+            }
+            if active {
+                *last_seen = Instant::now();
+            }
+            if draining && frames.at_boundary() {
+                return Poll::Ready(Step::Drained);
+            }
+            match step {
+                Some(s) => Poll::Ready(s),
+                None => Poll::Pending,
+            }
+        });
+        tokio::select! {
+            s = step => match s {
+                Step::UpEnded => {
+                    let _ = target.shutdown().await;
+                    if down.done {
+                        return TunnelEnd::Closed;
+                    }
+                }
+                Step::DownEnded => {
+                    let _ = client.shutdown().await;
+                    if up.done {
+                        return TunnelEnd::Closed;
+                    }
+                }
+                Step::Drained => {
+                    let _ = client.write_all(&CLOSE_GOING_AWAY).await;
+                    let _ = client.shutdown().await;
+                    return TunnelEnd::Drained;
+                }
+            },
+            changed = closing.changed(), if !draining => {
+                if changed.is_err() || *closing.borrow() {
+                    draining = true;
+                    if frames.is_lost() {
+                        // Not websocket framing: close without a goodbye.
+                        let _ = client.shutdown().await;
+                        return TunnelEnd::Drained;
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                if last + idle <= Instant::now() {
+                    return TunnelEnd::Idle;
+                }
+            }
+        }
+    }
+}
+
+enum Step {
+    UpEnded,
+    DownEnded,
+    Drained,
+}

@@ -1,0 +1,457 @@
+//! HTTP/2 from clients (ALPN `h2` on HTTPS listeners), served by hyper 1's HTTP/2
+//! server (the `h2` crate underneath, the one pingora used too): each stream goes
+//! through the same exchange core as HTTP/1 and reaches its target over HTTP/1.1 with
+//! the HTTP/1 engine's target side (pool, connect, framing). Websockets stay on
+//! HTTP/1.1, as on ALB.
+
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use pingora::protocols::Stream;
+use pingora::server::ShutdownWatch;
+use tokio::io::AsyncWriteExt;
+
+use crate::exchange::{self, Decision, Exchange, Failure, LbResponse, RequestHead, Retry};
+use crate::forwarded::{self, ForwardedFor};
+use crate::headers::{Header, Headers};
+use crate::http1::parse::{self, Framing};
+use crate::http1::upstream::{self, TargetConn};
+use crate::http1::{chunked, read_response_head, response_status, Http1App};
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+/// Serves one HTTP/2 connection until the client ends it or the server shuts down
+/// (then with a GOAWAY and the streams in flight finished).
+pub async fn serve(
+    app: Arc<Http1App>,
+    stream: Stream,
+    client_ip: Option<IpAddr>,
+    mut shutdown: ShutdownWatch,
+) {
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let service = hyper::service::service_fn(move |req| {
+        let app = app.clone();
+        async move { Ok::<_, Infallible>(handle(app, client_ip, req).await) }
+    });
+    let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .serve_connection(io, service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!("HTTP/2 connection ended: {e}");
+            }
+        }
+        _ = shutdown.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+fn lb_response(resp: &LbResponse, head_only: bool) -> Response<Body> {
+    let mut builder = Response::builder()
+        .status(resp.status)
+        .header(http::header::SERVER, "tether")
+        .header(
+            http::header::DATE,
+            httpdate::fmt_http_date(std::time::SystemTime::now()),
+        )
+        .header(http::header::CONTENT_TYPE, resp.content_type.as_str())
+        .header(http::header::CONTENT_LENGTH, resp.body.len());
+    if let Some(location) = &resp.location {
+        builder = builder.header(http::header::LOCATION, location.as_str());
+    }
+    let body = if head_only {
+        Bytes::new()
+    } else {
+        resp.body.clone()
+    };
+    builder
+        .body(Full::new(body).map_err(|never| match never {}).boxed())
+        .unwrap_or_else(|_| error(500))
+}
+
+fn error(status: u16) -> Response<Body> {
+    let mut r = Response::new(
+        Full::new(exchange::error_page(status))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    r
+}
+
+async fn handle(
+    app: Arc<Http1App>,
+    client_ip: Option<IpAddr>,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let head_request = parts.method == http::Method::HEAD;
+    let idempotent = exchange::is_idempotent(parts.method.as_str());
+    let (decision, upstream_head, framing) = {
+        let lines: Vec<Header<'_>> = parts
+            .headers
+            .iter()
+            .map(|(n, v)| Header {
+                name: n.as_str(),
+                value: v.as_bytes(),
+            })
+            .collect();
+        let headers = Headers(&lines);
+        let host = parts
+            .uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| headers.get_str("host"));
+        let routing = app.routing.load_full();
+        let decision = exchange::decide(
+            &routing,
+            &app.listener,
+            &RequestHead {
+                method: parts.method.as_str(),
+                path: parts.uri.path(),
+                query: parts.uri.query(),
+                host,
+                headers,
+                upgrade: false,
+                client_ip,
+            },
+        );
+        let Decision::Forward(_) = decision else {
+            let Decision::Respond(resp) = decision else {
+                return error(500);
+            };
+            return lb_response(&resp, head_request);
+        };
+        let length = match parse::content_length(headers) {
+            Ok(l) => l,
+            Err(_) => return lb_response(&LbResponse::error(400), false),
+        };
+        let framing = match length {
+            Some(0) => Framing::None,
+            Some(n) => Framing::Length(n),
+            None if hyper::body::Body::is_end_stream(&body) => Framing::None,
+            None => Framing::Chunked,
+        };
+        let mut out = Vec::with_capacity(512);
+        out.extend_from_slice(parts.method.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(
+            parts
+                .uri
+                .path_and_query()
+                .map_or("/", |pq| pq.as_str())
+                .as_bytes(),
+        );
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        if let Some(h) = host {
+            parse::push_header(&mut out, b"host", h.as_bytes());
+        }
+        for h in headers.iter() {
+            let name = h.name;
+            let skip = name == "host"
+                || parse::is_hop_by_hop(name)
+                || name == "transfer-encoding"
+                || forwarded::is_rewritten(name);
+            if !skip {
+                parse::push_header(&mut out, name.as_bytes(), h.value);
+            }
+        }
+        if framing == Framing::Chunked {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        }
+        let fwd = ForwardedFor {
+            client: client_ip,
+            proto: app.listener.forwarded_proto,
+            port: &app.listener.forwarded_port,
+        };
+        forwarded::write_headers(
+            &mut out,
+            &fwd,
+            headers.get_all(forwarded::X_FORWARDED_FOR),
+            headers.get(forwarded::X_AMZN_TRACE_ID),
+        );
+        out.extend_from_slice(b"\r\n");
+        (decision, out, framing)
+    };
+    let Decision::Forward(ex) = decision else {
+        return error(500);
+    };
+    match forward(*ex, upstream_head, framing, body, head_request, idempotent).await {
+        Ok(resp) => resp,
+        Err(failure) => error(failure.status().unwrap_or(502)),
+    }
+}
+
+/// Sends the request to its target and returns the response, its body streamed.
+async fn forward(
+    mut ex: Exchange,
+    head: Vec<u8>,
+    framing: Framing,
+    mut body: Incoming,
+    head_request: bool,
+    idempotent: bool,
+) -> Result<Response<Body>, Failure> {
+    let idle = ex.idle_timeout();
+    // A request without a body is sent whole at once, and can be sent again.
+    let replayable = framing == Framing::None;
+    let (target, rbuf, head_len) = loop {
+        let (mut target, reused) = match upstream::take(ex.addr()) {
+            Some(conn) => (conn, true),
+            None => {
+                match upstream::connect(ex.addr(), ex.upstream_tls(), ex.connect_timeout()).await {
+                    Ok(conn) => (conn, false),
+                    Err(e) => {
+                        if ex.connect_failed() == Retry::Elsewhere {
+                            continue;
+                        }
+                        return Err(match e {
+                            upstream::ConnectError::Timeout => Failure::ConnectTimeout,
+                            upstream::ConnectError::Failed(_) => Failure::ConnectError,
+                        });
+                    }
+                }
+            }
+        };
+        if target.write_all(&head).await.is_err() {
+            match ex.closed_before_response(reused, replayable, idempotent) {
+                Retry::No => return Err(Failure::TargetClosed),
+                _ => continue,
+            }
+        }
+        if framing != Framing::None {
+            upload(&mut body, &mut target, framing == Framing::Chunked, idle).await?;
+        }
+        let mut rbuf = Vec::new();
+        let mut result = read_response_head(&mut target, &mut rbuf, idle).await;
+        // Interim responses are not relayed over HTTP/2.
+        while let Ok(end) = result {
+            match response_status(&rbuf[..end]) {
+                Some(s) if (100..200).contains(&s) && s != 101 => {
+                    rbuf.drain(..end);
+                    result = match parse::find_head_end(&rbuf, 0) {
+                        Some(e) => Ok(e),
+                        None => read_response_head(&mut target, &mut rbuf, idle).await,
+                    };
+                }
+                _ => break,
+            }
+        }
+        match result {
+            Ok(end) => break (target, rbuf, end),
+            Err(Failure::TargetClosed) if rbuf.is_empty() => {
+                match ex.closed_before_response(reused, replayable, idempotent) {
+                    Retry::No => return Err(Failure::TargetClosed),
+                    _ => continue,
+                }
+            }
+            Err(f) => return Err(f),
+        }
+    };
+
+    let mut lines = [httparse::EMPTY_HEADER; parse::MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut lines);
+    match parsed.parse(&rbuf[..head_len]) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return Err(Failure::BadResponse),
+    }
+    let (Some(status), Some(version)) = (parsed.code, parsed.version) else {
+        return Err(Failure::BadResponse);
+    };
+    let headers = Headers(parsed.headers);
+    let resp_framing =
+        parse::response_framing(status, head_request, headers).map_err(|_| Failure::BadResponse)?;
+    let keep_target = !(headers.has_token("connection", "close")
+        || (version == 0 && !headers.has_token("connection", "keep-alive")));
+    ex.response_started(status);
+    let mut builder = Response::builder().status(status);
+    for h in headers.iter() {
+        let name = h.name;
+        if parse::is_hop_by_hop(name)
+            || name.eq_ignore_ascii_case("transfer-encoding")
+            || parse::named_in_connection(headers, name)
+        {
+            continue;
+        }
+        builder = builder.header(name, h.value);
+    }
+    for cookie in ex.cookies(headers.get_all("set-cookie")) {
+        builder = builder.header(http::header::SET_COOKIE, cookie);
+    }
+    let rest = rbuf[head_len..].to_vec();
+    let state = BodyStream {
+        target: Some(target),
+        ex,
+        framing: resp_framing,
+        left: match resp_framing {
+            Framing::Length(n) => n,
+            _ => 0,
+        },
+        chunks: chunked::Decoder::default(),
+        pending: Some(rest),
+        keep_target,
+        idle,
+    };
+    let stream = futures_util::stream::unfold(state, |mut s| async move {
+        match s.next().await {
+            Ok(Some(data)) => Some((Ok(Frame::data(data)), s)),
+            Ok(None) => None,
+            Err(e) => Some((Err(e), s.end())),
+        }
+    });
+    builder
+        .body(StreamBody::new(stream).boxed())
+        .map_err(|_| Failure::BadResponse)
+}
+
+/// Sends a request body from HTTP/2 DATA frames, chunked when it has no length.
+async fn upload(
+    body: &mut Incoming,
+    target: &mut TargetConn,
+    chunked: bool,
+    idle: Duration,
+) -> Result<(), Failure> {
+    loop {
+        let frame = match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => return Err(Failure::ClientTimeout),
+            Ok(None) => break,
+            Ok(Some(Err(_))) => return Err(Failure::ClientClosed),
+            Ok(Some(Ok(f))) => f,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        let sent = if chunked {
+            let size = format!("{:x}\r\n", data.len());
+            let mut out = Vec::with_capacity(size.len() + data.len() + 2);
+            out.extend_from_slice(size.as_bytes());
+            out.extend_from_slice(&data);
+            out.extend_from_slice(b"\r\n");
+            target.write_all(&out).await
+        } else {
+            target.write_all(&data).await
+        };
+        sent.map_err(|_| Failure::TargetClosed)?;
+    }
+    if chunked {
+        target
+            .write_all(b"0\r\n\r\n")
+            .await
+            .map_err(|_| Failure::TargetClosed)?;
+    }
+    Ok(())
+}
+
+/// A response body read from the target, decoded from its framing.
+struct BodyStream {
+    target: Option<TargetConn>,
+    ex: Exchange,
+    framing: Framing,
+    left: u64,
+    chunks: chunked::Decoder,
+    /// Bytes read with the head, not yet used.
+    pending: Option<Vec<u8>>,
+    keep_target: bool,
+    idle: Duration,
+}
+
+impl BodyStream {
+    /// The next piece of body; `None` at its end.
+    async fn next(&mut self) -> Result<Option<Bytes>, std::io::Error> {
+        loop {
+            if self.done() {
+                self.finish(true);
+                return Ok(None);
+            }
+            let input = match self.pending.take() {
+                Some(p) if !p.is_empty() => p,
+                _ => {
+                    let Some(target) = self.target.as_mut() else {
+                        return Ok(None);
+                    };
+                    let mut buf = Vec::new();
+                    let n = match tokio::time::timeout(
+                        self.idle,
+                        crate::http1::read_into(target, &mut buf),
+                    )
+                    .await
+                    {
+                        Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
+                        Ok(r) => r?,
+                    };
+                    if n == 0 {
+                        if self.framing == Framing::Close {
+                            self.finish(false);
+                            return Ok(None);
+                        }
+                        return Err(std::io::ErrorKind::UnexpectedEof.into());
+                    }
+                    buf
+                }
+            };
+            let (data, used) = match self.framing {
+                Framing::None => (Vec::new(), 0),
+                Framing::Length(_) => {
+                    let n = (input.len() as u64).min(self.left) as usize;
+                    self.left -= n as u64;
+                    (input[..n].to_vec(), n)
+                }
+                Framing::Chunked => {
+                    let mut data = Vec::new();
+                    let n = self
+                        .chunks
+                        .feed(&input, |d| data.extend_from_slice(d))
+                        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+                    (data, n)
+                }
+                Framing::Close => (input.clone(), input.len()),
+            };
+            if used < input.len() {
+                // Bytes after the body: the connection is not reusable.
+                self.keep_target = false;
+            }
+            if self.ex.wants_response_body() {
+                let end = self.done();
+                self.ex.response_body(&data, end);
+            }
+            if !data.is_empty() {
+                return Ok(Some(Bytes::from(data)));
+            }
+        }
+    }
+
+    fn done(&self) -> bool {
+        match self.framing {
+            Framing::None => true,
+            Framing::Length(_) => self.left == 0,
+            Framing::Chunked => self.chunks.is_done(),
+            Framing::Close => false,
+        }
+    }
+
+    /// The body ended: a clean end returns the target connection to the pool.
+    fn finish(&mut self, clean: bool) {
+        if let Some(target) = self.target.take() {
+            if clean && self.keep_target {
+                upstream::put(self.ex.addr(), target);
+            }
+        }
+    }
+
+    fn end(mut self) -> Self {
+        self.target = None;
+        self.framing = Framing::None;
+        self
+    }
+}
