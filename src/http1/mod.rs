@@ -215,20 +215,26 @@ pub fn prepare(app: &Http1App, head: &[u8], client_ip: Option<IpAddr>) -> Result
         } else {
             b" HTTP/1.1\r\n"
         });
-        if absolute.is_some() {
-            if let Some(h) = host {
-                parse::push_header(&mut upstream_head, b"host", h.as_bytes());
-            }
+        // An absolute-form target's authority replaces the Host value (in the
+        // client's own line when it sent one).
+        if let (Some(_), Some(h), None) = (absolute, host, host_header) {
+            parse::push_header(&mut upstream_head, b"host", h.as_bytes());
         }
+        let named_hop = parse::connection_names_headers(headers);
         for h in headers.iter() {
             let name = h.name;
             let upgrade_line = upgrade && name.eq_ignore_ascii_case("upgrade");
             let skip = (absolute.is_some() && name.eq_ignore_ascii_case("host"))
                 || (drop_length && name.eq_ignore_ascii_case("content-length"))
                 || (!upgrade_line
-                    && (parse::is_hop_by_hop(name) || parse::named_in_connection(headers, name)))
+                    && (parse::is_hop_by_hop(name)
+                        || (named_hop && parse::named_in_connection(headers, name))))
                 || forwarded::is_rewritten(name);
-            if !skip {
+            if absolute.is_some() && name.eq_ignore_ascii_case("host") {
+                if let Some(authority) = host {
+                    parse::push_header(&mut upstream_head, name.as_bytes(), authority.as_bytes());
+                }
+            } else if !skip {
                 upstream_head.extend_from_slice(parse::raw_line(head, h));
             }
         }
@@ -823,6 +829,7 @@ pub(crate) fn response_head(
     let keep_client = keep_client && framing != Framing::Close;
     let te = headers.get("transfer-encoding").is_some();
     let upgrade = status == 101;
+    let named_hop = parse::connection_names_headers(headers);
 
     let mut out = Vec::with_capacity(head.len() + 256);
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -840,7 +847,8 @@ pub(crate) fn response_head(
         let name = h.name;
         let upgrade_line = upgrade && name.eq_ignore_ascii_case("upgrade");
         let skip = (!upgrade_line
-            && (parse::is_hop_by_hop(name) || parse::named_in_connection(headers, name)))
+            && (parse::is_hop_by_hop(name)
+                || (named_hop && parse::named_in_connection(headers, name))))
             || (te && name.eq_ignore_ascii_case("content-length"));
         if !skip {
             out.extend_from_slice(parse::raw_line(head, h));

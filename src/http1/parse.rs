@@ -198,6 +198,18 @@ pub fn is_hop_by_hop(name: &str) -> bool {
     HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
 }
 
+/// Whether a `Connection` header names any header beyond the usual options
+/// (`close`, `keep-alive`, `upgrade`): only then is [`named_in_connection`] needed.
+pub fn connection_names_headers(headers: Headers<'_>) -> bool {
+    headers.get_all("connection").any(|v| {
+        tokens(v).any(|t| {
+            !(t.eq_ignore_ascii_case(b"close")
+                || t.eq_ignore_ascii_case(b"keep-alive")
+                || t.eq_ignore_ascii_case(b"upgrade"))
+        })
+    })
+}
+
 /// Whether `name` is listed in a `Connection` header (so hop-by-hop too).
 pub fn named_in_connection(headers: Headers<'_>, name: &str) -> bool {
     headers
