@@ -252,8 +252,10 @@ pub enum Failure {
     ConnectTimeout,
     /// The target refused the connection, or the TLS handshake failed.
     ConnectError,
-    /// The target reset or closed the connection before a whole response.
+    /// The target closed the connection before a whole response.
     TargetClosed,
+    /// The target reset the connection (an RST) before any byte of a response.
+    TargetReset,
     /// The target was silent for the idle timeout.
     TargetTimeout,
     /// The target's response could not be parsed, or its head was too large.
@@ -271,7 +273,10 @@ impl Failure {
     pub fn status(self) -> Option<u16> {
         match self {
             Failure::ConnectTimeout | Failure::TargetTimeout => Some(504),
-            Failure::ConnectError | Failure::TargetClosed | Failure::BadResponse => Some(502),
+            Failure::ConnectError
+            | Failure::TargetClosed
+            | Failure::TargetReset
+            | Failure::BadResponse => Some(502),
             Failure::BadRequest => Some(400),
             Failure::ClientTimeout => Some(408),
             Failure::ClientClosed => None,
@@ -282,7 +287,10 @@ impl Failure {
     pub fn is_target(self) -> bool {
         matches!(
             self,
-            Failure::ConnectTimeout | Failure::ConnectError | Failure::TargetClosed
+            Failure::ConnectTimeout
+                | Failure::ConnectError
+                | Failure::TargetClosed
+                | Failure::TargetReset
         )
     }
 }
@@ -424,6 +432,26 @@ impl Exchange {
             return self.move_elsewhere(target.addr);
         }
         Retry::No
+    }
+
+    /// The target reset a pooled connection (an RST, not a clean close) before any
+    /// byte of a response, or refused the request's bytes. TCP resets a connection
+    /// closed with unread data: the target's application never read the request, so
+    /// a whole request at hand goes again on a new connection to the same target,
+    /// whatever its method (a target that closed an idle connection as the request
+    /// arrived, as Node.js does at its keep-alive timeout). Otherwise as
+    /// [`Exchange::closed_before_response`].
+    pub fn reset_before_response(
+        &mut self,
+        reused: bool,
+        replayable: bool,
+        idempotent: bool,
+    ) -> Retry {
+        if reused && replayable && !self.retried_same {
+            self.retried_same = true;
+            return Retry::SameTarget;
+        }
+        self.closed_before_response(reused, replayable, idempotent)
     }
 
     fn move_elsewhere(&mut self, failed: SocketAddr) -> Retry {
@@ -579,3 +607,7 @@ pub fn is_idempotent(method: &str) -> bool {
         "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS" | "TRACE"
     )
 }
+
+#[cfg(test)]
+#[path = "exchange_tests.rs"]
+mod tests;

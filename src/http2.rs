@@ -222,7 +222,7 @@ async fn forward(
             }
         };
         if target.write_all(&head).await.is_err() {
-            match ex.closed_before_response(reused, replayable, idempotent) {
+            match ex.reset_before_response(reused, replayable, idempotent) {
                 Retry::No => return Err(Failure::TargetClosed),
                 _ => continue,
             }
@@ -247,9 +247,14 @@ async fn forward(
         }
         match result {
             Ok(end) => break (target, rbuf, end),
-            Err(Failure::TargetClosed) if rbuf.is_empty() => {
-                match ex.closed_before_response(reused, replayable, idempotent) {
-                    Retry::No => return Err(Failure::TargetClosed),
+            Err(f @ (Failure::TargetClosed | Failure::TargetReset)) if rbuf.is_empty() => {
+                let retry = if f == Failure::TargetReset {
+                    ex.reset_before_response(reused, replayable, idempotent)
+                } else {
+                    ex.closed_before_response(reused, replayable, idempotent)
+                };
+                match retry {
+                    Retry::No => return Err(f),
                     _ => continue,
                 }
             }

@@ -327,6 +327,7 @@ impl Conn<'_> {
         let idle = self.app.routing.load().idle_timeout;
         let mut started = (!self.buf.is_empty()).then(Instant::now);
         let mut scanned = 0;
+        let mut watch_shutdown = true;
         loop {
             if !self.buf.is_empty() {
                 if let Some(end) = parse::find_head_end(&self.buf, scanned) {
@@ -353,7 +354,17 @@ impl Conn<'_> {
                     // connection just closes.
                     return Err(if started.is_some() { Refused::Status(408) } else { Refused::Close });
                 }
-                _ = self.shutdown.changed(), if started.is_none() => return Err(Refused::Close),
+                changed = self.shutdown.changed(), if started.is_none() && watch_shutdown => {
+                    match changed {
+                        // Shutting down: an idle keep-alive connection just closes.
+                        Ok(()) if *self.shutdown.borrow() => return Err(Refused::Close),
+                        Ok(()) => continue,
+                        Err(_) => {
+                            watch_shutdown = false;
+                            continue;
+                        }
+                    }
+                }
             };
             match read {
                 Ok(0) | Err(_) => return Err(Refused::Close),
@@ -422,9 +433,9 @@ impl Conn<'_> {
                     }
                 },
             };
-            let sent = target.write_all(&out).await;
-            if sent.is_err() {
-                match ex.closed_before_response(reused, replayable, p.idempotent) {
+            if target.write_all(&out).await.is_err() {
+                // The target refused the bytes: it has closed the connection.
+                match ex.reset_before_response(reused, replayable, p.idempotent) {
                     Retry::No => return self.fail(Failure::TargetClosed, false).await,
                     _ => continue,
                 }
@@ -441,9 +452,14 @@ impl Conn<'_> {
             let mut rbuf = Vec::new();
             match read_response_head(&mut target, &mut rbuf, idle).await {
                 Ok(head) => break (target, (head, rbuf)),
-                Err(Failure::TargetClosed) if rbuf.is_empty() => {
-                    match ex.closed_before_response(reused, replayable, p.idempotent) {
-                        Retry::No => return self.fail(Failure::TargetClosed, false).await,
+                Err(f @ (Failure::TargetClosed | Failure::TargetReset)) if rbuf.is_empty() => {
+                    let retry = if f == Failure::TargetReset {
+                        ex.reset_before_response(reused, replayable, p.idempotent)
+                    } else {
+                        ex.closed_before_response(reused, replayable, p.idempotent)
+                    };
+                    match retry {
+                        Retry::No => return self.fail(f, false).await,
                         _ => continue,
                     }
                 }
@@ -770,6 +786,9 @@ where
         scanned = buf.len();
         match tokio::time::timeout(idle, relay::read_into(target, buf)).await {
             Err(_) => return Err(Failure::TargetTimeout),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Err(Failure::TargetReset)
+            }
             Ok(Ok(0)) | Ok(Err(_)) => return Err(Failure::TargetClosed),
             Ok(Ok(_)) => {}
         }
@@ -904,3 +923,53 @@ pub(crate) fn lb_response_bytes(resp: &LbResponse, head_only: bool, close: bool)
 
 /// Lets the HTTP/2 engine reach targets the same way.
 pub(crate) use relay::read_into;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn it_should_keep_the_connection_state_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let stream: Stream = Box::new(pingora::protocols::l4::stream::Stream::from(client));
+        let config = crate::config::Config::parse(
+            "[[listener]]\nport = 1\ndefault_action = { forward = \"g\" }\n[target_group.g]\ntargets = [\"127.0.0.1:2\"]\n",
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        let app = Arc::new(Http1App {
+            listener: ListenerInfo::new(0, 1, crate::config::Protocol::Http),
+            routing: Arc::new(arc_swap::ArcSwap::from_pointee(
+                crate::routing::Routing::build(&config, None, &Default::default()),
+            )),
+            client_header_timeout: Duration::from_secs(60),
+            desync: DesyncMode::default(),
+            tls13_only: false,
+        });
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let mut conn = Conn {
+            app: &app,
+            io: stream,
+            buf: Vec::new(),
+            client_ip: None,
+            shutdown: rx,
+        };
+        // Every client connection's task holds this state for its whole life, idle
+        // keep-alive connections and websockets included (debug builds are larger
+        // than release ones, so the bound holds for both).
+        let run = conn.run();
+        eprintln!("connection future: {} bytes", std::mem::size_of_val(&run));
+        assert!(std::mem::size_of_val(&run) <= 2048);
+        let (mut a, mut b) = (tokio::io::empty(), tokio::io::empty());
+        let tunnel = relay::tunnel(
+            &mut a,
+            &mut b,
+            Duration::from_secs(1),
+            tokio::sync::watch::channel(false).1,
+        );
+        eprintln!("tunnel future: {} bytes", std::mem::size_of_val(&tunnel));
+        assert!(std::mem::size_of_val(&tunnel) <= 1024);
+    }
+}

@@ -142,7 +142,9 @@ pub async fn connect(
         let stream = connector.connect(name, tcp).await?;
         Ok(TargetConn::Tls(Box::new(stream)))
     };
-    match tokio::time::timeout(timeout, attempt).await {
+    // Boxed: a TLS handshake's state is large, and would otherwise size every client
+    // connection's task, idle ones included.
+    match tokio::time::timeout(timeout, Box::pin(attempt)).await {
         Ok(Ok(conn)) => Ok(conn),
         Ok(Err(e)) => Err(ConnectError::Failed(e)),
         Err(_) => Err(ConnectError::Timeout),
