@@ -918,6 +918,24 @@ fn it_should_not_replay_a_non_idempotent_request_on_a_closed_pooled_connection()
 }
 
 #[test]
+fn it_should_replay_any_method_once_when_a_pooled_connection_is_reset_with_the_request_unread() {
+    let r = routing();
+    let mut ex = forwarded(decide_get(&r, "/", None, &[]));
+    let first = ex.target().clone();
+    assert_eq!(
+        ex.reset_before_response(true, true, false),
+        Retry::SameTarget
+    );
+    assert_eq!(ex.addr(), first.addr);
+    assert!(!first.is_suspect(crate::target_group::now_ms()));
+    // Once: a second reset of a POST gives up.
+    assert_eq!(ex.reset_before_response(true, true, false), Retry::No);
+    // A body already streamed from the client cannot go again.
+    let mut ex = forwarded(decide_get(&r, "/", None, &[]));
+    assert_eq!(ex.reset_before_response(true, false, false), Retry::No);
+}
+
+#[test]
 fn it_should_not_retry_a_request_that_cannot_be_replayed() {
     let r = routing();
     let mut ex = forwarded(decide_get(&r, "/", None, &[]));
