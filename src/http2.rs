@@ -203,6 +203,7 @@ async fn forward(
     let idle = ex.idle_timeout();
     // A request without a body is sent whole at once, and can be sent again.
     let replayable = framing == Framing::None;
+    let mut timer = crate::http1::relay::Timer::default();
     let (target, rbuf, head_len) = loop {
         let (mut target, reused) = match upstream::take(ex.addr()) {
             Some(conn) => (conn, true),
@@ -231,7 +232,7 @@ async fn forward(
             upload(&mut body, &mut target, framing == Framing::Chunked, idle).await?;
         }
         let mut rbuf = Vec::new();
-        let mut result = read_response_head(&mut target, &mut rbuf, idle).await;
+        let mut result = read_response_head(&mut target, &mut rbuf, &mut timer, idle).await;
         // Interim responses are not relayed over HTTP/2.
         while let Ok(end) = result {
             match response_status(&rbuf[..end]) {
@@ -239,7 +240,7 @@ async fn forward(
                     rbuf.drain(..end);
                     result = match parse::find_head_end(&rbuf, 0) {
                         Some(e) => Ok(e),
-                        None => read_response_head(&mut target, &mut rbuf, idle).await,
+                        None => read_response_head(&mut target, &mut rbuf, &mut timer, idle).await,
                     };
                 }
                 _ => break,

@@ -66,6 +66,7 @@ impl ServerApp for Http1App {
             buf: Vec::new(),
             client_ip,
             shutdown: shutdown.clone(),
+            timer: relay::Timer::default(),
         };
         conn.run().await;
         None
@@ -276,6 +277,8 @@ struct Conn<'a> {
     buf: Vec<u8>,
     client_ip: Option<IpAddr>,
     shutdown: ShutdownWatch,
+    /// The connection's one timer (header, idle and response waits).
+    timer: relay::Timer,
 }
 
 impl Conn<'_> {
@@ -327,7 +330,6 @@ impl Conn<'_> {
         let idle = self.app.routing.load().idle_timeout;
         let mut started = (!self.buf.is_empty()).then(Instant::now);
         let mut scanned = 0;
-        let mut watch_shutdown = true;
         loop {
             if !self.buf.is_empty() {
                 if let Some(end) = parse::find_head_end(&self.buf, scanned) {
@@ -347,24 +349,18 @@ impl Conn<'_> {
                 Some(t) => t + self.app.client_header_timeout,
                 None => Instant::now() + idle,
             };
-            let read = tokio::select! {
-                r = relay::read_into(&mut self.io, &mut self.buf) => r,
-                _ = tokio::time::sleep_until(deadline.into()) => {
-                    // A head begun and not finished in time: ALB's 408; an idle
-                    // connection just closes.
-                    return Err(if started.is_some() { Refused::Status(408) } else { Refused::Close });
-                }
-                changed = self.shutdown.changed(), if started.is_none() && watch_shutdown => {
-                    match changed {
-                        // Shutting down: an idle keep-alive connection just closes.
-                        Ok(()) if *self.shutdown.borrow() => return Err(Refused::Close),
-                        Ok(()) => continue,
-                        Err(_) => {
-                            watch_shutdown = false;
-                            continue;
-                        }
-                    }
-                }
+            // Between requests pingora's graceful shutdown ends the connection (after
+            // its timeout); a request that arrives first is served.
+            let read = match self
+                .timer
+                .run(deadline, relay::read_into(&mut self.io, &mut self.buf))
+                .await
+            {
+                Some(r) => r,
+                // A head begun and not finished in time: ALB's 408; an idle
+                // connection just closes.
+                None if started.is_some() => return Err(Refused::Status(408)),
+                None => return Err(Refused::Close),
             };
             match read {
                 Ok(0) | Err(_) => return Err(Refused::Close),
@@ -450,7 +446,7 @@ impl Conn<'_> {
                 }
             }
             let mut rbuf = Vec::new();
-            match read_response_head(&mut target, &mut rbuf, idle).await {
+            match read_response_head(&mut target, &mut rbuf, &mut self.timer, idle).await {
                 Ok(head) => break (target, (head, rbuf)),
                 Err(f @ (Failure::TargetClosed | Failure::TargetReset)) if rbuf.is_empty() => {
                     let retry = if f == Failure::TargetReset {
@@ -493,10 +489,12 @@ impl Conn<'_> {
             }
             match parse::find_head_end(&rbuf, 0) {
                 Some(end) => head_len = end,
-                None => match read_response_head(&mut target, &mut rbuf, idle).await {
-                    Ok(end) => head_len = end,
-                    Err(f) => return self.fail(f, true).await,
-                },
+                None => {
+                    match read_response_head(&mut target, &mut rbuf, &mut self.timer, idle).await {
+                        Ok(end) => head_len = end,
+                        Err(f) => return self.fail(f, true).await,
+                    }
+                }
             }
         }
         if !body.is_done() {
@@ -530,7 +528,14 @@ impl Conn<'_> {
                     return false;
                 }
             }
-            let end = relay::tunnel(&mut self.io, &mut target, idle, ex.closing()).await;
+            let end = relay::tunnel(
+                &mut self.io,
+                &mut target,
+                idle,
+                &mut self.timer,
+                ex.closing(),
+            )
+            .await;
             tracing::debug!("websocket to {} ended: {end:?}", ex.addr());
             return false;
         }
@@ -612,11 +617,14 @@ impl Conn<'_> {
         let mut chunk = Vec::new();
         loop {
             chunk.clear();
-            let read = tokio::time::timeout(idle, relay::read_into(target, &mut chunk)).await;
+            let read = self
+                .timer
+                .run(Instant::now() + idle, relay::read_into(target, &mut chunk))
+                .await;
             let n = match read {
-                Err(_) => return Err(Failure::TargetTimeout),
-                Ok(Err(_)) => return Err(Failure::TargetClosed),
-                Ok(Ok(n)) => n,
+                None => return Err(Failure::TargetTimeout),
+                Some(Err(_)) => return Err(Failure::TargetClosed),
+                Some(Ok(n)) => n,
             };
             if n == 0 {
                 return if framing.framing == Framing::Close {
@@ -766,10 +774,12 @@ impl ResponseBody {
     }
 }
 
-/// Reads a response head into `buf`; returns its length.
+/// Reads a response head into `buf`; returns its length. The target may be silent
+/// for `idle` between reads.
 pub(crate) async fn read_response_head<T>(
     target: &mut T,
     buf: &mut Vec<u8>,
+    timer: &mut relay::Timer,
     idle: Duration,
 ) -> Result<usize, Failure>
 where
@@ -784,13 +794,16 @@ where
             return Err(Failure::BadResponse);
         }
         scanned = buf.len();
-        match tokio::time::timeout(idle, relay::read_into(target, buf)).await {
-            Err(_) => return Err(Failure::TargetTimeout),
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+        match timer
+            .run(Instant::now() + idle, relay::read_into(target, buf))
+            .await
+        {
+            None => return Err(Failure::TargetTimeout),
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
                 return Err(Failure::TargetReset)
             }
-            Ok(Ok(0)) | Ok(Err(_)) => return Err(Failure::TargetClosed),
-            Ok(Ok(_)) => {}
+            Some(Ok(0)) | Some(Err(_)) => return Err(Failure::TargetClosed),
+            Some(Ok(_)) => {}
         }
     }
 }
@@ -955,6 +968,7 @@ mod tests {
             buf: Vec::new(),
             client_ip: None,
             shutdown: rx,
+            timer: relay::Timer::default(),
         };
         // Every client connection's task holds this state for its whole life, idle
         // keep-alive connections and websockets included (debug builds are larger
@@ -963,10 +977,12 @@ mod tests {
         eprintln!("connection future: {} bytes", std::mem::size_of_val(&run));
         assert!(std::mem::size_of_val(&run) <= 2048);
         let (mut a, mut b) = (tokio::io::empty(), tokio::io::empty());
+        let mut timer = relay::Timer::default();
         let tunnel = relay::tunnel(
             &mut a,
             &mut b,
             Duration::from_secs(1),
+            &mut timer,
             tokio::sync::watch::channel(false).1,
         );
         eprintln!("tunnel future: {} bytes", std::mem::size_of_val(&tunnel));

@@ -4,7 +4,7 @@
 //! or keep-alive connection then holds its sockets and a few words of state.
 
 use std::cell::RefCell;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -169,12 +169,13 @@ pub enum TunnelEnd {
 /// has its peer's write side shut down, as TCP half-close), no byte moves for `idle`
 /// (counted on both directions together, as ALB does), or `closing` turns true (the
 /// target's drain ended): then the client gets a websocket Close 1001 between two
-/// frames of the target's stream. Time is coarse: one timer per idle period, not one
-/// per read.
+/// frames of the target's stream. Time is coarse: the connection's [`Timer`] wakes
+/// once per idle period, not once per read.
 pub async fn tunnel<C, T>(
     client: &mut C,
     target: &mut T,
     idle: Duration,
+    timer: &mut Timer,
     mut closing: tokio::sync::watch::Receiver<bool>,
 ) -> TunnelEnd
 where
@@ -187,8 +188,6 @@ where
     let mut last = Instant::now();
     let mut draining = *closing.borrow();
     loop {
-        let deadline = tokio::time::Instant::from_std(last + idle);
-        let last_seen = &mut last;
         let step = poll_fn(|cx| {
             let mut active = false;
             let mut step = None;
@@ -206,17 +205,18 @@ where
                 step = Some(Step::DownEnded);
             }
             if active {
-                *last_seen = Instant::now();
+                last = Instant::now();
             }
             if draining && frames.at_boundary() {
                 return Poll::Ready(Step::Drained);
             }
-            match step {
-                Some(s) => Poll::Ready(s),
-                None => Poll::Pending,
+            if let Some(s) = step {
+                return Poll::Ready(s);
             }
+            timer.poll_expired(cx, last + idle).map(|()| Step::Idle)
         });
         tokio::select! {
+            biased;
             s = step => match s {
                 Step::UpEnded => {
                     let _ = target.shutdown().await;
@@ -235,6 +235,7 @@ where
                     let _ = client.shutdown().await;
                     return TunnelEnd::Drained;
                 }
+                Step::Idle => return TunnelEnd::Idle,
             },
             changed = closing.changed(), if !draining => {
                 if changed.is_err() || *closing.borrow() {
@@ -246,11 +247,6 @@ where
                     }
                 }
             }
-            _ = tokio::time::sleep_until(deadline) => {
-                if last + idle <= Instant::now() {
-                    return TunnelEnd::Idle;
-                }
-            }
         }
     }
 }
@@ -259,4 +255,60 @@ enum Step {
     UpEnded,
     DownEnded,
     Drained,
+    Idle,
+}
+
+/// A connection's one timer, armed at most once per timeout period: each wait gives
+/// its deadline (now + the timeout, from a clock read), and the timer, when it wakes
+/// at the deadline it was armed with, re-arms itself if the wait's deadline has moved
+/// on meanwhile. A request then costs a clock read, not a timer registration.
+pub struct Timer {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    armed: tokio::time::Instant,
+}
+
+impl Default for Timer {
+    fn default() -> Self {
+        // Far away until the first wait brings it in.
+        let armed = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+        Timer {
+            sleep: Box::pin(tokio::time::sleep_until(armed)),
+            armed,
+        }
+    }
+}
+
+impl Timer {
+    /// Ready once `deadline` has passed.
+    pub fn poll_expired(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
+        let deadline = tokio::time::Instant::from_std(deadline);
+        if deadline < self.armed {
+            self.armed = deadline;
+            self.sleep.as_mut().reset(deadline);
+        }
+        loop {
+            ready!(self.sleep.as_mut().poll(cx));
+            if tokio::time::Instant::now() >= deadline {
+                return Poll::Ready(());
+            }
+            self.armed = deadline;
+            self.sleep.as_mut().reset(deadline);
+        }
+    }
+
+    /// Runs `fut` until `deadline`; `None` when the deadline came first.
+    pub async fn run<F: std::future::Future>(
+        &mut self,
+        deadline: Instant,
+        fut: F,
+    ) -> Option<F::Output> {
+        let mut fut = std::pin::pin!(fut);
+        poll_fn(|cx| {
+            if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Some(v));
+            }
+            self.poll_expired(cx, deadline).map(|()| None)
+        })
+        .await
+    }
 }
