@@ -483,6 +483,23 @@ impl Exchange {
     /// the response's own `Set-Cookie` values (an app cookie starts a session).
     pub fn cookies<'a>(&self, response_set_cookies: impl Iterator<Item = &'a [u8]>) -> Vec<String> {
         let mut out = Vec::new();
+        self.write_cookies(response_set_cookies, &mut out, b"", b"\n");
+        String::from_utf8(out)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Writes the `Set-Cookie` values of [`Exchange::cookies`] into `out`, each
+    /// between `before` and `after` (a header line's name and its CRLF).
+    pub fn write_cookies<'a>(
+        &self,
+        response_set_cookies: impl Iterator<Item = &'a [u8]>,
+        out: &mut Vec<u8>,
+        before: &[u8],
+        after: &[u8],
+    ) {
         let group = &self.group;
         let keys = &self.routing.keys;
         let now = SystemTime::now();
@@ -492,6 +509,27 @@ impl Exchange {
             group: group.name.clone(),
             target: Some(target),
             issued,
+        };
+        let line = |out: &mut Vec<u8>,
+                    names: (&str, Option<&str>),
+                    value: &str,
+                    expires: &str,
+                    flags: CookieFlags| {
+            let (name, cors_name) = names;
+            out.extend_from_slice(before);
+            sticky::write_set_cookie(out, name, value, expires, flags);
+            out.extend_from_slice(after);
+            // For browsers' credentialed cross-origin requests, the CORS twin with the
+            // same value (`SameSite=None; Secure`).
+            if let Some(cors_name) = cors_name {
+                let cors = CookieFlags {
+                    cross_site: true,
+                    ..flags
+                };
+                out.extend_from_slice(before);
+                sticky::write_set_cookie(out, cors_name, value, expires, cors);
+                out.extend_from_slice(after);
+            }
         };
         if let Some(st) = &group.stickiness {
             let expires = sticky::expires(now);
@@ -505,11 +543,11 @@ impl Exchange {
                     let names = (sticky::AWSALB, Some(sticky::AWSALBCORS));
                     match &self.resend_cookie {
                         Some((value, second)) if *second == issued => {
-                            pin_cookies(&mut out, names, value, &expires, flags)
+                            line(out, names, value, &expires, flags)
                         }
                         _ => {
                             let value = keys.seal(Purpose::LbCookie, &pin());
-                            pin_cookies(&mut out, names, &value, &expires, flags);
+                            line(out, names, &value, &expires, flags);
                         }
                     }
                 }
@@ -519,7 +557,7 @@ impl Exchange {
                         self.has_app_cookie || sets.any(|v| sticky::sets_cookie(v, cookie_name));
                     if app_session {
                         let value = keys.seal(Purpose::AppCookie, &pin());
-                        pin_cookies(&mut out, (sticky::AWSALBAPP, None), &value, &expires, flags);
+                        line(out, (sticky::AWSALBAPP, None), &value, &expires, flags);
                     }
                 }
             }
@@ -533,9 +571,8 @@ impl Exchange {
             let value = keys.seal(Purpose::TargetGroup, &pin);
             let names = (sticky::AWSALBTG, Some(sticky::AWSALBTGCORS));
             let expires = sticky::expires(now);
-            pin_cookies(&mut out, names, &value, &expires, CookieFlags::default());
+            line(out, names, &value, &expires, CookieFlags::default());
         }
-        out
     }
 
     /// Whether the response body should be shown to [`Exchange::response_body`]
@@ -578,25 +615,6 @@ impl Drop for Exchange {
                 sio.sessions.remove(&sid);
             }
         }
-    }
-}
-
-/// A sealed pin cookie and, for browsers' credentialed cross-origin requests, its
-/// CORS twin with the same value (`SameSite=None; Secure`).
-fn pin_cookies(
-    out: &mut Vec<String>,
-    (name, cors_name): (&str, Option<&str>),
-    value: &str,
-    expires: &str,
-    flags: CookieFlags,
-) {
-    out.push(sticky::set_cookie(name, value, expires, flags));
-    if let Some(cors_name) = cors_name {
-        let cors = CookieFlags {
-            cross_site: true,
-            ..flags
-        };
-        out.push(sticky::set_cookie(cors_name, value, expires, cors));
     }
 }
 

@@ -204,8 +204,15 @@ async fn forward(
     // A request without a body is sent whole at once, and can be sent again.
     let replayable = framing == Framing::None;
     let mut timer = crate::http1::relay::Timer::default();
+    let mut fresh_only = false;
     let (target, rbuf, head_len) = loop {
-        let (mut target, reused) = match upstream::take(ex.addr()) {
+        // A replay after a pooled connection failed goes on a new connection.
+        let pooled = if fresh_only {
+            None
+        } else {
+            upstream::take(ex.addr())
+        };
+        let (mut target, reused) = match pooled {
             Some(conn) => (conn, true),
             None => {
                 match upstream::connect(ex.addr(), ex.upstream_tls(), ex.connect_timeout()).await {
@@ -225,7 +232,10 @@ async fn forward(
         if target.write_all(&head).await.is_err() {
             match ex.reset_before_response(reused, replayable, idempotent) {
                 Retry::No => return Err(Failure::TargetClosed),
-                _ => continue,
+                retry => {
+                    fresh_only = retry == Retry::SameTarget;
+                    continue;
+                }
             }
         }
         if framing != Framing::None {
@@ -256,16 +266,24 @@ async fn forward(
                 };
                 match retry {
                     Retry::No => return Err(f),
-                    _ => continue,
+                    retry => {
+                        fresh_only = retry == Retry::SameTarget;
+                        continue;
+                    }
                 }
             }
             Err(f) => return Err(f),
         }
     };
 
-    let mut lines = [httparse::EMPTY_HEADER; parse::MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut lines);
-    match parsed.parse(&rbuf[..head_len]) {
+    let mut lines =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; parse::MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut parsed,
+        &rbuf[..head_len],
+        &mut lines,
+    ) {
         Ok(httparse::Status::Complete(_)) => {}
         _ => return Err(Failure::BadResponse),
     }

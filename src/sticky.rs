@@ -7,7 +7,6 @@
 //! purpose as associated data, so a value cannot be read, forged, or moved from one
 //! cookie to another. The first key seals; every key opens (rotation).
 
-use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -343,17 +342,35 @@ pub fn expires(now: SystemTime) -> std::rc::Rc<str> {
 
 /// A `Set-Cookie` value as ALB writes it: `Expires` (from [`expires`]), `Path=/`.
 pub fn set_cookie(name: &str, value: &str, expires: &str, flags: CookieFlags) -> String {
-    let mut s = String::with_capacity(name.len() + value.len() + 80);
-    let _ = write!(s, "{name}={value}; Expires={expires}; Path=/");
+    let mut out = Vec::with_capacity(name.len() + value.len() + 80);
+    write_set_cookie(&mut out, name, value, expires, flags);
+    // Written from `&str`s and ASCII: valid UTF-8.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Appends a `Set-Cookie` value (as [`set_cookie`]) to `out`, with no formatting
+/// machinery: it is written on every sticky response.
+pub fn write_set_cookie(
+    out: &mut Vec<u8>,
+    name: &str,
+    value: &str,
+    expires: &str,
+    flags: CookieFlags,
+) {
+    out.extend_from_slice(name.as_bytes());
+    out.push(b'=');
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"; Expires=");
+    out.extend_from_slice(expires.as_bytes());
+    out.extend_from_slice(b"; Path=/");
     if flags.cross_site {
-        s.push_str("; SameSite=None; Secure");
+        out.extend_from_slice(b"; SameSite=None; Secure");
     } else if flags.secure {
-        s.push_str("; Secure");
+        out.extend_from_slice(b"; Secure");
     }
     if flags.http_only {
-        s.push_str("; HttpOnly");
+        out.extend_from_slice(b"; HttpOnly");
     }
-    s
 }
 
 /// Seconds since the Unix epoch.

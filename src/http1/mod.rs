@@ -68,9 +68,40 @@ impl ServerApp for Http1App {
             shutdown: shutdown.clone(),
             timer: relay::Timer::default(),
         };
-        conn.run().await;
+        if let Some(tunnel) = conn.run().await {
+            // A websocket: its own small task from here on, so that the connection's
+            // larger state (sized for parsing and forwarding) is freed.
+            let Conn { io, timer, .. } = conn;
+            tokio::spawn(tunnel.run(io, timer));
+        }
         None
     }
+}
+
+/// An upgraded connection, handed from the HTTP exchange to its relay.
+struct Tunnel {
+    target: TargetConn,
+    /// Kept for its life: it counts the websocket on its target, and forgets its
+    /// Socket.IO sid when it ends.
+    ex: Box<Exchange>,
+}
+
+impl Tunnel {
+    async fn run(mut self, mut io: Stream, mut timer: relay::Timer) {
+        let idle = self.ex.idle_timeout();
+        let closing = self.ex.closing();
+        let end = relay::tunnel(&mut io, &mut self.target, idle, &mut timer, closing).await;
+        tracing::debug!("websocket to {} ended: {end:?}", self.ex.addr());
+    }
+}
+
+/// What follows an exchange on a client connection.
+enum Next {
+    /// Read the next request.
+    Request,
+    Close,
+    /// Relay the websocket.
+    Tunnel(Box<Tunnel>),
 }
 
 fn negotiated_tls13(stream: &Stream) -> bool {
@@ -110,9 +141,10 @@ enum Refused {
 pub fn prepare(app: &Http1App, head: &[u8], client_ip: Option<IpAddr>) -> Result<Prepared, u16> {
     let len = head.len();
 
-    let mut lines = [httparse::EMPTY_HEADER; parse::MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut lines);
-    match req.parse(head) {
+    let mut lines =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; parse::MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(head, &mut lines) {
         Ok(httparse::Status::Complete(_)) => {}
         _ => return Err(400),
     }
@@ -282,21 +314,22 @@ struct Conn<'a> {
 }
 
 impl Conn<'_> {
-    async fn run(&mut self) {
+    /// Serves requests until the connection ends, or becomes a websocket (returned).
+    async fn run(&mut self) -> Option<Box<Tunnel>> {
         loop {
             let head_len = match self.read_head().await {
                 Ok(n) => n,
-                Err(Refused::Close) => return,
+                Err(Refused::Close) => return None,
                 Err(Refused::Status(status)) => {
                     let _ = self.respond(&LbResponse::error(status), false, false).await;
-                    return;
+                    return None;
                 }
             };
             let prepared = match self.prepare(head_len) {
                 Ok(p) => p,
                 Err(status) => {
                     let _ = self.respond(&LbResponse::error(status), false, false).await;
-                    return;
+                    return None;
                 }
             };
             self.buf.drain(..head_len);
@@ -312,10 +345,14 @@ impl Conn<'_> {
                         .await;
                     keep && sent.is_ok()
                 }
-                Decision::Forward(_) => self.forward(prepared).await,
+                Decision::Forward(_) => match self.forward(prepared).await {
+                    Next::Request => true,
+                    Next::Close => false,
+                    Next::Tunnel(t) => return Some(t),
+                },
             };
             if !keep || *self.shutdown.borrow() {
-                return;
+                return None;
             }
             if self.buf.is_empty() {
                 // Nothing pipelined: hold no buffer while the connection idles.
@@ -389,9 +426,9 @@ impl Conn<'_> {
 
     /// Forwards a request and relays its response; returns whether the client
     /// connection may carry another request.
-    async fn forward(&mut self, p: Prepared) -> bool {
+    async fn forward(&mut self, p: Prepared) -> Next {
         let Decision::Forward(mut ex) = p.decision else {
-            return false;
+            return Next::Close;
         };
         let mut keep = p.keep_alive && !p.close_after && !(p.http10 && p.upgrade);
         let idle = ex.idle_timeout();
@@ -403,14 +440,21 @@ impl Conn<'_> {
             Ok(()) => {}
             Err(()) => {
                 let _ = self.respond(&LbResponse::error(400), false, true).await;
-                return false;
+                return Next::Close;
             }
         }
         let replayable = body.is_done();
 
         // Connect (or reuse) and send, retrying as the core allows.
+        let mut fresh_only = false;
         let (mut target, head) = loop {
-            let (mut target, reused) = match upstream::take(ex.addr()) {
+            // A replay after a pooled connection failed goes on a new connection.
+            let pooled = if fresh_only {
+                None
+            } else {
+                upstream::take(ex.addr())
+            };
+            let (mut target, reused) = match pooled {
                 Some(conn) => (conn, true),
                 None => match upstream::connect(ex.addr(), ex.upstream_tls(), ex.connect_timeout())
                     .await
@@ -433,7 +477,10 @@ impl Conn<'_> {
                 // The target refused the bytes: it has closed the connection.
                 match ex.reset_before_response(reused, replayable, p.idempotent) {
                     Retry::No => return self.fail(Failure::TargetClosed, false).await,
-                    _ => continue,
+                    retry => {
+                        fresh_only = retry == Retry::SameTarget;
+                        continue;
+                    }
                 }
             }
             // Expect: 100-continue: the target's answer first, then the body.
@@ -456,7 +503,10 @@ impl Conn<'_> {
                     };
                     match retry {
                         Retry::No => return self.fail(f, false).await,
-                        _ => continue,
+                        retry => {
+                            fresh_only = retry == Retry::SameTarget;
+                            continue;
+                        }
                     }
                 }
                 Err(f) => return self.fail(f, false).await,
@@ -475,7 +525,7 @@ impl Conn<'_> {
                 break;
             }
             if self.io.write_all(&rbuf[..head_len]).await.is_err() {
-                return false;
+                return Next::Close;
             }
             let _ = self.io.flush().await;
             wrote_any = true;
@@ -519,25 +569,16 @@ impl Conn<'_> {
             // The websocket: what either side sent early goes first, then the relay.
             client_head.extend_from_slice(&rest);
             if self.io.write_all(&client_head).await.is_err() {
-                return false;
+                return Next::Close;
             }
             let _ = self.io.flush().await;
             if !self.buf.is_empty() {
                 let early = std::mem::take(&mut self.buf);
                 if target.write_all(&early).await.is_err() {
-                    return false;
+                    return Next::Close;
                 }
             }
-            let end = relay::tunnel(
-                &mut self.io,
-                &mut target,
-                idle,
-                &mut self.timer,
-                ex.closing(),
-            )
-            .await;
-            tracing::debug!("websocket to {} ended: {end:?}", ex.addr());
-            return false;
+            return Next::Tunnel(Box::new(Tunnel { target, ex }));
         }
 
         // The body, in the target's framing.
@@ -549,7 +590,7 @@ impl Conn<'_> {
         client_head.extend_from_slice(&rest[..used]);
         let mut target_reusable = resp.keep_target && used == rest.len() && !p.close_after;
         if self.io.write_all(&client_head).await.is_err() {
-            return false;
+            return Next::Close;
         }
         if !complete {
             match self
@@ -557,13 +598,13 @@ impl Conn<'_> {
                 .await
             {
                 Ok(clean) => target_reusable &= clean,
-                Err(Failure::ClientClosed) => return false,
+                Err(Failure::ClientClosed) => return Next::Close,
                 // Part of the response is out: nothing to do but close.
-                Err(_) => return false,
+                Err(_) => return Next::Close,
             }
         }
         if self.io.flush().await.is_err() {
-            return false;
+            return Next::Close;
         }
         if framing.framing == Framing::Close {
             keep = false;
@@ -574,8 +615,9 @@ impl Conn<'_> {
         drop(ex);
         if !keep {
             let _ = self.io.shutdown().await;
+            return Next::Close;
         }
-        keep
+        Next::Request
     }
 
     /// Sends the rest of a request body from the client to the target.
@@ -647,13 +689,13 @@ impl Conn<'_> {
 
     /// Ends an exchange that failed: ALB's status to the client when nothing of the
     /// response was sent yet, then the connection is closed.
-    async fn fail(&mut self, failure: Failure, wrote_any: bool) -> bool {
+    async fn fail(&mut self, failure: Failure, wrote_any: bool) -> Next {
         tracing::debug!("request failed: {failure:?}");
         if let (Some(status), false) = (failure.status(), wrote_any) {
             let _ = self.respond(&LbResponse::error(status), false, true).await;
         }
         let _ = self.io.shutdown().await;
-        false
+        Next::Close
     }
 }
 
@@ -845,9 +887,12 @@ pub(crate) fn response_head(
     keep_client: bool,
     http10_client: bool,
 ) -> Result<ResponseHead, ()> {
-    let mut lines = [httparse::EMPTY_HEADER; parse::MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut lines);
-    match resp.parse(head) {
+    let mut lines =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; parse::MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, head, &mut lines)
+    {
         Ok(httparse::Status::Complete(_)) => {}
         _ => return Err(()),
     }
@@ -855,13 +900,13 @@ pub(crate) fn response_head(
         return Err(());
     };
     let headers = Headers(resp.headers);
-    let framing = parse::response_framing(status, head_request, headers).map_err(|_| ())?;
-    let target_close = headers.has_token("connection", "close")
-        || (version == 0 && !headers.has_token("connection", "keep-alive"));
+    let scan = parse::scan_response(status, head_request, headers).map_err(|_| ())?;
+    let framing = scan.framing;
+    let target_close = scan.close || (version == 0 && !scan.keep_alive);
     let keep_client = keep_client && framing != Framing::Close;
-    let te = headers.get("transfer-encoding").is_some();
+    let te = scan.transfer_encoding;
     let upgrade = status == 101;
-    let named_hop = parse::connection_names_headers(headers);
+    let named_hop = scan.names_headers;
 
     let mut out = Vec::with_capacity(head.len() + 256);
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -887,9 +932,12 @@ pub(crate) fn response_head(
         }
     }
     if !(100..200).contains(&status) || upgrade {
-        for cookie in ex.cookies(headers.get_all("set-cookie")) {
-            parse::push_header(&mut out, b"set-cookie", cookie.as_bytes());
-        }
+        ex.write_cookies(
+            headers.get_all("set-cookie"),
+            &mut out,
+            b"set-cookie: ",
+            b"\r\n",
+        );
     }
     if upgrade {
         out.extend_from_slice(b"connection: upgrade\r\n");

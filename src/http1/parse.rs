@@ -184,6 +184,96 @@ pub fn response_framing(
     })
 }
 
+/// What a response's header lines say about its body and connection, found in one
+/// pass over them (this runs on every response).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseScan {
+    pub framing: Framing,
+    /// `Connection: close`.
+    pub close: bool,
+    /// `Connection: keep-alive` (HTTP/1.0 targets).
+    pub keep_alive: bool,
+    /// A `Transfer-Encoding` line (its `Content-Length` is not forwarded).
+    pub transfer_encoding: bool,
+    /// `Connection` names other headers ([`named_in_connection`] is needed).
+    pub names_headers: bool,
+}
+
+/// Scans a response's header lines (see [`ResponseScan`]); `Err` when its
+/// `Content-Length` is invalid.
+pub fn scan_response(
+    status: u16,
+    head_request: bool,
+    headers: Headers<'_>,
+) -> Result<ResponseScan, &'static str> {
+    let mut scan = ResponseScan {
+        framing: Framing::None,
+        close: false,
+        keep_alive: false,
+        transfer_encoding: false,
+        names_headers: false,
+    };
+    let mut chunked_last = false;
+    let mut length: Option<u64> = None;
+    // Only an error when the body's framing depends on it.
+    let mut length_error = None;
+    for h in headers.iter() {
+        let name = h.name;
+        match name.len() {
+            10 if name.eq_ignore_ascii_case("connection") => {
+                for t in tokens(h.value) {
+                    if t.eq_ignore_ascii_case(b"close") {
+                        scan.close = true;
+                    } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                        scan.keep_alive = true;
+                    } else if !t.eq_ignore_ascii_case(b"upgrade") {
+                        scan.names_headers = true;
+                    }
+                }
+            }
+            17 if name.eq_ignore_ascii_case("transfer-encoding") => {
+                for t in tokens(h.value) {
+                    scan.transfer_encoding = true;
+                    chunked_last = t.eq_ignore_ascii_case(b"chunked");
+                }
+            }
+            14 if name.eq_ignore_ascii_case("content-length") => {
+                for t in h.value.split(|b| *b == b',').map(|t| t.trim_ascii()) {
+                    if t.is_empty() || t.len() > 19 || !t.iter().all(u8::is_ascii_digit) {
+                        length_error = Some("invalid content-length");
+                        continue;
+                    }
+                    let n = t.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+                    if length.is_some_and(|l| l != n) {
+                        length_error = Some("conflicting content-length");
+                    }
+                    length = Some(n);
+                }
+            }
+            _ => {}
+        }
+    }
+    scan.framing = if head_request || (100..200).contains(&status) || status == 204 || status == 304
+    {
+        Framing::None
+    } else if scan.transfer_encoding {
+        if chunked_last {
+            Framing::Chunked
+        } else {
+            Framing::Close
+        }
+    } else if let Some(e) = length_error {
+        return Err(e);
+    } else {
+        match length {
+            Some(0) => Framing::None,
+            Some(n) => Framing::Length(n),
+            None => Framing::Close,
+        }
+    };
+    Ok(scan)
+}
+
 /// Whether a header is hop-by-hop (RFC 9110 §7.6.1) and so never forwarded as is.
 /// `Transfer-Encoding` is not among them: tether forwards bodies in their coding.
 pub fn is_hop_by_hop(name: &str) -> bool {
@@ -364,6 +454,38 @@ mod tests {
             response_framing(200, false, Headers(&gz)),
             Ok(Framing::Close)
         );
+    }
+
+    #[test]
+    fn it_should_scan_responses_in_one_pass_as_response_framing_does() {
+        let cases: &[&[(&str, &str)]] = &[
+            &[],
+            &[("Content-Length", "5")],
+            &[("content-length", "5, 5"), ("Connection", "close")],
+            &[("Content-Length", "5"), ("Content-Length", "6")],
+            &[
+                ("Transfer-Encoding", "gzip, chunked"),
+                ("Content-Length", "5"),
+            ],
+            &[("Transfer-Encoding", "gzip")],
+            &[("Connection", "keep-alive, X-Foo"), ("X-Foo", "1")],
+        ];
+        for lines in cases {
+            let h = hdrs(lines);
+            for status in [200, 204, 304, 101, 404] {
+                for head in [false, true] {
+                    let want = response_framing(status, head, Headers(&h));
+                    let got = scan_response(status, head, Headers(&h)).map(|s| s.framing);
+                    assert_eq!(got, want, "{lines:?} {status} {head}");
+                }
+            }
+        }
+        let h = hdrs(&[
+            ("Connection", "keep-alive, X-Foo"),
+            ("Transfer-Encoding", "chunked"),
+        ]);
+        let scan = scan_response(200, false, Headers(&h)).unwrap();
+        assert!(scan.keep_alive && scan.names_headers && scan.transfer_encoding && !scan.close);
     }
 
     #[test]

@@ -93,6 +93,11 @@ struct Direction {
 }
 
 impl Direction {
+    /// Whether every byte read was written.
+    fn is_flushed(&self) -> bool {
+        self.at >= self.pending.len()
+    }
+
     /// Moves what it can from `src` to `dst`; `on_bytes` sees every byte read.
     /// Ready when the source ends; pending with wakers set otherwise.
     fn poll<R, W>(
@@ -207,7 +212,8 @@ where
             if active {
                 last = Instant::now();
             }
-            if draining && frames.at_boundary() {
+            // The goodbye goes between two frames, after all that was read of them.
+            if draining && frames.at_boundary() && down.is_flushed() {
                 return Poll::Ready(Step::Drained);
             }
             if let Some(s) = step {

@@ -48,13 +48,29 @@ impl TargetConn {
     }
 
     /// Whether an idle connection is still usable: the target has neither closed it
-    /// nor sent anything unasked (one non-blocking `recv(MSG_PEEK)`).
-    fn is_idle_and_open(&self) -> bool {
-        let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-        let sock = socket2::SockRef::from(self.tcp());
-        matches!(sock.peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    /// nor sent anything unasked. What the reactor already saw of the socket (a FIN,
+    /// bytes) is checked for free; only a socket it marked readable, or one idle for
+    /// [`PEEK_AFTER`] or more, costs a `recv(MSG_PEEK)`.
+    fn is_idle_and_open(&self, idle_for: Duration) -> bool {
+        let tcp = self.tcp();
+        let peek = || {
+            let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+            socket2::SockRef::from(tcp).peek(&mut byte)
+        };
+        let would_block =
+            |r: io::Result<usize>| matches!(r, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+        // Runs the peek only when the reactor says readable (and clears that
+        // readiness when the peek finds nothing).
+        if !would_block(tcp.try_io(tokio::io::Interest::READABLE, peek)) {
+            return false;
+        }
+        idle_for < PEEK_AFTER || would_block(peek())
     }
 }
+
+/// Idle pooled connections older than this are checked with a peek even when the
+/// reactor saw nothing: a keep-alive timeout of the target may just have closed them.
+const PEEK_AFTER: Duration = Duration::from_millis(500);
 
 impl AsyncRead for TargetConn {
     fn poll_read(
@@ -212,7 +228,8 @@ pub fn take(addr: SocketAddr) -> Option<TargetConn> {
         let list = pool.idle.get_mut(&addr)?;
         let now = Instant::now();
         while let Some(idle) = list.pop() {
-            if now.duration_since(idle.since) < POOL_IDLE && idle.conn.is_idle_and_open() {
+            let idle_for = now.duration_since(idle.since);
+            if idle_for < POOL_IDLE && idle.conn.is_idle_and_open(idle_for) {
                 return Some(idle.conn);
             }
         }
