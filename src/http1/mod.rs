@@ -163,9 +163,8 @@ pub fn prepare(app: &Http1App, head: &[u8], client_ip: Option<IpAddr>) -> Result
     let http10 = version == 0;
 
     // Desync classes, with ALB's action table.
-    let analysis =
-        http_desync_guardian::request_analyzer::HttpRequestData::analyze_raw_request(head);
-    let mut close_after = match parse::desync_verdict(app.desync, analysis.tier) {
+    let tier = parse::desync_tier(head, method, target, http10, headers);
+    let mut close_after = match parse::desync_verdict(app.desync, tier) {
         Verdict::Pass => false,
         Verdict::PassThenClose => true,
         Verdict::Reject => return Err(400),

@@ -274,6 +274,41 @@ pub fn scan_response(
     Ok(scan)
 }
 
+/// The `http_desync_guardian` class of a request that `httparse` parsed: the
+/// classifier runs on the parsed lines (its documented fast path for a parser that
+/// is not lenient), and the one leniency `httparse` has, bare LF line ends, is found
+/// here and classed Acceptable, as the classifier's raw mode does. What else its raw
+/// mode finds (obs-fold, missing colons, partial lines) `httparse` refuses outright.
+pub fn desync_tier(
+    head: &[u8],
+    method: &str,
+    target: &str,
+    http10: bool,
+    headers: Headers<'_>,
+) -> http_desync_guardian::RequestSafetyTier {
+    use http_desync_guardian::request_analyzer::{HttpHeader, HttpRequestData};
+    use http_desync_guardian::RequestSafetyTier as T;
+    let mut request = HttpRequestData {
+        method: method.as_bytes(),
+        version: if http10 { b"HTTP/1.0" } else { b"HTTP/1.1" },
+        uri: target.as_bytes(),
+        headers: headers
+            .iter()
+            .map(|h| HttpHeader::new(h.name.as_bytes(), h.value))
+            .collect(),
+    };
+    let tier = request.analyze_parsed_request().tier;
+    if tier < T::Acceptable && has_bare_lf(head) {
+        return T::Acceptable;
+    }
+    tier
+}
+
+/// Whether a head ends a line with LF alone.
+fn has_bare_lf(head: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r')
+}
+
 /// Whether a header is hop-by-hop (RFC 9110 §7.6.1) and so never forwarded as is.
 /// `Transfer-Encoding` is not among them: tether forwards bodies in their coding.
 pub fn is_hop_by_hop(name: &str) -> bool {
@@ -486,6 +521,33 @@ mod tests {
         ]);
         let scan = scan_response(200, false, Headers(&h)).unwrap();
         assert!(scan.keep_alive && scan.names_headers && scan.transfer_encoding && !scan.close);
+    }
+
+    #[test]
+    fn it_should_class_parsed_requests_as_the_raw_classifier_does() {
+        use http_desync_guardian::request_analyzer::HttpRequestData;
+        for head in [
+            &b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+            b"GET / HTTP/1.1\nHost: a\n\n",
+            b"GET /?a b HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer_Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+            b"GET / HTTP/1.0\r\n\r\n",
+        ] {
+            let mut lines = [httparse::EMPTY_HEADER; 16];
+            let mut req = httparse::Request::new(&mut lines);
+            let Ok(httparse::Status::Complete(_)) = req.parse(head) else {
+                continue;
+            };
+            let (method, target, http10) = (req.method.unwrap(), req.path.unwrap(), req.version == Some(0));
+            let ours = desync_tier(head, method, target, http10, Headers(req.headers));
+            let raw = HttpRequestData::analyze_raw_request(head).tier;
+            assert_eq!(ours, raw, "{}", String::from_utf8_lossy(head));
+        }
     }
 
     #[test]
