@@ -18,11 +18,11 @@ use pingora::server::ShutdownWatch;
 use tokio::io::AsyncWriteExt;
 
 use crate::exchange::{self, Decision, Exchange, Failure, LbResponse, RequestHead, Retry};
-use crate::forwarded::{self, ForwardedFor};
+use crate::forwarded;
 use crate::headers::{Header, Headers};
 use crate::http1::parse::{self, Framing};
 use crate::http1::upstream::{self, TargetConn};
-use crate::http1::{chunked, read_response_head, response_status, Http1App};
+use crate::http1::{chunked, connect_target, read_response_head, response_status, Http1App};
 
 type Body = BoxBody<Bytes, std::io::Error>;
 
@@ -168,18 +168,7 @@ async fn handle(
         if framing == Framing::Chunked {
             out.extend_from_slice(b"transfer-encoding: chunked\r\n");
         }
-        let fwd = ForwardedFor {
-            client: client_ip,
-            proto: app.listener.forwarded_proto,
-            port: &app.listener.forwarded_port,
-        };
-        forwarded::write_headers(
-            &mut out,
-            &fwd,
-            headers.get_all(forwarded::X_FORWARDED_FOR),
-            headers.get(forwarded::X_AMZN_TRACE_ID),
-        );
-        out.extend_from_slice(b"\r\n");
+        app.end_upstream_head(&mut out, client_ip, headers);
         (decision, out, framing)
     };
     let Decision::Forward(ex) = decision else {
@@ -206,29 +195,7 @@ async fn forward(
     let mut timer = crate::http1::relay::Timer::default();
     let mut fresh_only = false;
     let (target, rbuf, head_len) = loop {
-        // A replay after a pooled connection failed goes on a new connection.
-        let pooled = if fresh_only {
-            None
-        } else {
-            upstream::take(ex.addr())
-        };
-        let (mut target, reused) = match pooled {
-            Some(conn) => (conn, true),
-            None => {
-                match upstream::connect(ex.addr(), ex.upstream_tls(), ex.connect_timeout()).await {
-                    Ok(conn) => (conn, false),
-                    Err(e) => {
-                        if ex.connect_failed() == Retry::Elsewhere {
-                            continue;
-                        }
-                        return Err(match e {
-                            upstream::ConnectError::Timeout => Failure::ConnectTimeout,
-                            upstream::ConnectError::Failed(_) => Failure::ConnectError,
-                        });
-                    }
-                }
-            }
-        };
+        let (mut target, reused) = connect_target(&mut ex, fresh_only).await?;
         if target.write_all(&head).await.is_err() {
             match ex.reset_before_response(reused, replayable, idempotent) {
                 Retry::No => return Err(Failure::TargetClosed),

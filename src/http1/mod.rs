@@ -110,6 +110,59 @@ fn negotiated_tls13(stream: &Stream) -> bool {
     matches!(version.as_deref(), Some("TLSv1_3" | "TLSv1.3"))
 }
 
+impl Http1App {
+    /// Ends a head going to a target: ALB's forwarded headers, then the empty line.
+    pub(crate) fn end_upstream_head(
+        &self,
+        out: &mut Vec<u8>,
+        client_ip: Option<IpAddr>,
+        headers: Headers<'_>,
+    ) {
+        let fwd = ForwardedFor {
+            client: client_ip,
+            proto: self.listener.forwarded_proto,
+            port: &self.listener.forwarded_port,
+        };
+        forwarded::write_headers(
+            out,
+            &fwd,
+            headers.get_all(forwarded::X_FORWARDED_FOR),
+            headers.get(forwarded::X_AMZN_TRACE_ID),
+        );
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// A connection to the exchange's target and whether it came from the pool: an idle
+/// pooled one unless `fresh_only` (a replay after a pooled connection failed), else
+/// a new one. When connecting fails the core may move the exchange to another
+/// target, which is tried in turn.
+pub(crate) async fn connect_target(
+    ex: &mut Exchange,
+    fresh_only: bool,
+) -> Result<(TargetConn, bool), Failure> {
+    loop {
+        if !fresh_only {
+            if let Some(conn) = upstream::take(ex.addr()) {
+                return Ok((conn, true));
+            }
+        }
+        match upstream::connect(ex.addr(), ex.upstream_tls(), ex.connect_timeout()).await {
+            Ok(conn) => return Ok((conn, false)),
+            Err(e) => {
+                tracing::debug!("connect to {} failed: {e:?}", ex.addr());
+                if ex.connect_failed() == Retry::Elsewhere {
+                    continue;
+                }
+                return Err(match e {
+                    upstream::ConnectError::Timeout => Failure::ConnectTimeout,
+                    upstream::ConnectError::Failed(_) => Failure::ConnectError,
+                });
+            }
+        }
+    }
+}
+
 /// A request ready to go, made from its head before any await.
 pub struct Prepared {
     pub decision: Decision,
@@ -273,18 +326,7 @@ pub fn prepare(app: &Http1App, head: &[u8], client_ip: Option<IpAddr>) -> Result
         if upgrade {
             upstream_head.extend_from_slice(b"connection: upgrade\r\n");
         }
-        let fwd = ForwardedFor {
-            client: client_ip,
-            proto: app.listener.forwarded_proto,
-            port: &app.listener.forwarded_port,
-        };
-        forwarded::write_headers(
-            &mut upstream_head,
-            &fwd,
-            headers.get_all(forwarded::X_FORWARDED_FOR),
-            headers.get(forwarded::X_AMZN_TRACE_ID),
-        );
-        upstream_head.extend_from_slice(b"\r\n");
+        app.end_upstream_head(&mut upstream_head, client_ip, headers);
     }
     Ok(Prepared {
         decision,
@@ -447,30 +489,9 @@ impl Conn<'_> {
         // Connect (or reuse) and send, retrying as the core allows.
         let mut fresh_only = false;
         let (mut target, head) = loop {
-            // A replay after a pooled connection failed goes on a new connection.
-            let pooled = if fresh_only {
-                None
-            } else {
-                upstream::take(ex.addr())
-            };
-            let (mut target, reused) = match pooled {
-                Some(conn) => (conn, true),
-                None => match upstream::connect(ex.addr(), ex.upstream_tls(), ex.connect_timeout())
-                    .await
-                {
-                    Ok(conn) => (conn, false),
-                    Err(e) => {
-                        tracing::debug!("connect to {} failed: {e:?}", ex.addr());
-                        if ex.connect_failed() == Retry::Elsewhere {
-                            continue;
-                        }
-                        let failure = match e {
-                            upstream::ConnectError::Timeout => Failure::ConnectTimeout,
-                            upstream::ConnectError::Failed(_) => Failure::ConnectError,
-                        };
-                        return self.fail(failure, false).await;
-                    }
-                },
+            let (mut target, reused) = match connect_target(&mut ex, fresh_only).await {
+                Ok(c) => c,
+                Err(failure) => return self.fail(failure, false).await,
             };
             if target.write_all(&out).await.is_err() {
                 // The target refused the bytes: it has closed the connection.
