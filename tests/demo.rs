@@ -8,16 +8,28 @@ use std::time::{Duration, Instant};
 
 use common::{free_port, Client};
 
+/// The `tether demo` process, killed when the test ends, failed assertions included.
+struct Demo(std::process::Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::test]
 async fn it_should_serve_the_demo_across_several_backends() {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["demo", "--listen", &listen, "--backends", "3"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn tether demo");
+    let _demo = Demo(
+        Command::new(env!("CARGO_BIN_EXE_tether"))
+            .args(["demo", "--listen", &listen, "--backends", "3"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn tether demo"),
+    );
     let addr = listen.parse().expect("addr");
     let deadline = Instant::now() + Duration::from_secs(20);
     while tokio::net::TcpStream::connect(addr).await.is_err() {
@@ -43,6 +55,4 @@ async fn it_should_serve_the_demo_across_several_backends() {
     }
     assert_eq!(ids.len(), 3, "{ids:?}");
     assert_eq!(client.get("/health").await.text(), "ok");
-    let _ = child.kill();
-    let _ = child.wait();
 }

@@ -182,6 +182,14 @@ async fn it_should_repin_on_a_tampered_expired_or_foreign_cookie_without_an_erro
         assert_eq!(r.status, 200, "{bad}");
         let fresh = r.cookie_pair("AWSALB").expect("a new cookie");
         assert_ne!(fresh, bad);
+        // The new pin is a real one: it keeps the client on the target that answered.
+        for _ in 0..5 {
+            assert_eq!(
+                get_with_cookie(&lb, "/", Some(&fresh)).await.text(),
+                r.text(),
+                "re-pinned after {bad}"
+            );
+        }
     }
     // A cookie sealed by another load balancer's key is foreign: ignored, re-pinned.
     let other = TetherProc::start(&sticky_config(&[KEY_B], &[&a, &b, &c], LB)).await;
@@ -334,26 +342,30 @@ targets = ["{}"]
         blue.addr, green.addr
     );
     let lb = TetherProc::start(&config).await;
-    let mut colours = HashSet::new();
-    for _ in 0..8 {
+    // 64 new clients on a 50/50 split: each colour gets 32 ± 16 (four standard
+    // deviations: a chance failure about once in 15,000 runs), and each client stays.
+    let mut blues = 0;
+    for _ in 0..64 {
         let first = get_with_cookie(&lb, "/", None).await;
         assert!(first
             .set_cookie("AWSALBTGCORS")
             .unwrap()
             .ends_with("SameSite=None; Secure"));
         let pair = first.cookie_pair("AWSALBTG").expect("AWSALBTG");
-        colours.insert(first.text());
-        for _ in 0..10 {
+        if first.text() == "blue" {
+            blues += 1;
+        }
+        for _ in 0..3 {
             assert_eq!(
                 get_with_cookie(&lb, "/", Some(&pair)).await.text(),
                 first.text()
             );
         }
     }
-    assert_eq!(
-        colours.len(),
-        2,
-        "both colours get new clients: {colours:?}"
+    assert!(
+        (16..=48).contains(&blues),
+        "new clients split {blues} blue / {} green",
+        64 - blues
     );
 }
 

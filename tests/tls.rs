@@ -361,10 +361,16 @@ targets = ["{}"]
     let mut open = Client::over_io(tls, "site.test").await;
     assert_eq!(open.get("/").await.text(), "a");
 
-    // A bad new file keeps the old certificate.
+    // A bad new file keeps the old certificate: the reload says why it refused.
     std::fs::write(&cert, "not a certificate").unwrap();
-    lb.reload(&config);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = target_states(&lb).await; // the admin API is up
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], lb.admin_port));
+    let r = Client::connect(admin)
+        .await
+        .send(request("POST", "/reload", &[]))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("no certificate found"), "{}", r.text());
     let (_, names) = tls_connect(lb.addr(), "site.test", pki.client_config(&[]))
         .await
         .expect("old cert still served");
