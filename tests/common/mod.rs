@@ -214,8 +214,14 @@ impl Backend {
             // Connections live in the set: dropping the backend kills them all.
             let mut connections = tokio::task::JoinSet::new();
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
+                let stream = match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    // Out of descriptors (or another accept error): back off instead
+                    // of spinning on the error.
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
                 };
                 let id = task_id.clone();
                 let health = task_health.clone();
