@@ -258,17 +258,17 @@ async fn forward(
         return Err(Failure::BadResponse);
     };
     let headers = Headers(parsed.headers);
-    let resp_framing =
-        parse::response_framing(status, head_request, headers).map_err(|_| Failure::BadResponse)?;
-    let keep_target = !(headers.has_token("connection", "close")
-        || (version == 0 && !headers.has_token("connection", "keep-alive")));
+    let scan =
+        parse::scan_response(status, head_request, headers).map_err(|_| Failure::BadResponse)?;
+    let resp_framing = scan.framing;
+    let keep_target = !(scan.close || (version == 0 && !scan.keep_alive));
     ex.response_started(status);
     let mut builder = Response::builder().status(status);
     for h in headers.iter() {
         let name = h.name;
         if parse::is_hop_by_hop(name)
             || name.eq_ignore_ascii_case("transfer-encoding")
-            || parse::named_in_connection(headers, name)
+            || (scan.names_headers && parse::named_in_connection(headers, name))
         {
             continue;
         }

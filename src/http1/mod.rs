@@ -308,18 +308,19 @@ pub fn prepare(app: &Http1App, head: &[u8], client_ip: Option<IpAddr>) -> Result
         let named_hop = parse::connection_names_headers(headers);
         for h in headers.iter() {
             let name = h.name;
-            let upgrade_line = upgrade && name.eq_ignore_ascii_case("upgrade");
-            let skip = (absolute.is_some() && name.eq_ignore_ascii_case("host"))
-                || (drop_length && name.eq_ignore_ascii_case("content-length"))
-                || (!upgrade_line
-                    && (parse::is_hop_by_hop(name)
-                        || (named_hop && parse::named_in_connection(headers, name))))
-                || forwarded::is_rewritten(name);
             if absolute.is_some() && name.eq_ignore_ascii_case("host") {
                 if let Some(authority) = host {
                     parse::push_header(&mut upstream_head, name.as_bytes(), authority.as_bytes());
                 }
-            } else if !skip {
+                continue;
+            }
+            let upgrade_line = upgrade && name.eq_ignore_ascii_case("upgrade");
+            let skip = (drop_length && name.eq_ignore_ascii_case("content-length"))
+                || (!upgrade_line
+                    && (parse::is_hop_by_hop(name)
+                        || (named_hop && parse::named_in_connection(headers, name))))
+                || forwarded::is_rewritten(name);
+            if !skip {
                 upstream_head.extend_from_slice(parse::raw_line(head, h));
             }
         }
@@ -411,9 +412,7 @@ impl Conn<'_> {
         loop {
             if !self.buf.is_empty() {
                 if let Some(end) = parse::find_head_end(&self.buf, scanned) {
-                    if end > parse::MAX_REQUEST_HEAD
-                        || parse::head_too_long(&self.buf[..end], parse::MAX_REQUEST_HEAD)
-                    {
+                    if parse::head_too_long(&self.buf[..end], parse::MAX_REQUEST_HEAD) {
                         return Err(Refused::Status(400));
                     }
                     return Ok(end);
@@ -629,7 +628,7 @@ impl Conn<'_> {
         if framing.framing == Framing::Close {
             keep = false;
         }
-        if target_reusable && body.is_done() && keep_target_ok(resp.framing) {
+        if target_reusable && body.is_done() && resp.framing != Framing::Close {
             upstream::put(ex.addr(), target);
         }
         drop(ex);
@@ -722,10 +721,6 @@ impl Conn<'_> {
 enum UploadError {
     Client(Failure),
     Target,
-}
-
-fn keep_target_ok(framing: Framing) -> bool {
-    !matches!(framing, Framing::Close)
 }
 
 /// A request body on its way: how much is left, in its framing.

@@ -55,34 +55,6 @@ where
     .await
 }
 
-/// Writes all of `parts` in as few calls as the stream allows.
-pub async fn write_all_parts<W>(io: &mut W, parts: &[&[u8]]) -> io::Result<()>
-where
-    W: AsyncWrite + Unpin + ?Sized,
-{
-    match parts {
-        [] => Ok(()),
-        [one] => io.write_all(one).await,
-        _ if io.is_write_vectored() => {
-            let mut slices: Vec<io::IoSlice<'_>> =
-                parts.iter().map(|p| io::IoSlice::new(p)).collect();
-            let mut rest: &mut [io::IoSlice<'_>] = &mut slices;
-            while !rest.is_empty() {
-                let n = io.write_vectored(rest).await?;
-                if n == 0 {
-                    return Err(io::ErrorKind::WriteZero.into());
-                }
-                io::IoSlice::advance_slices(&mut rest, n);
-            }
-            Ok(())
-        }
-        _ => {
-            let joined: Vec<u8> = parts.concat();
-            io.write_all(&joined).await
-        }
-    }
-}
-
 /// One direction of a relay: bytes read but not yet written.
 #[derive(Default)]
 struct Direction {

@@ -170,8 +170,8 @@ pub async fn connect(
 /// The rustls client settings of a group's HTTPS targets, made once per settings.
 fn client_config(tls: &UpstreamTls) -> Arc<rustls::ClientConfig> {
     static SYSTEM: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
-    static BY_CA: OnceLock<parking_lot::Mutex<HashMap<usize, Arc<rustls::ClientConfig>>>> =
-        OnceLock::new();
+    type ByCa = HashMap<Arc<Vec<Vec<u8>>>, Arc<rustls::ClientConfig>>;
+    static BY_CA: OnceLock<parking_lot::Mutex<ByCa>> = OnceLock::new();
     let build = |roots: rustls::RootCertStore| {
         Arc::new(
             rustls::ClientConfig::builder()
@@ -190,10 +190,10 @@ fn client_config(tls: &UpstreamTls) -> Arc<rustls::ClientConfig> {
             })
             .clone(),
         Some(ders) => {
-            // Keyed by the CA list's address: a group keeps its list for its life.
-            let key = Arc::as_ptr(ders) as usize;
+            // Keyed by the CA certificates themselves (not by where the list lives:
+            // a list made by a later reload may reuse a freed one's address).
             let mut map = BY_CA.get_or_init(Default::default).lock();
-            map.entry(key)
+            map.entry(ders.clone())
                 .or_insert_with(|| {
                     let mut roots = rustls::RootCertStore::empty();
                     for der in ders.iter() {
