@@ -223,17 +223,17 @@ pub fn prepare(app: &Http1App, head: &[u8], client_ip: Option<IpAddr>) -> Result
         Verdict::Reject => return Err(400),
     };
 
-    let (body, drop_length) = parse::request_framing(headers, http10).map_err(|_| 400u16)?;
+    let scan = parse::scan_request(headers, http10).map_err(|_| 400u16)?;
+    let (body, drop_length) = (scan.framing, scan.drop_length);
     // RFC 9112 §6.1: a request with both must not leave a connection to reuse.
     close_after |= drop_length;
 
     // Host: one, valid, required on HTTP/1.1; an absolute-form target's authority
     // replaces it.
-    let mut hosts = headers.get_all("host");
-    let host_header = hosts.next();
-    if hosts.next().is_some() {
+    if scan.hosts > 1 {
         return Err(400);
     }
+    let host_header = scan.host;
     let absolute = parse::absolute_form(target);
     let (host, origin) = match absolute {
         Some((authority, rest)) => (Some(authority), rest),
@@ -258,18 +258,9 @@ pub fn prepare(app: &Http1App, head: &[u8], client_ip: Option<IpAddr>) -> Result
     };
     let path = if path.is_empty() { "/" } else { path };
 
-    let connection_close = headers.has_token("connection", "close");
-    let keep_alive = if http10 {
-        headers.has_token("connection", "keep-alive")
-    } else {
-        !connection_close
-    };
-    let upgrade =
-        !http10 && headers.get("upgrade").is_some() && headers.has_token("connection", "upgrade");
-    let expect_continue = !http10
-        && headers
-            .get("expect")
-            .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue"));
+    let keep_alive = if http10 { scan.keep_alive } else { !scan.close };
+    let upgrade = !http10 && scan.upgrade && scan.upgrade_option;
+    let expect_continue = !http10 && scan.expect_continue;
 
     let routing = app.routing.load_full();
     let decision = exchange::decide(
@@ -305,7 +296,7 @@ pub fn prepare(app: &Http1App, head: &[u8], client_ip: Option<IpAddr>) -> Result
         if let (Some(_), Some(h), None) = (absolute, host, host_header) {
             parse::push_header(&mut upstream_head, b"host", h.as_bytes());
         }
-        let named_hop = parse::connection_names_headers(headers);
+        let named_hop = scan.names_headers;
         for h in headers.iter() {
             let name = h.name;
             if absolute.is_some() && name.eq_ignore_ascii_case("host") {

@@ -84,29 +84,91 @@ fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|t| !t.is_empty())
 }
 
-/// The framing of a request's body from its headers, or why it cannot be framed
-/// (answered 400 in every desync mode: a body whose end is uncertain is never
-/// forwarded). Also whether `Content-Length` lines must be dropped (TE wins).
-pub fn request_framing(
-    headers: Headers<'_>,
+/// What a request's header lines say about its body, host and connection, found in
+/// one pass over them (this runs on every request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestScan<'a> {
+    pub framing: Framing,
+    /// `Content-Length` lines to leave out: `Transfer-Encoding` wins.
+    pub drop_length: bool,
+    /// The `Host` value, and how many `Host` lines there were.
+    pub host: Option<&'a [u8]>,
+    pub hosts: usize,
+    /// `Connection` options.
+    pub close: bool,
+    pub keep_alive: bool,
+    pub upgrade_option: bool,
+    /// `Connection` names other headers ([`named_in_connection`] is needed).
+    pub names_headers: bool,
+    /// An `Upgrade` line.
+    pub upgrade: bool,
+    /// `Expect: 100-continue`.
+    pub expect_continue: bool,
+}
+
+/// Scans a request's header lines (see [`RequestScan`]). `Err` when its body cannot
+/// be framed without doubt (answered 400 in every desync mode: a body whose end is
+/// uncertain is never forwarded).
+pub fn scan_request<'a>(
+    headers: Headers<'a>,
     http10: bool,
-) -> Result<(Framing, bool), &'static str> {
+) -> Result<RequestScan<'a>, &'static str> {
+    let mut scan = RequestScan {
+        framing: Framing::None,
+        drop_length: false,
+        host: None,
+        hosts: 0,
+        close: false,
+        keep_alive: false,
+        upgrade_option: false,
+        names_headers: false,
+        upgrade: false,
+        expect_continue: false,
+    };
     let mut te_seen = false;
     let mut chunked_last = false;
-    for v in headers.get_all("transfer-encoding") {
-        for t in tokens(v) {
-            if chunked_last {
-                // Something after chunked: not the final coding.
-                return Err("transfer-encoding must end with chunked");
+    let mut length = None;
+    for h in headers.iter() {
+        let name = h.name;
+        match name.len() {
+            4 if name.eq_ignore_ascii_case("host") => {
+                scan.hosts += 1;
+                scan.host.get_or_insert(h.value);
             }
-            te_seen = true;
-            chunked_last = t.eq_ignore_ascii_case(b"chunked");
-        }
-        if v.trim_ascii().is_empty() {
-            return Err("empty transfer-encoding");
+            6 if name.eq_ignore_ascii_case("expect") => {
+                scan.expect_continue |= h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+            }
+            7 if name.eq_ignore_ascii_case("upgrade") => scan.upgrade = true,
+            10 if name.eq_ignore_ascii_case("connection") => {
+                for t in tokens(h.value) {
+                    if t.eq_ignore_ascii_case(b"close") {
+                        scan.close = true;
+                    } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                        scan.keep_alive = true;
+                    } else if t.eq_ignore_ascii_case(b"upgrade") {
+                        scan.upgrade_option = true;
+                    } else {
+                        scan.names_headers = true;
+                    }
+                }
+            }
+            14 if name.eq_ignore_ascii_case("content-length") => add_length(h.value, &mut length)?,
+            17 if name.eq_ignore_ascii_case("transfer-encoding") => {
+                for t in tokens(h.value) {
+                    if chunked_last {
+                        // Something after chunked: not the final coding.
+                        return Err("transfer-encoding must end with chunked");
+                    }
+                    te_seen = true;
+                    chunked_last = t.eq_ignore_ascii_case(b"chunked");
+                }
+                if h.value.trim_ascii().is_empty() {
+                    return Err("empty transfer-encoding");
+                }
+            }
+            _ => {}
         }
     }
-    let length = content_length(headers)?;
     if te_seen {
         if http10 {
             return Err("transfer-encoding in an HTTP/1.0 request");
@@ -114,15 +176,21 @@ pub fn request_framing(
         if !chunked_last {
             return Err("transfer-encoding must end with chunked");
         }
-        return Ok((Framing::Chunked, length.is_some()));
+        scan.framing = Framing::Chunked;
+        scan.drop_length = length.is_some();
+    } else if let Some(n) = length.filter(|n| *n > 0) {
+        scan.framing = Framing::Length(n);
     }
-    Ok((
-        match length {
-            Some(0) | None => Framing::None,
-            Some(n) => Framing::Length(n),
-        },
-        false,
-    ))
+    Ok(scan)
+}
+
+/// The framing of a request's body and whether its `Content-Length` lines are left
+/// out ([`scan_request`]'s part of it).
+pub fn request_framing(
+    headers: Headers<'_>,
+    http10: bool,
+) -> Result<(Framing, bool), &'static str> {
+    scan_request(headers, http10).map(|s| (s.framing, s.drop_length))
 }
 
 /// The `Content-Length` of a message: every value (and list member) must be the
@@ -282,19 +350,8 @@ pub fn is_hop_by_hop(name: &str) -> bool {
     HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
 }
 
-/// Whether a `Connection` header names any header beyond the usual options
-/// (`close`, `keep-alive`, `upgrade`): only then is [`named_in_connection`] needed.
-pub fn connection_names_headers(headers: Headers<'_>) -> bool {
-    headers.get_all("connection").any(|v| {
-        tokens(v).any(|t| {
-            !(t.eq_ignore_ascii_case(b"close")
-                || t.eq_ignore_ascii_case(b"keep-alive")
-                || t.eq_ignore_ascii_case(b"upgrade"))
-        })
-    })
-}
-
-/// Whether `name` is listed in a `Connection` header (so hop-by-hop too).
+/// Whether `name` is listed in a `Connection` header (so hop-by-hop too). Only needed
+/// when a scan found `Connection` naming headers.
 pub fn named_in_connection(headers: Headers<'_>, name: &str) -> bool {
     headers
         .get_all("connection")
@@ -461,6 +518,25 @@ mod tests {
             Ok(Framing::Chunked)
         );
         assert_eq!(framing(200, false, gz), Ok(Framing::Close));
+    }
+
+    #[test]
+    fn it_should_scan_a_requests_host_connection_and_expect_in_one_pass() {
+        let h = hdrs(&[
+            ("Host", "a.example"),
+            ("Connection", "Upgrade, X-Hop"),
+            ("upgrade", "websocket"),
+            ("Expect", " 100-Continue "),
+            ("host", "b.example"),
+        ]);
+        let scan = scan_request(Headers(&h), false).unwrap();
+        assert_eq!((scan.host, scan.hosts), (Some(&b"a.example"[..]), 2));
+        assert!(scan.upgrade && scan.upgrade_option && scan.names_headers && scan.expect_continue);
+        assert!(!scan.close && !scan.keep_alive);
+        let h = hdrs(&[("Connection", "close"), ("Expect", "something")]);
+        let scan = scan_request(Headers(&h), true).unwrap();
+        assert!(scan.close && !scan.expect_continue && !scan.names_headers && !scan.upgrade);
+        assert_eq!((scan.host, scan.hosts), (None, 0));
     }
 
     #[test]
