@@ -351,8 +351,8 @@ impl Exchange {
         }
         let outstanding = Outstanding::new(target.clone());
         Some(Exchange {
-            routing: routing.clone(),
-            group: group.clone(),
+            routing,
+            group,
             outstanding,
             group_sticky,
             has_app_cookie: hints.has_app_cookie,

@@ -194,7 +194,7 @@ async fn forward(
     let replayable = framing == Framing::None;
     let mut timer = crate::http1::relay::Timer::default();
     let mut fresh_only = false;
-    let (target, rbuf, head_len) = loop {
+    let (target, mut rbuf, head_len) = loop {
         let (mut target, reused) = connect_target(&mut ex, fresh_only).await?;
         if target.write_all(&head).await.is_err() {
             match ex.reset_before_response(reused, replayable, idempotent) {
@@ -277,7 +277,7 @@ async fn forward(
     for cookie in ex.cookies(headers.get_all("set-cookie")) {
         builder = builder.header(http::header::SET_COOKIE, cookie);
     }
-    let rest = rbuf[head_len..].to_vec();
+    let rest = rbuf.split_off(head_len);
     let state = BodyStream {
         target: Some(target),
         ex,
@@ -391,12 +391,15 @@ impl BodyStream {
                     buf
                 }
             };
-            let (data, used) = match self.framing {
-                Framing::None => (Vec::new(), 0),
+            let (data, extra) = match self.framing {
+                Framing::None => (Vec::new(), !input.is_empty()),
                 Framing::Length(_) => {
                     let n = (input.len() as u64).min(self.left) as usize;
                     self.left -= n as u64;
-                    (input[..n].to_vec(), n)
+                    let extra = n < input.len();
+                    let mut input = input;
+                    input.truncate(n);
+                    (input, extra)
                 }
                 Framing::Chunked => {
                     let mut data = Vec::new();
@@ -404,11 +407,11 @@ impl BodyStream {
                         .chunks
                         .feed(&input, |d| data.extend_from_slice(d))
                         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-                    (data, n)
+                    (data, n < input.len())
                 }
-                Framing::Close => (input.clone(), input.len()),
+                Framing::Close => (input, false),
             };
-            if used < input.len() {
+            if extra {
                 // Bytes after the body: the connection is not reusable.
                 self.keep_target = false;
             }
