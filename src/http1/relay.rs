@@ -26,7 +26,6 @@ thread_local! {
 pub fn poll_read_scratch<R, T>(
     cx: &mut Context<'_>,
     io: &mut R,
-    limit: usize,
     f: impl FnOnce(&mut Context<'_>, &[u8]) -> T,
 ) -> Poll<io::Result<T>>
 where
@@ -34,8 +33,7 @@ where
 {
     SCRATCH_BUF.with(|s| {
         let mut s = s.borrow_mut();
-        let len = s.len().min(limit.max(1));
-        let mut rb = ReadBuf::new(&mut s[..len]);
+        let mut rb = ReadBuf::new(&mut s[..]);
         ready!(Pin::new(&mut *io).poll_read(cx, &mut rb))?;
         Poll::Ready(Ok(f(cx, rb.filled())))
     })
@@ -47,7 +45,7 @@ where
     R: AsyncRead + Unpin + ?Sized,
 {
     poll_fn(|cx| {
-        poll_read_scratch(cx, io, SCRATCH, |_, bytes| {
+        poll_read_scratch(cx, io, |_, bytes| {
             buf.extend_from_slice(bytes);
             bytes.len()
         })
@@ -100,7 +98,7 @@ impl Direction {
                 ready!(Pin::new(&mut *dst).poll_flush(cx))?;
             }
             let pending = &mut self.pending;
-            let read = ready!(poll_read_scratch(cx, src, SCRATCH, |cx, bytes| {
+            let read = ready!(poll_read_scratch(cx, src, |cx, bytes| {
                 if bytes.is_empty() {
                     return Ok(0);
                 }
