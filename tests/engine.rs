@@ -1521,3 +1521,80 @@ async fn it_should_hold_nine_thousand_idle_websockets() {
     let mut c = Client::connect(addr).await;
     assert_eq!(c.get("/").await.text(), "ws");
 }
+
+// === Idle timeout on a websocket that talks one way ===
+
+/// A target that answers any upgrade with a 101 and then only listens.
+async fn silent_websocket_target() -> (SocketAddr, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        let mut conns = JoinSet::new();
+        while let Ok((mut s, _)) = listener.accept().await {
+            conns.spawn(async move {
+                let mut head = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let reply = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\n";
+                if s.write_all(reply).await.is_err() {
+                    return;
+                }
+                while matches!(s.read(&mut chunk).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// ALB counts the idle timeout on bytes either way: a websocket on which only the
+/// client talks stays open past it, and closes once both sides are silent for it.
+#[tokio::test]
+async fn it_should_keep_a_one_way_websocket_open_past_the_idle_timeout() {
+    let (target, _t) = silent_websocket_target().await;
+    let lb = TetherProc::start(&config(&[target], "idle_timeout = \"1s\"", "")).await;
+    let mut ws = TcpStream::connect(lb.addr()).await.expect("connect");
+    ws.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .expect("upgrade request");
+    let mut head = [0u8; 1024];
+    let n = ws.read(&mut head).await.expect("101");
+    assert!(
+        head[..n].starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head[..n])
+    );
+
+    // 3 s (three idle timeouts) of client-to-target frames, the target silent.
+    let frame = [0x82u8, 0x84, 1, 2, 3, 4, 0, 0, 0, 0];
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        ws.write_all(&frame)
+            .await
+            .expect("tether closed a websocket that talks one way");
+        let mut probe = [0u8; 16];
+        match tokio::time::timeout(Duration::from_millis(300), ws.read(&mut probe)).await {
+            Err(_) => {}
+            Ok(r) => panic!("the websocket ended while the client talked: {r:?}"),
+        }
+    }
+    // Both silent: closed after the idle timeout.
+    let started = Instant::now();
+    let mut rest = [0u8; 16];
+    let end = tokio::time::timeout(Duration::from_secs(5), ws.read(&mut rest)).await;
+    assert!(
+        matches!(end, Ok(Ok(0)) | Ok(Err(_))),
+        "a silent websocket stayed open: {end:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(700),
+        "closed too early"
+    );
+}
