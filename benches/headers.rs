@@ -58,7 +58,7 @@ fn bench(c: &mut Criterion) {
         &Default::default(),
     )));
     let app = Http1App {
-        listener: ListenerInfo::new(0, 8080, tether::config::Protocol::Http),
+        listener: ListenerInfo::new(0, 8080, tether::settings::Protocol::Http),
         routing,
         client_header_timeout: std::time::Duration::from_secs(60),
         desync: Default::default(),

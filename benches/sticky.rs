@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use tether::config::{Stickiness, StickinessKind};
-use tether::health::{HealthCheck, Reason, State};
+use tether::health::{Reason, State};
+use tether::settings::{Algorithm, HealthCheck, Lifecycle, Stickiness, StickinessKind};
 use tether::socketio::SidTable;
 use tether::sticky::{unix_now, KeyRing, Pin, Purpose};
-use tether::target_group::{Algorithm, Lifecycle, PinHints, SocketIoPinning, Target, TargetGroup};
+use tether::target_group::{PinHints, SocketIoPinning, Target, TargetGroup};
 
 fn group(n: u16) -> TargetGroup {
     let targets = (0..n)

@@ -19,7 +19,11 @@ use toml::Spanned;
 use crate::rules::{
     Action, Condition, FixedResponse, Forward, Pattern, Redirect, Rule, RuleSet, WeightedGroup,
 };
-use crate::target_group::{Algorithm, DEFAULT_CONNECT_TIMEOUT};
+use crate::settings::{
+    Algorithm, DesyncMode, HealthCheck, Lifecycle, Matcher, MinHealthy, PassiveHealth, Protocol,
+    SocketIo, Stickiness, StickinessKind, UpstreamTls, DEFAULT_CLIENT_HEADER_TIMEOUT,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_DEREGISTRATION_DELAY, DEFAULT_STICKINESS, MAX_STICKINESS,
+};
 
 /// ALB's default idle timeout.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -138,23 +142,6 @@ struct RawLoadBalancer {
     admin: Option<Spanned<String>>,
     client_header_timeout: Option<Spanned<HumanDuration>>,
     desync_mitigation_mode: Option<Spanned<String>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum Protocol {
-    #[serde(rename = "HTTP")]
-    Http,
-    #[serde(rename = "HTTPS")]
-    Https,
-}
-
-impl Protocol {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Http => "HTTP",
-            Protocol::Https => "HTTPS",
-        }
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -440,32 +427,6 @@ pub struct LoadBalancer {
     pub desync_mitigation_mode: DesyncMode,
 }
 
-/// ALB's `routing.http.desync_mitigation_mode`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum DesyncMode {
-    /// Pass every request the engine can frame.
-    Monitor,
-    /// Pass Acceptable; pass Ambiguous then close both connections; 400 Severe.
-    #[default]
-    Defensive,
-    /// 400 for anything not Compliant.
-    Strictest,
-}
-
-impl DesyncMode {
-    pub fn from_name(name: &str) -> Option<DesyncMode> {
-        match name {
-            "monitor" => Some(DesyncMode::Monitor),
-            "defensive" => Some(DesyncMode::Defensive),
-            "strictest" => Some(DesyncMode::Strictest),
-            _ => None,
-        }
-    }
-}
-
-/// Default `client_header_timeout`.
-pub const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
-
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
     pub addr: SocketAddr,
@@ -491,87 +452,11 @@ pub struct TargetGroupConfig {
     pub connect_timeout: Duration,
     pub stickiness: Option<Stickiness>,
     pub socketio: Option<SocketIo>,
-    pub lifecycle: crate::target_group::Lifecycle,
+    pub lifecycle: Lifecycle,
     /// HTTPS to the targets (`protocol = "HTTPS"`).
-    pub upstream_tls: Option<crate::target_group::UpstreamTls>,
+    pub upstream_tls: Option<UpstreamTls>,
     /// Targets from ECS instead of `targets`.
     pub discovery: Option<crate::discovery::EcsDiscovery>,
-}
-
-/// How many healthy targets a group needs before it fails open to all of them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MinHealthy {
-    Count(u32),
-    Percentage(u32),
-}
-
-impl Default for MinHealthy {
-    /// ALB's default: fail open when no target is healthy.
-    fn default() -> Self {
-        MinHealthy::Count(1)
-    }
-}
-
-impl MinHealthy {
-    /// Healthy targets required among `registered`.
-    pub fn required(self, registered: usize) -> usize {
-        match self {
-            MinHealthy::Count(c) => (c as usize).min(registered.max(1)),
-            MinHealthy::Percentage(p) => (registered * p as usize).div_ceil(100).max(1),
-        }
-    }
-}
-
-/// Passive failure marks (beyond ALB): a connect failure or reset makes a target
-/// skipped for `backoff`, doubled on each failure in a row up to `max_backoff`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PassiveHealth {
-    pub enabled: bool,
-    pub backoff: Duration,
-    pub max_backoff: Duration,
-}
-
-impl Default for PassiveHealth {
-    fn default() -> Self {
-        PassiveHealth {
-            enabled: true,
-            backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(30),
-        }
-    }
-}
-
-/// ALB's default deregistration delay.
-pub const DEFAULT_DEREGISTRATION_DELAY: Duration = Duration::from_secs(300);
-
-/// ALB's default stickiness duration.
-pub const DEFAULT_STICKINESS: Duration = Duration::from_secs(86400);
-const MAX_STICKINESS: Duration = Duration::from_secs(7 * 86400);
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StickinessKind {
-    /// `AWSALB` / `AWSALBCORS`, made by the load balancer.
-    LbCookie,
-    /// `AWSALBAPP-0` next to the application's own cookie.
-    AppCookie { cookie_name: String },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stickiness {
-    pub kind: StickinessKind,
-    /// How long a client stays pinned after its last request (1 s – 7 d, default 1 d).
-    pub duration: Duration,
-    /// Opt-in attributes for `AWSALB` (ALB adds neither).
-    pub secure: bool,
-    pub http_only: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SocketIo {
-    /// Engine.IO path prefix (default `/socket.io/`).
-    pub path: String,
-    /// Bound on remembered sessions (default 1,048,576).
-    pub max_sessions: usize,
 }
 
 impl Config {
@@ -1056,7 +941,7 @@ fn build_upstream_tls(
     ctx: &Ctx<'_>,
     g: &RawTargetGroup,
     config_path: &Path,
-) -> Result<Option<crate::target_group::UpstreamTls>, ConfigError> {
+) -> Result<Option<UpstreamTls>, ConfigError> {
     let https = g
         .protocol
         .as_ref()
@@ -1080,7 +965,7 @@ fn build_upstream_tls(
         }
         None => None,
     };
-    Ok(Some(crate::target_group::UpstreamTls {
+    Ok(Some(UpstreamTls {
         server_name: g.server_name.as_ref().map(|s| s.get_ref().clone()),
         ca,
     }))
@@ -1092,8 +977,7 @@ fn build_lifecycle(
     ctx: &Ctx<'_>,
     g: &RawTargetGroup,
     alb_limits: bool,
-) -> Result<crate::target_group::Lifecycle, ConfigError> {
-    use crate::health::{HealthCheck, Matcher};
+) -> Result<Lifecycle, ConfigError> {
     let secs = Duration::from_secs;
     let ms = Duration::from_millis;
     let mut hc = HealthCheck {
@@ -1224,7 +1108,7 @@ fn build_lifecycle(
                 check_duration(ctx, d, "max_backoff", passive.backoff, secs(3600))?;
         }
     }
-    Ok(crate::target_group::Lifecycle {
+    Ok(Lifecycle {
         health_check: hc,
         min_healthy,
         deregistration_delay,

@@ -16,13 +16,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 
-use crate::config::{Protocol, StickinessKind};
 use crate::headers::Headers;
 use crate::routing::Routing;
 use crate::rules::{Action, Forward, RedirectInput, RequestInfo};
+use crate::settings::{Protocol, StickinessKind, UpstreamTls};
 use crate::socketio;
 use crate::sticky::{self, CookieFlags, KeyRing, Pin, Purpose};
-use crate::target_group::{Outstanding, PickedBy, PinHints, Target, TargetGroup, UpstreamTls};
+use crate::target_group::{Outstanding, PickedBy, PinHints, Target, TargetGroup};
 
 /// What an engine knows of the listener a request came in on.
 #[derive(Debug, Clone)]

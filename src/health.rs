@@ -6,94 +6,15 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 
-/// ALB's defaults.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
-pub const DEFAULT_HEALTHY_THRESHOLD: u32 = 5;
-pub const DEFAULT_UNHEALTHY_THRESHOLD: u32 = 2;
+use crate::settings::HealthCheck;
 
 /// The User-Agent ALB's checks send; kept so that targets' log filters still work.
 pub const USER_AGENT: &str = "ELB-HealthChecker/2.0";
-
-/// A validated health check of a target group.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthCheck {
-    pub enabled: bool,
-    /// Checks over TLS (the certificate is not verified, as on ALB).
-    pub https: bool,
-    /// `None`: the target's own (traffic) port.
-    pub port: Option<u16>,
-    pub path: String,
-    pub interval: Duration,
-    pub timeout: Duration,
-    pub healthy_threshold: u32,
-    pub unhealthy_threshold: u32,
-    pub matcher: Matcher,
-}
-
-impl Default for HealthCheck {
-    fn default() -> Self {
-        HealthCheck {
-            enabled: true,
-            https: false,
-            port: None,
-            path: "/".to_string(),
-            interval: DEFAULT_INTERVAL,
-            timeout: DEFAULT_TIMEOUT,
-            healthy_threshold: DEFAULT_HEALTHY_THRESHOLD,
-            unhealthy_threshold: DEFAULT_UNHEALTHY_THRESHOLD,
-            matcher: Matcher::default(),
-        }
-    }
-}
-
-// === impl Matcher ===
-
-/// Success codes: `"200"`, `"200,202"`, `"200-299"` (ALB allows 200–499).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Matcher(Vec<(u16, u16)>);
-
-impl Default for Matcher {
-    fn default() -> Self {
-        Matcher(vec![(200, 200)])
-    }
-}
-
-impl Matcher {
-    pub fn parse(s: &str) -> Result<Matcher, String> {
-        let mut ranges = Vec::new();
-        for part in s.split(',').map(str::trim) {
-            let (lo, hi) = match part.split_once('-') {
-                Some((a, b)) => (a.trim(), b.trim()),
-                None => (part, part),
-            };
-            let parse = |v: &str| -> Result<u16, String> {
-                v.parse::<u16>()
-                    .ok()
-                    .filter(|c| (200..=499).contains(c))
-                    .ok_or_else(|| format!("invalid matcher \"{s}\": codes are 200-499, like \"200\", \"200,202\" or \"200-299\""))
-            };
-            let (lo, hi) = (parse(lo)?, parse(hi)?);
-            if lo > hi {
-                return Err(format!(
-                    "invalid matcher \"{s}\": range {lo}-{hi} is backwards"
-                ));
-            }
-            ranges.push((lo, hi));
-        }
-        Ok(Matcher(ranges))
-    }
-
-    pub fn matches(&self, status: u16) -> bool {
-        self.0.iter().any(|(lo, hi)| (*lo..=*hi).contains(&status))
-    }
-}
 
 // === States and reasons ===
 
@@ -317,17 +238,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn matchers_take_lists_and_ranges_within_200_499() {
-        let m = Matcher::parse("200,202, 300-399").unwrap();
-        assert!(m.matches(200) && m.matches(202) && m.matches(350));
-        assert!(!m.matches(201) && !m.matches(400));
-        assert!(Matcher::parse("199").is_err());
-        assert!(Matcher::parse("500").is_err());
-        assert!(Matcher::parse("299-200").is_err());
-        assert!(Matcher::parse("ok").is_err());
-    }
 
     fn hc() -> HealthCheck {
         HealthCheck {

@@ -17,6 +17,7 @@ pub mod lifecycle;
 pub mod routing;
 pub mod rules;
 pub mod server;
+pub mod settings;
 pub mod socketio;
 pub mod sticky;
 pub mod target_group;

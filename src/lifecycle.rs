@@ -16,8 +16,9 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::task::JoinHandle;
 
-use crate::health::{self, HealthCheck, Reason, State, Tracker};
+use crate::health::{self, Reason, State, Tracker};
 use crate::routing::SharedRouting;
+use crate::settings::HealthCheck;
 use crate::target_group::{now_ms, Target};
 
 /// How often the service looks for routing changes and drain ends.

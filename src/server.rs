@@ -191,7 +191,7 @@ pub struct Reloader {
     /// HTTPS listeners' certificate resolvers, by listener index.
     resolvers: Vec<(usize, Arc<CertResolver>)>,
     path: PathBuf,
-    listeners: Vec<(std::net::SocketAddr, crate::config::Protocol)>,
+    listeners: Vec<(std::net::SocketAddr, crate::settings::Protocol)>,
     pub routing: SharedRouting,
 }
 

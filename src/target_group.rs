@@ -12,8 +12,10 @@ use parking_lot::Mutex;
 use rand::Rng;
 use tokio::sync::watch;
 
-use crate::config::{MinHealthy, PassiveHealth, Stickiness, StickinessKind};
-use crate::health::{HealthCheck, Reason, State};
+use crate::health::{Reason, State};
+use crate::settings::{
+    Algorithm, HealthCheck, Lifecycle, PassiveHealth, Stickiness, StickinessKind, UpstreamTls,
+};
 use crate::socketio::SidTable;
 use crate::sticky::{unix_now, KeyRing, Purpose};
 
@@ -209,29 +211,6 @@ impl Drop for Outstanding {
 
 // === Selection ===
 
-/// The target selection algorithm of a group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Algorithm {
-    #[default]
-    RoundRobin,
-    LeastOutstandingRequests,
-    WeightedRandom,
-    /// Fewest open connections, websockets included (beyond ALB).
-    LeastConnections,
-}
-
-impl fmt::Display for Algorithm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Algorithm::RoundRobin => "round_robin",
-            Algorithm::LeastOutstandingRequests => "least_outstanding_requests",
-            Algorithm::WeightedRandom => "weighted_random",
-            Algorithm::LeastConnections => "least_connections",
-        })
-    }
-}
-
 /// Picks one target among those a caller deems eligible.
 ///
 /// Contract: `select` returns the index of a target `i` with `eligible(i)` true, or
@@ -352,9 +331,6 @@ pub fn selector(algorithm: Algorithm) -> Box<dyn Selector> {
 
 // === impl TargetGroup ===
 
-/// Default time to establish a connection to a target (ALB: 10 s, then 504).
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Socket.IO sid pinning of a group.
 #[derive(Debug)]
 pub struct SocketIoPinning {
@@ -372,25 +348,6 @@ pub struct HealthView {
     healthy_since: Vec<u64>,
     /// Too few healthy targets: route to all registered targets.
     fail_open: bool,
-}
-
-/// HTTPS to a group's targets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UpstreamTls {
-    /// Name to send (SNI) and verify; the target's IP when absent.
-    pub server_name: Option<String>,
-    /// CA certificates (DER) to verify targets with; the system roots when absent.
-    pub ca: Option<Arc<Vec<Vec<u8>>>>,
-}
-
-/// The lifecycle settings of a group (health, draining, slow start, passive marks).
-#[derive(Debug, Clone, Default)]
-pub struct Lifecycle {
-    pub health_check: HealthCheck,
-    pub min_healthy: MinHealthy,
-    pub deregistration_delay: Duration,
-    pub slow_start: Duration,
-    pub passive: PassiveHealth,
 }
 
 #[derive(Debug)]
@@ -663,6 +620,7 @@ impl TargetGroup {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::DEFAULT_CONNECT_TIMEOUT;
 
     fn targets(n: u16) -> Vec<Arc<Target>> {
         (0..n)

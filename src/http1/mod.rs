@@ -20,13 +20,13 @@ use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncWriteExt};
 
-use crate::config::DesyncMode;
 use crate::exchange::{
     self, Decision, Exchange, Failure, LbResponse, ListenerInfo, RequestHead, Retry,
 };
 use crate::forwarded::{self, ForwardedFor};
 use crate::headers::Headers;
 use crate::routing::SharedRouting;
+use crate::settings::DesyncMode;
 use parse::{Framing, Verdict};
 use upstream::TargetConn;
 
@@ -1007,7 +1007,7 @@ mod tests {
         )
         .unwrap();
         let app = Arc::new(Http1App {
-            listener: ListenerInfo::new(0, 1, crate::config::Protocol::Http),
+            listener: ListenerInfo::new(0, 1, crate::settings::Protocol::Http),
             routing: Arc::new(arc_swap::ArcSwap::from_pointee(
                 crate::routing::Routing::build(&config, None, &Default::default()),
             )),

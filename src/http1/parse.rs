@@ -2,8 +2,8 @@
 //! ALB's size limits, `Host`, the desync classes), and turned into the bytes sent on,
 //! copied line by line from what arrived, less the hop-by-hop lines, plus tether's own.
 
-use crate::config::DesyncMode;
 use crate::headers::{Header, Headers};
+use crate::settings::DesyncMode;
 
 /// ALB's limits: request line 16 KiB, one header line 16 KiB, all headers 64 KiB.
 pub const MAX_REQUEST_LINE: usize = 16 * 1024;

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::target_group::UpstreamTls;
+use crate::settings::UpstreamTls;
 
 /// How long an idle pooled connection is kept: less than the 5 s after which Node.js
 /// (the most common target) closes idle keep-alive connections.

@@ -1,0 +1,282 @@
+//! The validated settings that config, target groups, rules and the engines share:
+//! plain values with ALB's defaults and nothing that acts on them. It depends on no
+//! other tether module, so the modules that share these types do not depend on each
+//! other for them.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+// === Listener protocols ===
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Protocol {
+    #[serde(rename = "HTTP")]
+    Http,
+    #[serde(rename = "HTTPS")]
+    Https,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "HTTP",
+            Protocol::Https => "HTTPS",
+        }
+    }
+}
+
+// === Load balancer attributes ===
+
+/// ALB's `routing.http.desync_mitigation_mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DesyncMode {
+    /// Pass every request the engine can frame.
+    Monitor,
+    /// Pass Acceptable; pass Ambiguous then close both connections; 400 Severe.
+    #[default]
+    Defensive,
+    /// 400 for anything not Compliant.
+    Strictest,
+}
+
+impl DesyncMode {
+    pub fn from_name(name: &str) -> Option<DesyncMode> {
+        match name {
+            "monitor" => Some(DesyncMode::Monitor),
+            "defensive" => Some(DesyncMode::Defensive),
+            "strictest" => Some(DesyncMode::Strictest),
+            _ => None,
+        }
+    }
+}
+
+/// Default `client_header_timeout`.
+pub const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+
+// === Target group attributes ===
+
+/// How many healthy targets a group needs before it fails open to all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MinHealthy {
+    Count(u32),
+    Percentage(u32),
+}
+
+impl Default for MinHealthy {
+    /// ALB's default: fail open when no target is healthy.
+    fn default() -> Self {
+        MinHealthy::Count(1)
+    }
+}
+
+impl MinHealthy {
+    /// Healthy targets required among `registered`.
+    pub fn required(self, registered: usize) -> usize {
+        match self {
+            MinHealthy::Count(c) => (c as usize).min(registered.max(1)),
+            MinHealthy::Percentage(p) => (registered * p as usize).div_ceil(100).max(1),
+        }
+    }
+}
+
+/// Passive failure marks (beyond ALB): a connect failure or reset makes a target
+/// skipped for `backoff`, doubled on each failure in a row up to `max_backoff`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassiveHealth {
+    pub enabled: bool,
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for PassiveHealth {
+    fn default() -> Self {
+        PassiveHealth {
+            enabled: true,
+            backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// ALB's default deregistration delay.
+pub const DEFAULT_DEREGISTRATION_DELAY: Duration = Duration::from_secs(300);
+
+/// ALB's default stickiness duration.
+pub const DEFAULT_STICKINESS: Duration = Duration::from_secs(86400);
+pub const MAX_STICKINESS: Duration = Duration::from_secs(7 * 86400);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StickinessKind {
+    /// `AWSALB` / `AWSALBCORS`, made by the load balancer.
+    LbCookie,
+    /// `AWSALBAPP-0` next to the application's own cookie.
+    AppCookie { cookie_name: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stickiness {
+    pub kind: StickinessKind,
+    /// How long a client stays pinned after its last request (1 s – 7 d, default 1 d).
+    pub duration: Duration,
+    /// Opt-in attributes for `AWSALB` (ALB adds neither).
+    pub secure: bool,
+    pub http_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketIo {
+    /// Engine.IO path prefix (default `/socket.io/`).
+    pub path: String,
+    /// Bound on remembered sessions (default 1,048,576).
+    pub max_sessions: usize,
+}
+
+// === Selection ===
+
+/// The target selection algorithm of a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    #[default]
+    RoundRobin,
+    LeastOutstandingRequests,
+    WeightedRandom,
+    /// Fewest open connections, websockets included (beyond ALB).
+    LeastConnections,
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Algorithm::RoundRobin => "round_robin",
+            Algorithm::LeastOutstandingRequests => "least_outstanding_requests",
+            Algorithm::WeightedRandom => "weighted_random",
+            Algorithm::LeastConnections => "least_connections",
+        })
+    }
+}
+
+/// Default time to establish a connection to a target (ALB: 10 s, then 504).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+// === Targets over TLS and the lifecycle ===
+
+/// HTTPS to a group's targets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// Name to send (SNI) and verify; the target's IP when absent.
+    pub server_name: Option<String>,
+    /// CA certificates (DER) to verify targets with; the system roots when absent.
+    pub ca: Option<Arc<Vec<Vec<u8>>>>,
+}
+
+/// The lifecycle settings of a group (health, draining, slow start, passive marks).
+#[derive(Debug, Clone, Default)]
+pub struct Lifecycle {
+    pub health_check: HealthCheck,
+    pub min_healthy: MinHealthy,
+    pub deregistration_delay: Duration,
+    pub slow_start: Duration,
+    pub passive: PassiveHealth,
+}
+
+// === Health checks ===
+
+/// ALB's defaults.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(30);
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_HEALTHY_THRESHOLD: u32 = 5;
+pub const DEFAULT_UNHEALTHY_THRESHOLD: u32 = 2;
+
+/// A validated health check of a target group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub enabled: bool,
+    /// Checks over TLS (the certificate is not verified, as on ALB).
+    pub https: bool,
+    /// `None`: the target's own (traffic) port.
+    pub port: Option<u16>,
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+    pub matcher: Matcher,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            enabled: true,
+            https: false,
+            port: None,
+            path: "/".to_string(),
+            interval: DEFAULT_HEALTH_INTERVAL,
+            timeout: DEFAULT_HEALTH_TIMEOUT,
+            healthy_threshold: DEFAULT_HEALTHY_THRESHOLD,
+            unhealthy_threshold: DEFAULT_UNHEALTHY_THRESHOLD,
+            matcher: Matcher::default(),
+        }
+    }
+}
+
+// === impl Matcher ===
+
+/// Success codes: `"200"`, `"200,202"`, `"200-299"` (ALB allows 200–499).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Matcher(Vec<(u16, u16)>);
+
+impl Default for Matcher {
+    fn default() -> Self {
+        Matcher(vec![(200, 200)])
+    }
+}
+
+impl Matcher {
+    pub fn parse(s: &str) -> Result<Matcher, String> {
+        let mut ranges = Vec::new();
+        for part in s.split(',').map(str::trim) {
+            let (lo, hi) = match part.split_once('-') {
+                Some((a, b)) => (a.trim(), b.trim()),
+                None => (part, part),
+            };
+            let parse = |v: &str| -> Result<u16, String> {
+                v.parse::<u16>()
+                    .ok()
+                    .filter(|c| (200..=499).contains(c))
+                    .ok_or_else(|| format!("invalid matcher \"{s}\": codes are 200-499, like \"200\", \"200,202\" or \"200-299\""))
+            };
+            let (lo, hi) = (parse(lo)?, parse(hi)?);
+            if lo > hi {
+                return Err(format!(
+                    "invalid matcher \"{s}\": range {lo}-{hi} is backwards"
+                ));
+            }
+            ranges.push((lo, hi));
+        }
+        Ok(Matcher(ranges))
+    }
+
+    pub fn matches(&self, status: u16) -> bool {
+        self.0.iter().any(|(lo, hi)| (*lo..=*hi).contains(&status))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matchers_take_lists_and_ranges_within_200_499() {
+        let m = Matcher::parse("200,202, 300-399").unwrap();
+        assert!(m.matches(200) && m.matches(202) && m.matches(350));
+        assert!(!m.matches(201) && !m.matches(400));
+        assert!(Matcher::parse("199").is_err());
+        assert!(Matcher::parse("500").is_err());
+        assert!(Matcher::parse("299-200").is_err());
+        assert!(Matcher::parse("ok").is_err());
+    }
+}
