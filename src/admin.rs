@@ -20,8 +20,8 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use serde::{Deserialize, Serialize};
 
+use crate::reload::Reloader;
 use crate::routing::Routing;
-use crate::server::Reloader;
 use crate::target_group::{Target, TargetGroup};
 
 /// One target, as `describe-target-health` shows it.

@@ -14,6 +14,7 @@ pub mod health;
 pub mod http1;
 pub mod http2;
 pub mod lifecycle;
+pub mod reload;
 pub mod routing;
 pub mod rules;
 pub mod server;

@@ -2,7 +2,6 @@
 //! listener, all reading one routing snapshot, and a reloader that swaps it.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -15,6 +14,7 @@ use crate::config::Config;
 use crate::discovery::{DiscoveredTargets, DiscoveryService};
 use crate::exchange::ListenerInfo;
 use crate::http1::Http1App;
+use crate::reload::Reloader;
 use crate::routing::{Routing, SharedRouting};
 use crate::tls::{CertResolver, CertStore};
 use pingora::listeners::tls::TlsSettings;
@@ -128,19 +128,7 @@ impl Tether {
             "target lifecycle",
             crate::lifecycle::LifecycleService::new(routing.clone()),
         ));
-        let reloader = Reloader {
-            config: Arc::new(ArcSwap::from_pointee(config.clone())),
-            discovered: discovered.clone(),
-            rebuilding: Arc::default(),
-            resolvers,
-            path: config.path.clone(),
-            listeners: config
-                .listeners
-                .iter()
-                .map(|l| (l.addr, l.protocol))
-                .collect(),
-            routing: routing.clone(),
-        };
+        let reloader = Reloader::new(config, discovered.clone(), resolvers, routing.clone());
         if let Some(addr) = config.load_balancer.admin {
             TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
             server.add_service(background_service(
@@ -174,88 +162,6 @@ impl Tether {
     /// Serves until a signal stops the process (SIGTERM graceful, SIGINT fast).
     pub fn run(self) -> ! {
         self.server.run_forever()
-    }
-}
-
-/// Reloads the config file. A config that does not validate, or that changes the
-/// listeners (which need a restart), is refused and the running routing is kept.
-#[derive(Clone)]
-pub struct Reloader {
-    /// The config in force (reloads replace it).
-    config: Arc<ArcSwap<Config>>,
-    /// Targets found by discovery, by group.
-    discovered: DiscoveredTargets,
-    /// One rebuild at a time, so that a reload and a discovery change cannot store
-    /// snapshots out of order.
-    rebuilding: Arc<parking_lot::Mutex<()>>,
-    /// HTTPS listeners' certificate resolvers, by listener index.
-    resolvers: Vec<(usize, Arc<CertResolver>)>,
-    path: PathBuf,
-    listeners: Vec<(std::net::SocketAddr, crate::settings::Protocol)>,
-    pub routing: SharedRouting,
-}
-
-impl Reloader {
-    /// Returns the new config's summary, or why it was refused.
-    pub fn reload(&self) -> Result<String, String> {
-        let refused = |why: String| {
-            tracing::error!("reload refused, keeping the running config: {why}");
-            Err(why)
-        };
-        let config = match Config::load(&self.path) {
-            Ok(c) => c,
-            Err(e) => return refused(e.to_string()),
-        };
-        let listeners: Vec<_> = config
-            .listeners
-            .iter()
-            .map(|l| (l.addr, l.protocol))
-            .collect();
-        if listeners != self.listeners {
-            return refused(format!(
-                "{}: listeners changed (address, port or protocol); restart to change them",
-                self.path.display()
-            ));
-        }
-        if discovery_of(&config) != discovery_of(&self.config.load()) {
-            return refused(format!(
-                "{}: target group discovery changed; restart to change it",
-                self.path.display()
-            ));
-        }
-        // New certificates first: a file that fails to load keeps the running ones.
-        for (i, resolver) in &self.resolvers {
-            let Some(tls) = config.listeners.get(*i).and_then(|l| l.tls.as_ref()) else {
-                continue;
-            };
-            if let Err(e) = resolver.reload(&tls.certificates) {
-                return refused(e.to_string());
-            }
-        }
-        let summary = config.summary();
-        self.config.store(Arc::new(config));
-        self.rebuild();
-        tracing::info!("reloaded {summary}");
-        Ok(summary)
-    }
-}
-
-/// Which groups discover their targets, and how.
-fn discovery_of(config: &Config) -> Vec<(String, Option<crate::discovery::EcsDiscovery>)> {
-    config
-        .target_groups
-        .iter()
-        .map(|g| (g.name.clone(), g.discovery.clone()))
-        .collect()
-}
-
-impl Reloader {
-    /// Rebuilds routing from the config in force and the discovered targets.
-    pub fn rebuild(&self) {
-        let _one_at_a_time = self.rebuilding.lock();
-        let current = self.routing.load();
-        let next = Routing::build(&self.config.load(), Some(&current), &self.discovered.load());
-        self.routing.store(Arc::new(next));
     }
 }
 

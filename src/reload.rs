@@ -1,0 +1,128 @@
+//! The reload policy: what a reload may change, what it may not (listeners and
+//! discovery need a restart), and putting a new config in force. SIGHUP, the admin
+//! API's `POST /reload` and discovery's target changes all go through [`Reloader`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::config::{Config, ConfigError};
+use crate::discovery::DiscoveredTargets;
+use crate::routing::{Routing, SharedRouting};
+use crate::settings::Protocol;
+use crate::tls::{CertResolver, TlsError};
+
+/// Why a reload was refused. The running config stays in force.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file does not validate.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{}: listeners changed (address, port or protocol); restart to change them", .0.display())]
+    ListenersChanged(PathBuf),
+    #[error("{}: target group discovery changed; restart to change it", .0.display())]
+    DiscoveryChanged(PathBuf),
+    /// A listener's new certificate files do not load.
+    #[error(transparent)]
+    Certificates(#[from] TlsError),
+}
+
+/// Reloads the config file. A config that does not validate, or that changes the
+/// listeners (which need a restart), is refused and the running routing is kept.
+#[derive(Clone)]
+pub struct Reloader {
+    /// The config in force (reloads replace it).
+    config: Arc<ArcSwap<Config>>,
+    /// Targets found by discovery, by group.
+    discovered: DiscoveredTargets,
+    /// One rebuild at a time, so that a reload and a discovery change cannot store
+    /// snapshots out of order.
+    rebuilding: Arc<parking_lot::Mutex<()>>,
+    /// HTTPS listeners' certificate resolvers, by listener index.
+    resolvers: Vec<(usize, Arc<CertResolver>)>,
+    path: PathBuf,
+    listeners: Vec<(SocketAddr, Protocol)>,
+    pub routing: SharedRouting,
+}
+
+impl Reloader {
+    /// A reloader for `config`, in force with `routing`.
+    pub fn new(
+        config: &Config,
+        discovered: DiscoveredTargets,
+        resolvers: Vec<(usize, Arc<CertResolver>)>,
+        routing: SharedRouting,
+    ) -> Reloader {
+        Reloader {
+            config: Arc::new(ArcSwap::from_pointee(config.clone())),
+            discovered,
+            rebuilding: Arc::default(),
+            resolvers,
+            path: config.path.clone(),
+            listeners: config
+                .listeners
+                .iter()
+                .map(|l| (l.addr, l.protocol))
+                .collect(),
+            routing,
+        }
+    }
+
+    /// Reads the config file and puts it in force; returns its summary, or why it
+    /// was refused (the running config is then kept, and the refusal logged).
+    pub fn reload(&self) -> Result<String, ReloadError> {
+        let result = self.try_reload();
+        if let Err(e) = &result {
+            tracing::error!("reload refused, keeping the running config: {e}");
+        }
+        result
+    }
+
+    fn try_reload(&self) -> Result<String, ReloadError> {
+        let config = Config::load(&self.path)?;
+        let listeners: Vec<_> = config
+            .listeners
+            .iter()
+            .map(|l| (l.addr, l.protocol))
+            .collect();
+        if listeners != self.listeners {
+            return Err(ReloadError::ListenersChanged(self.path.clone()));
+        }
+        if discovery_of(&config) != discovery_of(&self.config.load()) {
+            return Err(ReloadError::DiscoveryChanged(self.path.clone()));
+        }
+        // New certificates first: a file that fails to load keeps the running ones.
+        for (i, resolver) in &self.resolvers {
+            let Some(tls) = config.listeners.get(*i).and_then(|l| l.tls.as_ref()) else {
+                continue;
+            };
+            resolver.reload(&tls.certificates)?;
+        }
+        let summary = config.summary();
+        self.config.store(Arc::new(config));
+        self.rebuild();
+        tracing::info!("reloaded {summary}");
+        Ok(summary)
+    }
+}
+
+/// Which groups discover their targets, and how.
+fn discovery_of(config: &Config) -> Vec<(String, Option<crate::discovery::EcsDiscovery>)> {
+    config
+        .target_groups
+        .iter()
+        .map(|g| (g.name.clone(), g.discovery.clone()))
+        .collect()
+}
+
+impl Reloader {
+    /// Rebuilds routing from the config in force and the discovered targets.
+    pub fn rebuild(&self) {
+        let _one_at_a_time = self.rebuilding.lock();
+        let current = self.routing.load();
+        let next = Routing::build(&self.config.load(), Some(&current), &self.discovered.load());
+        self.routing.store(Arc::new(next));
+    }
+}
