@@ -1,0 +1,333 @@
+//! The config file as serde reads it: one struct per TOML table, `deny_unknown_fields`
+//! everywhere, values kept with their spans so validation can point at them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::settings::{Algorithm, Protocol};
+
+// === Value types with their own parsing ===
+
+/// A human duration: "500ms", "30s", "5m", "1h", "1d".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(s.trim())
+            .map(HumanDuration)
+            .map_err(|_| {
+                de::Error::custom(format!(
+                    "invalid duration \"{s}\": write a number and a unit, like \"500ms\", \"30s\", \"5m\", \"1h\" or \"1d\""
+                ))
+            })
+    }
+}
+
+/// A network in CIDR notation; a bare address means that one address.
+pub(super) fn parse_cidr(s: &str) -> Result<IpNet, String> {
+    if let Ok(net) = s.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(IpNet::from(ip));
+    }
+    Err(format!(
+        "invalid CIDR \"{s}\": expected an address and prefix length, like \"10.0.0.0/8\" or \"::1/128\""
+    ))
+}
+
+/// A target address `IP:port`.
+pub(super) fn parse_target(s: &str) -> Result<SocketAddr, String> {
+    match s.parse::<SocketAddr>() {
+        Ok(a) if a.port() != 0 => Ok(a),
+        Ok(_) => Err(format!("invalid target \"{s}\": port must be 1-65535")),
+        Err(_) => Err(format!(
+            "invalid target \"{s}\": expected IP:port, like \"10.0.1.12:3000\" or \"[::1]:3000\""
+        )),
+    }
+}
+
+// === Raw file model ===
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    pub(super) load_balancer: RawLoadBalancer,
+    #[serde(default)]
+    pub(super) listener: Vec<RawListener>,
+    #[serde(default)]
+    pub(super) target_group: BTreeMap<Spanned<String>, RawTargetGroup>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLoadBalancer {
+    pub(super) name: Option<String>,
+    pub(super) idle_timeout: Option<Spanned<HumanDuration>>,
+    pub(super) threads: Option<Spanned<usize>>,
+    #[serde(default)]
+    pub(super) sticky_keys: Vec<Spanned<String>>,
+    pub(super) alb_limits: Option<bool>,
+    pub(super) admin: Option<Spanned<String>>,
+    pub(super) client_header_timeout: Option<Spanned<HumanDuration>>,
+    pub(super) desync_mitigation_mode: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawListener {
+    pub(super) address: Option<Spanned<String>>,
+    pub(super) port: Spanned<u16>,
+    pub(super) protocol: Option<Spanned<Protocol>>,
+    pub(super) default_action: Spanned<RawAction>,
+    #[serde(default)]
+    pub(super) rule: Vec<RawRule>,
+    pub(super) certificates: Option<Spanned<Vec<Spanned<RawCertificate>>>>,
+    pub(super) ssl_policy: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCertificate {
+    pub(super) cert: String,
+    pub(super) key: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRule {
+    pub(super) priority: Spanned<u32>,
+    pub(super) conditions: Spanned<RawConditions>,
+    pub(super) action: Spanned<RawAction>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConditions {
+    pub(super) path_pattern: Option<Spanned<Vec<String>>>,
+    pub(super) host_header: Option<Spanned<Vec<String>>>,
+    pub(super) http_request_method: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) source_ip: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) http_header: Option<Vec<Spanned<RawHeaderCondition>>>,
+    pub(super) query_string: Option<Spanned<Vec<RawQueryCondition>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHeaderCondition {
+    pub(super) name: Spanned<String>,
+    pub(super) values: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawQueryCondition {
+    pub(super) key: Option<String>,
+    pub(super) value: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub(super) enum RawAction {
+    Forward(RawForward),
+    FixedResponse(RawFixedResponse),
+    Redirect(RawRedirect),
+}
+
+/// `forward = "name"` or `forward = { target_groups = [...] }`.
+#[derive(Debug)]
+pub(super) enum RawForward {
+    Single(String),
+    Weighted(RawWeightedForward),
+}
+
+impl<'de> Deserialize<'de> for RawForward {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawForward;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a target group name or { target_groups = [...] }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawForward, E> {
+                Ok(RawForward::Single(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawForward, A::Error> {
+                RawWeightedForward::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawForward::Weighted)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWeightedForward {
+    pub(super) target_groups: Spanned<Vec<RawWeightedGroup>>,
+    pub(super) stickiness: Option<RawGroupStickiness>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGroupStickiness {
+    pub(super) enabled: Option<bool>,
+    pub(super) duration: Option<Spanned<HumanDuration>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWeightedGroup {
+    pub(super) name: Spanned<String>,
+    #[serde(default = "default_weight")]
+    pub(super) weight: Spanned<u32>,
+}
+
+pub(super) fn default_weight() -> Spanned<u32> {
+    Spanned::new(0..0, 1)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFixedResponse {
+    pub(super) status: Spanned<u16>,
+    pub(super) content_type: Option<Spanned<String>>,
+    pub(super) body: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRedirect {
+    pub(super) protocol: Option<Spanned<String>>,
+    pub(super) host: Option<String>,
+    pub(super) port: Option<Spanned<PortString>>,
+    pub(super) path: Option<Spanned<String>>,
+    pub(super) query: Option<String>,
+    pub(super) status: Option<Spanned<u16>>,
+}
+
+/// A redirect port may be written as a number or a string ("443", "#{port}").
+#[derive(Debug)]
+pub(super) struct PortString(pub(super) String);
+
+impl<'de> Deserialize<'de> for PortString {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = PortString;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a port number or \"#{port}\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<PortString, E> {
+                Ok(PortString(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<PortString, E> {
+                Ok(PortString(v.to_string()))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<PortString, E> {
+                Ok(PortString(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTargetGroup {
+    pub(super) protocol: Option<Spanned<Protocol>>,
+    pub(super) ca_file: Option<Spanned<String>>,
+    pub(super) server_name: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) algorithm: Algorithm,
+    #[serde(default)]
+    pub(super) targets: Vec<Spanned<String>>,
+    pub(super) connect_timeout: Option<Spanned<HumanDuration>>,
+    pub(super) stickiness: Option<Spanned<RawStickiness>>,
+    pub(super) socketio: Option<RawSocketIo>,
+    pub(super) discovery: Option<Spanned<RawDiscovery>>,
+    pub(super) health_check: Option<Spanned<RawHealthCheck>>,
+    pub(super) minimum_healthy_targets: Option<Spanned<RawMinHealthy>>,
+    pub(super) deregistration_delay: Option<Spanned<HumanDuration>>,
+    pub(super) slow_start: Option<Spanned<HumanDuration>>,
+    pub(super) passive_health: Option<RawPassiveHealth>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDiscovery {
+    pub(super) ecs: Spanned<RawEcs>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEcs {
+    pub(super) cluster: String,
+    pub(super) service: Option<String>,
+    pub(super) target_group_arn: Option<String>,
+    pub(super) container_name: Option<String>,
+    pub(super) container_port: Option<Spanned<u16>>,
+    pub(super) interval: Option<Spanned<HumanDuration>>,
+    pub(super) region: Option<String>,
+    pub(super) endpoint_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHealthCheck {
+    pub(super) enabled: Option<bool>,
+    pub(super) protocol: Option<Spanned<String>>,
+    pub(super) port: Option<Spanned<PortString>>,
+    pub(super) path: Option<Spanned<String>>,
+    pub(super) interval: Option<Spanned<HumanDuration>>,
+    pub(super) timeout: Option<Spanned<HumanDuration>>,
+    pub(super) healthy_threshold: Option<Spanned<u32>>,
+    pub(super) unhealthy_threshold: Option<Spanned<u32>>,
+    pub(super) matcher: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMinHealthy {
+    pub(super) count: Option<Spanned<u32>>,
+    pub(super) percentage: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPassiveHealth {
+    pub(super) enabled: Option<bool>,
+    pub(super) backoff: Option<Spanned<HumanDuration>>,
+    pub(super) max_backoff: Option<Spanned<HumanDuration>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStickiness {
+    pub(super) enabled: Option<bool>,
+    #[serde(rename = "type")]
+    pub(super) kind: Option<Spanned<String>>,
+    pub(super) duration: Option<Spanned<HumanDuration>>,
+    pub(super) cookie_name: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) secure: bool,
+    #[serde(default)]
+    pub(super) http_only: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSocketIo {
+    pub(super) path: Option<Spanned<String>>,
+    pub(super) max_sessions: Option<Spanned<usize>>,
+}
