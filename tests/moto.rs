@@ -98,7 +98,7 @@ async fn start_moto() -> Moto {
 }
 
 fn sdk_clients(moto: &Moto) -> (aws_sdk_ecs::Client, aws_sdk_ec2::Client) {
-    let http = tether::discovery::sdk_http_client();
+    let http = tether::discovery::ecs::sdk_http_client();
     let creds =
         aws_credential_types::Credentials::new("AKIDTETHERTEST", "secret", None, None, "test");
     let url = format!("http://{}", moto.addr);

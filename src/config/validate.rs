@@ -403,6 +403,12 @@ fn build_discovery(
     };
     let ecs = d.get_ref().ecs.get_ref();
     let span = d.get_ref().ecs.span();
+    if !cfg!(feature = "ecs") {
+        return Err(ctx.err(
+            span,
+            "ecs discovery: this tether was built without the `ecs` feature (cargo build --features ecs)",
+        ));
+    }
     if let Some(t) = g.targets.first() {
         return Err(ctx.err(
             t.span(),

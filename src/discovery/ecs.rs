@@ -1,51 +1,20 @@
-//! Targets from ECS: the tasks of a service (or of the services bound to an ALB
-//! target group) become a group's targets, following deployments.
+//! ECS as a discovery source: the tasks of a service (or of the services bound to an
+//! ALB target group) become a group's targets, following deployments.
 //!
 //! [`targets_from_tasks`] is the whole mapping, a pure function over the SDK's own
 //! types; [`EcsSource`] makes the calls (ListServices/DescribeServices for a target
 //! group ARN, ListTasks paginated, DescribeTasks in batches of 100,
 //! DescribeContainerInstances + EC2 DescribeInstances for bridge and host networking,
-//! cached); [`DiscoveryService`] polls, keeps the last good answer when a call fails,
-//! backs off with jitter, and republishes routing when the targets change.
+//! cached).
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use aws_sdk_ecs::types::{DesiredStatus, Task};
-use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
-use rand::Rng;
 
-/// Where a group's targets come from in ECS (validated config).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EcsDiscovery {
-    pub cluster: String,
-    /// The service whose tasks are targets; or find services by `target_group_arn`.
-    pub service: Option<String>,
-    /// The ALB target group ARN the services are bound to (their `loadBalancers`).
-    pub target_group_arn: Option<String>,
-    pub container_name: Option<String>,
-    pub container_port: Option<u16>,
-    /// Default 10 s.
-    pub interval: Duration,
-    pub region: Option<String>,
-    /// For emulators and VPC endpoints.
-    pub endpoint_url: Option<String>,
-}
-
-/// One discovered target.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Discovered {
-    pub addr: SocketAddr,
-    pub task_arn: String,
-    /// The task is stopping (desiredStatus STOPPED) but still running: drain it.
-    pub draining: bool,
-}
-
+use super::{Discovered, DiscoveryError, EcsDiscovery, Source};
 /// A service's binding: which container and port of its tasks take traffic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Binding {
@@ -140,13 +109,6 @@ pub fn targets_from_tasks(
 }
 
 // === Calls ===
-
-#[derive(Debug, thiserror::Error)]
-#[error("{call}: {message}")]
-pub struct DiscoveryError {
-    pub call: &'static str,
-    pub message: String,
-}
 
 fn call_err<E: std::fmt::Display>(call: &'static str) -> impl Fn(E) -> DiscoveryError {
     move |e| DiscoveryError {
@@ -340,7 +302,7 @@ impl EcsSource {
     }
 
     /// One full look at ECS.
-    pub async fn poll(&mut self) -> Result<Vec<Discovered>, DiscoveryError> {
+    async fn look(&mut self) -> Result<Vec<Discovered>, DiscoveryError> {
         let mut out = Vec::new();
         for binding in self.bindings().await? {
             let tasks = self.tasks(&binding.service).await?;
@@ -352,93 +314,10 @@ impl EcsSource {
     }
 }
 
-// === The service ===
-
-/// Discovered targets by group name.
-pub type DiscoveredTargets = Arc<ArcSwap<HashMap<String, Vec<Discovered>>>>;
-
-/// Polls ECS for each discovering group; on a change, stores the targets and asks
-/// for a routing rebuild.
-pub struct DiscoveryService {
-    pub groups: Vec<(String, EcsDiscovery)>,
-    pub discovered: DiscoveredTargets,
-    pub rebuild: Arc<dyn Fn() + Send + Sync>,
-}
-
-/// The back-off after failures doubles from the interval up to 8 intervals, and
-/// never past two minutes, so that discovery resumes soon after ECS is back.
-const MAX_BACKOFF: Duration = Duration::from_secs(120);
-const MAX_BACKOFF_INTERVALS: u32 = 8;
-
-async fn follow(
-    group: String,
-    config: EcsDiscovery,
-    discovered: DiscoveredTargets,
-    rebuild: Arc<dyn Fn() + Send + Sync>,
-) {
-    let interval = config.interval;
-    let mut source = EcsSource::new(config).await;
-    let mut failures: u32 = 0;
-    loop {
-        let wait = match source.poll().await {
-            Ok(targets) => {
-                if failures > 0 {
-                    tracing::info!(group = %group, "ECS discovery works again");
-                }
-                failures = 0;
-                let current = discovered.load();
-                if current.get(&group) != Some(&targets) {
-                    tracing::info!(
-                        group = %group,
-                        targets = targets.iter().filter(|t| !t.draining).count(),
-                        draining = targets.iter().filter(|t| t.draining).count(),
-                        "ECS targets changed"
-                    );
-                    let mut next = (**current).clone();
-                    next.insert(group.clone(), targets);
-                    discovered.store(Arc::new(next));
-                    rebuild();
-                }
-                interval
-            }
-            Err(e) => {
-                tracing::debug!(group = %group, "ECS discovery attempt failed: {e:?}");
-                // Keep the last known targets; say so once per outage.
-                if failures == 0 {
-                    tracing::warn!(group = %group, "ECS discovery failed, keeping the last known targets: {e}");
-                }
-                failures = failures.saturating_add(1);
-                let base = interval
-                    .saturating_mul(1 << failures.min(3))
-                    .min(interval.saturating_mul(MAX_BACKOFF_INTERVALS))
-                    .min(MAX_BACKOFF);
-                base.mul_f64(rand::thread_rng().gen_range(0.5..1.0))
-            }
-        };
-        tracing::debug!(group = %group, failures, "next ECS poll in {wait:?}");
-        tokio::time::sleep(wait).await;
-    }
-}
-
 #[async_trait]
-impl BackgroundService for DiscoveryService {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let tasks: Vec<_> = self
-            .groups
-            .iter()
-            .map(|(group, config)| {
-                tokio::spawn(follow(
-                    group.clone(),
-                    config.clone(),
-                    self.discovered.clone(),
-                    self.rebuild.clone(),
-                ))
-            })
-            .collect();
-        let _ = shutdown.changed().await;
-        for t in tasks {
-            t.abort();
-        }
+impl Source for EcsSource {
+    async fn poll(&mut self) -> Result<Vec<Discovered>, DiscoveryError> {
+        self.look().await
     }
 }
 

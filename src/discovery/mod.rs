@@ -1,0 +1,185 @@
+//! Targets that follow a discovery source: each discovering group polls its
+//! [`Source`], keeps the last good answer when a poll fails, backs off with jitter,
+//! and republishes routing when its targets change. ECS ([`ecs`], behind the `ecs`
+//! cargo feature, on by default) is the one source today.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use rand::Rng;
+
+#[cfg(feature = "ecs")]
+pub mod ecs;
+
+/// Where a group's targets come from in ECS (validated config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EcsDiscovery {
+    pub cluster: String,
+    /// The service whose tasks are targets; or find services by `target_group_arn`.
+    pub service: Option<String>,
+    /// The ALB target group ARN the services are bound to (their `loadBalancers`).
+    pub target_group_arn: Option<String>,
+    pub container_name: Option<String>,
+    pub container_port: Option<u16>,
+    /// Default 10 s.
+    pub interval: Duration,
+    pub region: Option<String>,
+    /// For emulators and VPC endpoints.
+    pub endpoint_url: Option<String>,
+}
+
+/// One discovered target.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Discovered {
+    pub addr: SocketAddr,
+    pub task_arn: String,
+    /// The task is stopping (desiredStatus STOPPED) but still running: drain it.
+    pub draining: bool,
+}
+
+/// Why a poll failed: which call, and what it said.
+#[derive(Debug, thiserror::Error)]
+#[error("{call}: {message}")]
+pub struct DiscoveryError {
+    pub call: &'static str,
+    pub message: String,
+}
+
+/// What the poll loop needs from a discovery source: one full look at the targets.
+#[async_trait]
+pub trait Source: Send {
+    async fn poll(&mut self) -> Result<Vec<Discovered>, DiscoveryError>;
+}
+
+// === The poll loop ===
+
+/// Discovered targets by group name.
+pub type DiscoveredTargets = Arc<ArcSwap<HashMap<String, Vec<Discovered>>>>;
+
+/// Polls the source of each discovering group; on a change, stores the targets and
+/// asks for a routing rebuild.
+pub struct DiscoveryService {
+    pub groups: Vec<(String, EcsDiscovery)>,
+    pub discovered: DiscoveredTargets,
+    pub rebuild: Arc<dyn Fn() + Send + Sync>,
+}
+
+/// The back-off after failures doubles from the interval up to 8 intervals, and
+/// never past two minutes, so that discovery resumes soon after the source is back.
+const MAX_BACKOFF: Duration = Duration::from_secs(120);
+const MAX_BACKOFF_INTERVALS: u32 = 8;
+
+/// The wait before the next poll after `failures` failed polls in a row, before
+/// jitter (the caller waits between half of it and all of it).
+fn backoff(interval: Duration, failures: u32) -> Duration {
+    if failures == 0 {
+        return interval;
+    }
+    interval
+        .saturating_mul(1 << failures.min(3))
+        .min(interval.saturating_mul(MAX_BACKOFF_INTERVALS))
+        .min(MAX_BACKOFF)
+}
+
+/// Follows one group's source forever: publishes each answer that differs from the
+/// last, and keeps the last good one while polls fail.
+async fn follow(
+    group: String,
+    mut source: impl Source,
+    interval: Duration,
+    discovered: DiscoveredTargets,
+    rebuild: Arc<dyn Fn() + Send + Sync>,
+) {
+    let mut failures: u32 = 0;
+    loop {
+        match source.poll().await {
+            Ok(targets) => {
+                if failures > 0 {
+                    tracing::info!(group = %group, "discovery works again");
+                }
+                failures = 0;
+                let current = discovered.load();
+                if current.get(&group) != Some(&targets) {
+                    tracing::info!(
+                        group = %group,
+                        targets = targets.iter().filter(|t| !t.draining).count(),
+                        draining = targets.iter().filter(|t| t.draining).count(),
+                        "discovered targets changed"
+                    );
+                    let mut next = (**current).clone();
+                    next.insert(group.clone(), targets);
+                    discovered.store(Arc::new(next));
+                    rebuild();
+                }
+            }
+            Err(e) => {
+                tracing::debug!(group = %group, "discovery attempt failed: {e:?}");
+                // Keep the last known targets; say so once per outage.
+                if failures == 0 {
+                    tracing::warn!(group = %group, "discovery failed, keeping the last known targets: {e}");
+                }
+                failures = failures.saturating_add(1);
+            }
+        }
+        let mut wait = backoff(interval, failures);
+        if failures > 0 {
+            wait = wait.mul_f64(rand::thread_rng().gen_range(0.5..1.0));
+        }
+        tracing::debug!(group = %group, failures, "next discovery poll in {wait:?}");
+        tokio::time::sleep(wait).await;
+    }
+}
+
+#[async_trait]
+impl BackgroundService for DiscoveryService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let tasks: Vec<_> = self
+            .groups
+            .iter()
+            .map(|(group, config)| {
+                let (group, config) = (group.clone(), config.clone());
+                let (discovered, rebuild) = (self.discovered.clone(), self.rebuild.clone());
+                tokio::spawn(async move {
+                    let interval = config.interval;
+                    #[cfg(feature = "ecs")]
+                    let source = ecs::EcsSource::new(config).await;
+                    #[cfg(not(feature = "ecs"))]
+                    let source = Unavailable(config);
+                    follow(group, source, interval, discovered, rebuild).await
+                })
+            })
+            .collect();
+        let _ = shutdown.changed().await;
+        for t in tasks {
+            t.abort();
+        }
+    }
+}
+
+/// ECS discovery in a build without the `ecs` feature: config validation refuses
+/// such groups, so this only answers (with an error) if that check is bypassed.
+#[cfg(not(feature = "ecs"))]
+struct Unavailable(EcsDiscovery);
+
+#[cfg(not(feature = "ecs"))]
+#[async_trait]
+impl Source for Unavailable {
+    async fn poll(&mut self) -> Result<Vec<Discovered>, DiscoveryError> {
+        Err(DiscoveryError {
+            call: "ecs",
+            message: format!(
+                "cluster {}: this tether was built without the `ecs` feature",
+                self.0.cluster
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
