@@ -89,3 +89,320 @@ fn a_forward_to_an_undefined_group_names_it() {
     assert_eq!(line, 3);
     assert!(msg.contains("unknown target group \"nope\""), "{msg}");
 }
+
+// === Each kind of bad config, at the line and column `tether check` prints ===
+
+/// Parses `src` as `bad.toml` and asserts that the error, as `tether check`
+/// prints it, is `bad.toml:` followed by `want` ("LINE:COLUMN: message").
+#[track_caller]
+fn rejects(src: &str, want: &str) {
+    match Config::parse(src, Path::new("bad.toml")) {
+        Ok(_) => panic!("accepted; want `{want}`"),
+        Err(e @ ConfigError::Invalid { .. }) => {
+            let got = e.to_string();
+            assert!(
+                got.starts_with(&format!("bad.toml:{want}")),
+                "want `bad.toml:{want}`, got `{got}`"
+            );
+        }
+        Err(e) => panic!("want `bad.toml:{want}`, got `{e}`"),
+    }
+}
+
+#[test]
+fn a_misspelt_listener_key_is_an_unknown_field() {
+    rejects(
+        "[[listener]]\nport = 8080\nprotocl = \"HTTP\"\ndefault_action = { forward = \"web\" }\n",
+        "3:1: unknown field `protocl`",
+    );
+}
+
+#[test]
+fn a_string_port_is_the_wrong_type() {
+    rejects(
+        "[[listener]]\nport = \"eighty\"\ndefault_action = { forward = \"web\" }\n",
+        "2:8: invalid type: string \"eighty\", expected u16",
+    );
+}
+
+#[test]
+fn a_duration_needs_a_known_unit() {
+    rejects(
+        "[load_balancer]\nidle_timeout = \"60 parsecs\"\n",
+        "2:16: invalid duration \"60 parsecs\"",
+    );
+}
+
+#[test]
+fn the_idle_timeout_is_between_1s_and_4000s() {
+    rejects(
+        "[load_balancer]\nidle_timeout = \"2h\"\n",
+        "2:16: idle_timeout must be between 1s and 4000s",
+    );
+}
+
+#[test]
+fn threads_must_be_at_least_one() {
+    rejects(
+        "[load_balancer]\nthreads = 0\n",
+        "2:11: threads must be at least 1",
+    );
+}
+
+#[test]
+fn a_duplicate_priority_is_reported_at_the_second_rule() {
+    rejects(
+        "[[listener]]\nport = 8080\ndefault_action = { forward = \"web\" }\n[[listener.rule]]\npriority = 5\nconditions = { path_pattern = [\"/a\"] }\naction = { forward = \"web\" }\n[[listener.rule]]\npriority = 5\nconditions = { path_pattern = [\"/b\"] }\naction = { forward = \"web\" }\n[target_group.web]\ntargets = []\n",
+        "9:12: duplicate priority 5",
+    );
+}
+
+#[test]
+fn a_weighted_forward_to_an_undefined_group_is_reported_at_its_name() {
+    rejects(
+        "[[listener]]\nport = 8080\ndefault_action = { forward = { target_groups = [{ name = \"web\", weight = 1 }, { name = \"api\", weight = 1 }] } }\n[target_group.web]\ntargets = []\n",
+        "3:88: unknown target group \"api\"",
+    );
+}
+
+#[test]
+fn a_source_ip_must_be_a_valid_cidr() {
+    rejects(
+        "[[listener]]\nport = 8080\ndefault_action = { forward = \"web\" }\n[[listener.rule]]\npriority = 1\nconditions = { source_ip = [\"10.0.0.0/33\"] }\naction = { forward = \"web\" }\n[target_group.web]\ntargets = []\n",
+        "6:29: invalid CIDR \"10.0.0.0/33\"",
+    );
+}
+
+#[test]
+fn a_port_above_65535_does_not_fit_u16() {
+    rejects(
+        "[[listener]]\nport = 70000\ndefault_action = { forward = \"web\" }\n",
+        "2:8: invalid value: integer `70000`, expected u16",
+    );
+}
+
+#[test]
+fn port_zero_is_out_of_range() {
+    rejects(
+        "[[listener]]\nport = 0\ndefault_action = { forward = \"web\" }\n[target_group.web]\ntargets = []\n",
+        "2:8: port must be between 1 and 65535",
+    );
+}
+
+#[test]
+fn a_target_needs_a_port() {
+    rejects(
+        "[target_group.web]\ntargets = [\"10.0.0.1\"]\n",
+        "2:12: invalid target \"10.0.0.1\": expected IP:port",
+    );
+}
+
+#[test]
+fn a_priority_above_50000_is_out_of_range() {
+    rejects(
+        "[[listener]]\nport = 8080\ndefault_action = { forward = \"web\" }\n[[listener.rule]]\npriority = 50001\nconditions = { path_pattern = [\"/a\"] }\naction = { forward = \"web\" }\n[target_group.web]\ntargets = []\n",
+        "5:12: priority must be between 1 and 50000",
+    );
+}
+
+#[test]
+fn a_redirect_must_change_something() {
+    rejects(
+        "[[listener]]\nport = 8080\ndefault_action = { redirect = { status = 301 } }\n",
+        "3:18: a redirect must change something",
+    );
+}
+
+#[test]
+fn a_fixed_response_cannot_be_3xx() {
+    rejects(
+        "[[listener]]\nport = 8080\ndefault_action = { fixed_response = { status = 302 } }\n",
+        "3:48: status must be 2XX, 4XX or 5XX",
+    );
+}
+
+#[test]
+fn a_method_condition_is_upper_case() {
+    rejects(
+        "[[listener]]\nport = 8080\ndefault_action = { forward = \"web\" }\n[[listener.rule]]\npriority = 1\nconditions = { http_request_method = [\"get\"] }\naction = { forward = \"web\" }\n[target_group.web]\ntargets = []\n",
+        "6:39: invalid method \"get\"",
+    );
+}
+
+#[test]
+fn a_rule_needs_a_condition() {
+    rejects(
+        "[[listener]]\nport = 8080\ndefault_action = { forward = \"web\" }\n[[listener.rule]]\npriority = 1\nconditions = {}\naction = { forward = \"web\" }\n[target_group.web]\ntargets = []\n",
+        "6:14: a rule needs at least one condition",
+    );
+}
+
+#[test]
+fn a_config_needs_a_listener() {
+    rejects("[target_group.web]\ntargets = []\n", "1:1: no [[listener]]");
+}
+
+#[test]
+fn an_awsalb_app_cookie_name_is_reserved() {
+    rejects(
+        "[target_group.web]\nstickiness = { type = \"app_cookie\", cookie_name = \"AWSALBAPP-1\" }\n",
+        "2:51: cookie name \"AWSALBAPP-1\" is reserved",
+    );
+}
+
+#[test]
+fn app_cookie_stickiness_needs_a_cookie_name() {
+    rejects(
+        "[target_group.web]\nstickiness = { type = \"app_cookie\" }\n",
+        "2:14: type = \"app_cookie\" needs cookie_name",
+    );
+}
+
+#[test]
+fn an_unknown_stickiness_type_is_named() {
+    rejects(
+        "[target_group.web]\nstickiness = { type = \"source_ip\" }\n",
+        "2:23: unknown stickiness type \"source_ip\"",
+    );
+}
+
+#[test]
+fn a_stickiness_duration_is_at_most_7_days() {
+    rejects(
+        "[target_group.web]\nstickiness = { type = \"lb_cookie\", duration = \"8d\" }\n",
+        "2:47: duration must be between 1s and 7days",
+    );
+}
+
+#[test]
+fn a_sticky_key_needs_32_bytes() {
+    rejects(
+        "[load_balancer]\nsticky_keys = [\"abcdef\"]\n",
+        "2:16: sticky key (literal): key material is 3 bytes; at least 32 random bytes are needed",
+    );
+}
+
+#[test]
+fn a_sticky_key_is_hex_or_base64() {
+    rejects(
+        "[load_balancer]\nsticky_keys = [\"this is not a key at all, not at all!!\"]\n",
+        "2:16: sticky key (literal): key material is neither hex nor base64",
+    );
+}
+
+#[test]
+fn a_sticky_key_from_an_unset_variable_names_it() {
+    rejects(
+        "[load_balancer]\nsticky_keys = [\"env:TETHER_TEST_SURELY_UNSET\"]\n",
+        "2:16: sticky key \"env:TETHER_TEST_SURELY_UNSET\": environment variable TETHER_TEST_SURELY_UNSET is not set",
+    );
+}
+
+#[test]
+fn a_sticky_key_from_a_missing_file_names_it() {
+    rejects(
+        "[load_balancer]\nsticky_keys = [\"file:/nonexistent/key\"]\n",
+        "2:16: sticky key \"file:/nonexistent/key\": cannot read /nonexistent/key",
+    );
+}
+
+#[test]
+fn a_weighted_forward_stickiness_is_at_least_1s() {
+    rejects(
+        "[[listener]]\nport = 80\ndefault_action = { forward = { target_groups = [{ name = \"a\" }, { name = \"b\" }], stickiness = { duration = \"0s\" } } }\n[target_group.a]\n[target_group.b]\n",
+        "3:108: duration must be between 1s and 7days",
+    );
+}
+
+#[test]
+fn a_health_check_interval_is_at_least_5s_as_on_alb() {
+    rejects(
+        "[target_group.web]\nhealth_check = { interval = \"1s\" }\n",
+        "2:29: interval must be between 5s and 5m",
+    );
+}
+
+#[test]
+fn a_matcher_above_599_is_invalid() {
+    rejects(
+        "[target_group.web]\nhealth_check = { matcher = \"600\" }\n",
+        "2:28: invalid matcher \"600\"",
+    );
+}
+
+#[test]
+fn a_healthy_threshold_is_at_most_10() {
+    rejects(
+        "[target_group.web]\nhealth_check = { healthy_threshold = 11 }\n",
+        "2:38: healthy_threshold must be between 2 and 10",
+    );
+}
+
+#[test]
+fn a_health_check_timeout_is_shorter_than_the_interval() {
+    rejects(
+        "[target_group.web]\nhealth_check = { interval = \"10s\", timeout = \"10s\" }\n",
+        "2:46: timeout must be shorter than interval",
+    );
+}
+
+#[test]
+fn a_health_check_protocol_is_http_or_https() {
+    rejects(
+        "[target_group.web]\nhealth_check = { protocol = \"TCP\" }\n",
+        "2:29: unknown health check protocol",
+    );
+}
+
+#[test]
+fn a_health_check_port_is_a_number_or_traffic_port() {
+    rejects(
+        "[target_group.web]\nhealth_check = { port = \"eighty\" }\n",
+        "2:25: port must be 1-65535 or \"traffic-port\"",
+    );
+}
+
+#[test]
+fn slow_start_is_between_30s_and_15m() {
+    rejects(
+        "[target_group.web]\nslow_start = \"10s\"\n",
+        "2:14: slow_start must be between 30s and 15m",
+    );
+}
+
+#[test]
+fn the_deregistration_delay_is_at_most_1h() {
+    rejects(
+        "[target_group.web]\nderegistration_delay = \"2h\"\n",
+        "2:24: deregistration_delay must be between 0s and 1h",
+    );
+}
+
+#[test]
+fn minimum_healthy_targets_is_a_count_or_a_percentage_not_both() {
+    rejects(
+        "[target_group.web]\nminimum_healthy_targets = { count = 1, percentage = 50 }\n",
+        "2:27: give either { count = N } or { percentage = N }",
+    );
+}
+
+#[test]
+fn a_minimum_healthy_percentage_is_at_most_100() {
+    rejects(
+        "[target_group.web]\nminimum_healthy_targets = { percentage = 101 }\n",
+        "2:42: percentage must be between 1 and 100",
+    );
+}
+
+#[test]
+fn slow_start_does_not_go_with_least_outstanding_requests() {
+    rejects(
+        "[target_group.web]\nalgorithm = \"least_outstanding_requests\"\nslow_start = \"60s\"\n",
+        "3:14: slow_start does not go with least_outstanding_requests",
+    );
+}
+
+#[test]
+fn a_toml_syntax_error_has_a_place_too() {
+    rejects("[[listener]\nport = 8080\n", "1:11: ");
+}
