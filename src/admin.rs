@@ -159,14 +159,33 @@ async fn handle(
 }
 
 pub struct AdminService {
+    /// The admin listener, bound when the server was built (so that a port in use
+    /// fails the start, and port 0 is known before serving); taken by `start`.
+    listener: parking_lot::Mutex<Option<std::net::TcpListener>>,
     pub addr: SocketAddr,
     pub reloader: Reloader,
+}
+
+impl AdminService {
+    /// Binds the admin address (port 0: any free port; see [`AdminService::addr`]).
+    pub fn bind(addr: SocketAddr, reloader: Reloader) -> std::io::Result<AdminService> {
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        Ok(AdminService {
+            addr: listener.local_addr()?,
+            listener: parking_lot::Mutex::new(Some(listener)),
+            reloader,
+        })
+    }
 }
 
 #[async_trait]
 impl BackgroundService for AdminService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let listener = match tokio::net::TcpListener::bind(self.addr).await {
+        let Some(listener) = self.listener.lock().take() else {
+            return;
+        };
+        let listener = match tokio::net::TcpListener::from_std(listener) {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!("admin API cannot listen on {}: {e}", self.addr);
@@ -174,6 +193,7 @@ impl BackgroundService for AdminService {
             }
         };
         let me = Arc::new(AdminService {
+            listener: parking_lot::Mutex::new(None),
             addr: self.addr,
             reloader: self.reloader.clone(),
         });

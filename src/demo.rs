@@ -136,7 +136,8 @@ pub enum DemoError {
     Server(#[from] crate::server::ServerError),
 }
 
-/// Starts `count` backends on 127.0.0.1 (ephemeral ports) and tether on `listen`.
+/// Starts `count` backends on 127.0.0.1 (ephemeral ports) and tether on `listen`
+/// (port 0: a free port, printed in the first line).
 pub fn run(listen: SocketAddr, count: usize) -> Result<std::convert::Infallible, DemoError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -160,6 +161,8 @@ pub fn run(listen: SocketAddr, count: usize) -> Result<std::convert::Infallible,
     let text = demo_config(listen, &addrs);
     let config = Config::parse(&text, Path::new("<demo>"))?;
     let tether = Tether::build(&config)?;
+    // The address as bound: `--listen 127.0.0.1:0` picks a free port.
+    let listen = tether.listeners.first().map_or(listen, |(_, addr)| *addr);
     println!(
         "tether demo: {} backends behind http://{listen}/\n",
         addrs.len()

@@ -39,6 +39,11 @@ enum Command {
     Run {
         #[arg(long, short)]
         config: PathBuf,
+        /// Once bound, write the listeners' and the admin API's addresses to this
+        /// file (`listener <index> <protocol> <address>`, `admin <address>`, one per
+        /// line): the way to learn the ports picked for `port = 0`.
+        #[arg(long, value_name = "FILE")]
+        addresses_file: Option<PathBuf>,
     },
     /// Validate a config file: exit 0 with a summary, or 2 with FILE:LINE:COLUMN: message.
     Check {
@@ -87,7 +92,10 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Run { config } => {
+        Command::Run {
+            config,
+            addresses_file,
+        } => {
             let config = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -101,6 +109,15 @@ fn main() -> ExitCode {
             match Tether::build(&config) {
                 Ok(t) => {
                     tracing::info!("{}", config.summary());
+                    for line in t.addresses().lines() {
+                        tracing::info!("bound {line}");
+                    }
+                    if let Some(path) = addresses_file {
+                        if let Err(e) = write_atomically(&path, &t.addresses()) {
+                            eprintln!("tether: cannot write {}: {e}", path.display());
+                            return ExitCode::FAILURE;
+                        }
+                    }
                     t.run()
                 }
                 Err(e) => {
@@ -162,4 +179,13 @@ fn targets(path: &std::path::Path, json: bool) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Writes `text` to `path` through a temporary file and a rename, so that a reader
+/// never sees half of it.
+fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
 }

@@ -1,7 +1,7 @@
 //! Assembles a pingora server from a validated config: one proxy service per
 //! listener, all reading one routing snapshot, and a reloader that swaps it.
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -16,9 +16,11 @@ use crate::exchange::ListenerInfo;
 use crate::http1::Http1App;
 use crate::reload::Reloader;
 use crate::routing::{Routing, SharedRouting};
+use crate::settings::Protocol;
 use crate::tls::{CertResolver, CertStore};
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::ListenerConfig;
+use pingora::listeners::TcpSocketOptions;
 use pingora::protocols::l4::stream::L4BufferSettings;
 
 /// Bytes of the read buffer pingora puts in front of each client connection (its
@@ -45,17 +47,56 @@ pub enum ServerError {
 pub struct Tether {
     pub server: Server,
     pub routing: SharedRouting,
+    /// Each listener's address as bound (a config's port 0 replaced by the port
+    /// picked), in config order.
+    pub listeners: Vec<(Protocol, SocketAddr)>,
+    /// The admin API's address as bound.
+    pub admin: Option<SocketAddr>,
+    /// Ports picked for port-0 listeners, held until the process exits (see
+    /// [`reserve_port`]).
+    _reserved: Vec<socket2::Socket>,
+}
+
+/// Picks a free port for a listener configured with port 0 and holds it: a socket
+/// bound with `SO_REUSEPORT` but never listening keeps every other program off the
+/// port (binding it needs `SO_REUSEPORT` under the same user) while receiving no
+/// connections itself; pingora then binds the same port with `SO_REUSEPORT` and
+/// listens. Unlike picking a port and releasing it, no other program can take the
+/// port in between.
+fn reserve_port(addr: SocketAddr) -> std::io::Result<(socket2::Socket, SocketAddr)> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    let bound = socket
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| std::io::Error::other("bound a non-IP address"))?;
+    Ok((socket, bound))
 }
 
 impl Tether {
     /// Builds the services. Listener addresses are checked up front so that a port in
     /// use is a clear error rather than a failure deep inside the engine.
     pub fn build(config: &Config) -> Result<Tether, ServerError> {
+        let mut reserved = Vec::new();
+        let mut bound = Vec::new();
         for l in &config.listeners {
-            TcpListener::bind(l.addr).map_err(|source| ServerError::Bind {
+            let bind_err = |source| ServerError::Bind {
                 addr: l.addr,
                 source,
-            })?;
+            };
+            if l.addr.port() == 0 {
+                let (socket, addr) = reserve_port(l.addr).map_err(bind_err)?;
+                reserved.push(socket);
+                bound.push(addr);
+            } else {
+                TcpListener::bind(l.addr).map_err(bind_err)?;
+                bound.push(l.addr);
+            }
         }
         let threads = config.load_balancer.threads;
         let conf = ServerConf {
@@ -78,25 +119,30 @@ impl Tether {
         )));
         crate::tls::install_provider();
         let mut resolvers = Vec::new();
-        for (i, l) in config.listeners.iter().enumerate() {
+        for (i, (l, &addr)) in config.listeners.iter().zip(&bound).enumerate() {
             let tls13_only = l
                 .tls
                 .as_ref()
                 .is_some_and(|t| t.policy == crate::tls::SslPolicy::Tls13Only);
             let app = Http1App {
-                listener: ListenerInfo::new(i, l.addr.port(), l.protocol),
+                listener: ListenerInfo::new(i, addr.port(), l.protocol),
                 routing: routing.clone(),
                 client_header_timeout: config.load_balancer.client_header_timeout,
                 desync: config.load_balancer.desync_mitigation_mode,
                 tls13_only,
             };
             let mut service = pingora::services::listening::Service::new(
-                format!("listener {} {}", l.protocol.as_str(), l.addr),
+                format!("listener {} {}", l.protocol.as_str(), addr),
                 app,
             );
-            let endpoint = ListenerConfig::tcp(l.addr.to_string()).l4_buffer(
+            let mut endpoint = ListenerConfig::tcp(addr.to_string()).l4_buffer(
                 L4BufferSettings::new(DOWNSTREAM_READ_BUFFER, DOWNSTREAM_WRITE_BUFFER),
             );
+            if l.addr.port() == 0 {
+                let mut options = TcpSocketOptions::default();
+                options.so_reuseport = Some(true);
+                endpoint = endpoint.tcp_socket_options(options);
+            }
             match &l.tls {
                 None => service.add_listener(endpoint),
                 Some(tls) => {
@@ -129,15 +175,12 @@ impl Tether {
             crate::lifecycle::LifecycleService::new(routing.clone()),
         ));
         let reloader = Reloader::new(config, discovered.clone(), resolvers, routing.clone());
+        let mut admin = None;
         if let Some(addr) = config.load_balancer.admin {
-            TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
-            server.add_service(background_service(
-                "admin",
-                crate::admin::AdminService {
-                    addr,
-                    reloader: reloader.clone(),
-                },
-            ));
+            let service = crate::admin::AdminService::bind(addr, reloader.clone())
+                .map_err(|source| ServerError::Bind { addr, source })?;
+            admin = Some(service.addr);
+            server.add_service(background_service("admin", service));
         }
         let ecs_groups: Vec<_> = config
             .target_groups
@@ -156,7 +199,32 @@ impl Tether {
             ));
         }
         server.add_service(background_service("config reload", SighupReload(reloader)));
-        Ok(Tether { server, routing })
+        let listeners = config
+            .listeners
+            .iter()
+            .zip(bound)
+            .map(|(l, addr)| (l.protocol, addr))
+            .collect();
+        Ok(Tether {
+            server,
+            routing,
+            listeners,
+            admin,
+            _reserved: reserved,
+        })
+    }
+
+    /// The bound addresses, one per line: `listener <index> <protocol> <address>`,
+    /// then `admin <address>` when there is an admin API.
+    pub fn addresses(&self) -> String {
+        let mut out = String::new();
+        for (i, (protocol, addr)) in self.listeners.iter().enumerate() {
+            out.push_str(&format!("listener {i} {} {addr}\n", protocol.as_str()));
+        }
+        if let Some(addr) = self.admin {
+            out.push_str(&format!("admin {addr}\n"));
+        }
+        out
     }
 
     /// Serves until a signal stops the process (SIGTERM graceful, SIGINT fast).

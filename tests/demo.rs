@@ -3,10 +3,12 @@
 mod common;
 
 use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, Client};
+use common::Client;
 
 /// The `tether demo` process, killed when the test ends, failed assertions included.
 struct Demo(std::process::Child);
@@ -20,17 +22,28 @@ impl Drop for Demo {
 
 #[tokio::test]
 async fn it_should_serve_the_demo_across_several_backends() {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let _demo = Demo(
+    // Port 0: the demo picks a free port and prints it in its first line,
+    // "tether demo: 3 backends behind http://127.0.0.1:PORT/".
+    let mut demo = Demo(
         Command::new(env!("CARGO_BIN_EXE_tether"))
-            .args(["demo", "--listen", &listen, "--backends", "3"])
-            .stdout(Stdio::null())
+            .args(["demo", "--listen", "127.0.0.1:0", "--backends", "3"])
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn tether demo"),
     );
-    let addr = listen.parse().expect("addr");
+    // Kept open to the end: the demo prints more, and a closed pipe would fail it.
+    let mut stdout = BufReader::new(demo.0.stdout.take().expect("demo stdout"));
+    let mut first = String::new();
+    stdout
+        .read_line(&mut first)
+        .expect("read the demo's first line");
+    let addr: SocketAddr = first
+        .trim()
+        .strip_prefix("tether demo: 3 backends behind http://")
+        .and_then(|rest| rest.strip_suffix('/'))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line: {first:?}"));
     let deadline = Instant::now() + Duration::from_secs(20);
     while tokio::net::TcpStream::connect(addr).await.is_err() {
         assert!(Instant::now() < deadline, "demo did not listen");

@@ -17,6 +17,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -56,16 +57,34 @@ async fn start_moto() -> Moto {
         "{} not found: run `scripts/setup --tests` (it installs moto[server] in .venv/moto)",
         path.display()
     );
-    let port = free_port();
-    let child = Command::new(&path)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+    // Port 0: moto (werkzeug) binds a free port and says which on stderr,
+    // " * Running on http://127.0.0.1:PORT"; no other test can take it meanwhile.
+    let mut child = Command::new(&path)
+        .args(["-H", "127.0.0.1", "-p", "0"])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn moto_server");
-    let moto = Moto {
+    let stderr = child.stderr.take().expect("moto stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Reads moto's stderr to its end (it logs every request there, and a full pipe
+    // would stall it), passing on the address line.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(addr) = line.split("Running on http://").nth(1) {
+                let _ = tx.send(addr.trim().to_string());
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(60));
+    let mut moto = Moto {
         child,
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+    };
+    // On failure the panic drops (kills) moto.
+    moto.addr = match addr.ok().and_then(|a| a.parse().ok()) {
+        Some(a) => a,
+        None => panic!("moto_server did not say where it listens"),
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

@@ -181,11 +181,18 @@ fn a_port_above_65535_does_not_fit_u16() {
     );
 }
 
+/// Port 0 (beyond ALB, which wants 1–65535) asks for a free port at start; two
+/// such listeners on one address are two ports, not a duplicate. A fixed port twice
+/// still is.
 #[test]
-fn port_zero_is_out_of_range() {
+fn port_zero_picks_a_free_port_and_never_collides() {
+    let two = "[[listener]]\nport = 0\ndefault_action = { forward = \"web\" }\n[[listener]]\nport = 0\ndefault_action = { forward = \"web\" }\n[target_group.web]\ntargets = []\n";
+    let config = parse(two).expect("two port-0 listeners");
+    assert_eq!(config.listeners.len(), 2);
+    assert!(config.listeners.iter().all(|l| l.addr.port() == 0));
     rejects(
-        "[[listener]]\nport = 0\ndefault_action = { forward = \"web\" }\n[target_group.web]\ntargets = []\n",
-        "2:8: port must be between 1 and 65535",
+        &two.replace("port = 0", "port = 8080"),
+        "5:8: a listener on 0.0.0.0:8080 is already defined",
     );
 }
 

@@ -169,11 +169,10 @@ pub(super) fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config
             })?,
             None => IpAddr::from([0, 0, 0, 0]),
         };
-        if *l.port.get_ref() == 0 {
-            return Err(ctx.err(l.port.span(), "port must be between 1 and 65535"));
-        }
+        // Port 0 (beyond ALB): a free port picked at start, reported by
+        // `tether run --addresses-file`; such listeners never collide.
         let addr = SocketAddr::new(ip, *l.port.get_ref());
-        if !bound.insert(addr) {
+        if addr.port() != 0 && !bound.insert(addr) {
             return Err(ctx.err(
                 l.port.span(),
                 format!("a listener on {addr} is already defined"),

@@ -3,9 +3,8 @@
 #![allow(dead_code)]
 
 use std::convert::Infallible;
-use std::io::Write;
 use std::net::{SocketAddr, TcpListener as StdListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -288,25 +287,29 @@ impl TetherProc {
 
     /// As [`TetherProc::start`], with extra environment variables.
     pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> TetherProc {
-        let port = free_port();
-        let admin_port = free_port();
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("tether.toml");
-        let text = config
-            .replace("{port}", &port.to_string())
-            .replace("{admin}", &admin_port.to_string());
-        std::fs::File::create(&config_path)
-            .and_then(|mut f| f.write_all(text.as_bytes()))
-            .expect("write config");
-        let child = Command::new(env!("CARGO_BIN_EXE_tether"))
+        std::fs::write(&config_path, Self::fill(config)).expect("write config");
+        let addresses = dir.path().join("addresses");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
             .args(["run", "--config"])
             .arg(&config_path)
+            .arg("--addresses-file")
+            .arg(&addresses)
             .env("TETHER_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn tether");
+        let (port, admin_port) = match Self::bound_ports(&addresses, &mut child).await {
+            Ok(ports) => ports,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{e}");
+            }
+        };
         let proc = TetherProc {
             child,
             port,
@@ -316,6 +319,38 @@ impl TetherProc {
         };
         proc.wait_ready().await;
         proc
+    }
+
+    /// The config as tether gets it: `{port}` and `{admin}` become port 0, so that
+    /// tether picks free ports itself (no race with other tests for a port).
+    fn fill(config: &str) -> String {
+        config.replace("{port}", "0").replace("{admin}", "0")
+    }
+
+    /// The first listener's and the admin API's ports, from the file
+    /// `--addresses-file` writes once tether has bound them.
+    async fn bound_ports(path: &Path, child: &mut Child) -> Result<(u16, u16), String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(path) {
+                let port_of = |prefix: &str| {
+                    text.lines()
+                        .find(|l| l.starts_with(prefix))
+                        .and_then(|l| l.rsplit(' ').next())
+                        .and_then(|a| a.parse::<SocketAddr>().ok())
+                        .map(|a| a.port())
+                };
+                let port = port_of("listener 0 ").ok_or(format!("no listener in {text:?}"))?;
+                return Ok((port, port_of("admin ").unwrap_or(0)));
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("tether exited before binding: {status}"));
+            }
+            if Instant::now() > deadline {
+                return Err("tether did not report its addresses in 20 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     async fn wait_ready(&self) {
@@ -333,17 +368,21 @@ impl TetherProc {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
-    /// Rewrites the config and sends SIGHUP.
+    /// Rewrites the config (placeholders filled as at start) and sends SIGHUP.
     pub fn reload(&self, config: &str) {
-        let text = config
-            .replace("{port}", &self.port.to_string())
-            .replace("{admin}", &self.admin_port.to_string());
-        std::fs::write(&self.config_path, text).expect("write config");
+        self.write_config(config);
         let status = Command::new("kill")
             .args(["-HUP", &self.child.id().to_string()])
             .status()
             .expect("kill -HUP");
         assert!(status.success());
+    }
+}
+
+impl TetherProc {
+    /// Rewrites the config file (placeholders filled as at start) without reloading.
+    pub fn write_config(&self, config: &str) {
+        std::fs::write(&self.config_path, Self::fill(config)).expect("write config");
     }
 }
 
