@@ -163,7 +163,7 @@ pub struct AdminService {
     /// fails the start, and port 0 is known before serving); taken by `start`.
     listener: parking_lot::Mutex<Option<std::net::TcpListener>>,
     pub addr: SocketAddr,
-    pub reloader: Reloader,
+    reloader: Reloader,
 }
 
 impl AdminService {

@@ -25,7 +25,7 @@ use crate::server::Tether;
 pub const BACKEND_HEADER: &str = "x-tether-demo-backend";
 
 /// Whether a request asks for a websocket upgrade.
-pub fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {
+fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {
     req.headers()
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
@@ -34,7 +34,7 @@ pub fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {
 
 /// Answers a websocket upgrade with 101 and echoes every text and binary message
 /// until the client closes.
-pub fn websocket_echo(mut req: Request<Incoming>, id: &str) -> Response<Full<Bytes>> {
+fn websocket_echo(mut req: Request<Incoming>, id: &str) -> Response<Full<Bytes>> {
     let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
         return Response::builder()
             .status(StatusCode::BAD_REQUEST)
@@ -80,7 +80,7 @@ async fn handle(req: Request<Incoming>, id: String) -> Result<Response<Full<Byte
 }
 
 /// Serves one demo backend on `listener` until the runtime stops.
-pub async fn serve_backend(listener: TcpListener, id: String) {
+async fn serve_backend(listener: TcpListener, id: String) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -97,7 +97,7 @@ pub async fn serve_backend(listener: TcpListener, id: String) {
 }
 
 /// The demo's config: one listener, one round-robin group over the backends.
-pub fn demo_config(listen: SocketAddr, backends: &[SocketAddr]) -> String {
+fn demo_config(listen: SocketAddr, backends: &[SocketAddr]) -> String {
     let targets: Vec<String> = backends.iter().map(|a| format!("\"{a}\"")).collect();
     format!(
         r#"[load_balancer]

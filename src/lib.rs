@@ -1,5 +1,10 @@
 //! tether: a sticky-session, websocket-aware HTTP load balancer that stands in for an
 //! AWS Application Load Balancer. See the README for the config reference.
+//!
+//! The library exists for the `tether` binary, its integration tests and its
+//! benchmarks: `config`, `server` and `demo` are what the binary runs; the data-path
+//! modules (`rules`, `sticky`, `target_group`, `http1`, …) are public for the criterion
+//! benchmarks. The rest is private.
 #![deny(rust_2018_idioms)]
 #![deny(unsafe_code)]
 
@@ -8,13 +13,13 @@ pub mod config;
 pub mod demo;
 pub mod discovery;
 pub mod exchange;
-pub mod forwarded;
+mod forwarded;
 pub mod headers;
 pub mod health;
 pub mod http1;
-pub mod http2;
-pub mod lifecycle;
-pub mod reload;
+mod http2;
+mod lifecycle;
+mod reload;
 pub mod routing;
 pub mod rules;
 pub mod server;
@@ -23,4 +28,4 @@ pub mod socketio;
 pub mod sticky;
 pub mod target_group;
 pub mod tls;
-pub mod websocket;
+mod websocket;

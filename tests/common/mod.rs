@@ -93,15 +93,58 @@ fn query_param(req: &Request<Incoming>, key: &str) -> Option<u64> {
     })
 }
 
+fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// Answers a websocket upgrade with 101 (naming the backend in `x-backend` and, as
+/// the demo backends do, `x-tether-demo-backend`) and echoes every text and binary
+/// message until the client closes.
+fn websocket_echo(mut req: Request<Incoming>, id: &str) -> Response<Body> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{handshake::derive_accept_key, protocol::Role};
+    let key = req
+        .headers()
+        .get("sec-websocket-key")
+        .expect("the test client sends Sec-WebSocket-Key")
+        .clone();
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            None,
+        )
+        .await;
+        while let Some(Ok(msg)) = ws.next().await {
+            if msg.is_close() || ((msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err())
+            {
+                break;
+            }
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(http::header::CONNECTION, "upgrade")
+        .header(http::header::UPGRADE, "websocket")
+        .header("sec-websocket-accept", derive_accept_key(key.as_bytes()))
+        .header(BACKEND_HEADER, id)
+        .header("x-tether-demo-backend", id)
+        .body(full(Bytes::new()))
+        .expect("101 response")
+}
+
 async fn backend_handle(
     req: Request<Incoming>,
     id: String,
     health: Arc<AtomicU8>,
 ) -> Result<Response<Body>, Infallible> {
-    if tether::demo::is_websocket_upgrade(&req) {
-        let resp = tether::demo::websocket_echo(req, &id);
-        let (parts, body) = resp.into_parts();
-        return Ok(Response::from_parts(parts, body.boxed()));
+    if is_websocket_upgrade(&req) {
+        return Ok(websocket_echo(req, &id));
     }
     let mut resp = match req.uri().path() {
         "/health" => match health.load(Ordering::Relaxed) {
