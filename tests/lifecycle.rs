@@ -5,21 +5,39 @@
 mod common;
 
 use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_tungstenite::tungstenite::Message;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
-fn targets(backends: &[&Backend]) -> String {
-    let list: Vec<String> = backends.iter().map(|b| format!("\"{}\"", b.addr)).collect();
+fn targets(addrs: &[SocketAddr]) -> String {
+    let list: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
     list.join(", ")
 }
 
 /// One listener forwarding to group "web" with fast health checks.
 fn config(backends: &[&Backend], group_extra: &str) -> String {
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    config_at(&addrs, group_extra)
+}
+
+/// As [`config`], for targets at `addrs`.
+fn config_at(addrs: &[SocketAddr], group_extra: &str) -> String {
     format!(
         r#"
 [load_balancer]
@@ -36,7 +54,7 @@ targets = [{targets}]
 health_check = {{ path = "/health", interval = "200ms", timeout = "100ms", healthy_threshold = 2, unhealthy_threshold = 2 }}
 {group_extra}
 "#,
-        targets = targets(backends)
+        targets = targets(addrs)
     )
 }
 
@@ -49,6 +67,95 @@ async fn hits(lb: &TetherProc, n: usize) -> HashMap<String, usize> {
         *seen.entry(r.text()).or_default() += 1;
     }
     seen
+}
+
+/// Waits (bounded) until `done` holds.
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A target that keeps the path and query of every request it receives, so that a
+/// test knows what reached it (the common [`Backend`] keeps nothing). `/health`
+/// answers 200, or never once [`Recorder::hang_health`] is set; any
+/// other path at once. The body is the target's id.
+struct Recorder {
+    addr: SocketAddr,
+    received: Arc<Mutex<Vec<String>>>,
+    hang_health: Arc<AtomicBool>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn recorder_answer(
+    req: Request<Incoming>,
+    id: &'static str,
+    received: Arc<Mutex<Vec<String>>>,
+    hang_health: Arc<AtomicBool>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    received.lock().unwrap().push(target.to_string());
+    match req.uri().path() {
+        "/health" if hang_health.load(Ordering::Relaxed) => return std::future::pending().await,
+        _ => {}
+    }
+    Ok(Response::new(Full::from(id)))
+}
+
+impl Recorder {
+    async fn start(id: &'static str) -> Recorder {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind recorder");
+        let addr = listener.local_addr().expect("addr");
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let hang_health = Arc::new(AtomicBool::new(false));
+        let (task_received, task_hang) = (received.clone(), hang_health.clone());
+        let task = tokio::spawn(async move {
+            // Connections live in the set: dropping the recorder drops them all.
+            let mut connections = JoinSet::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                let (received, hang) = (task_received.clone(), task_hang.clone());
+                connections.spawn(async move {
+                    let service = service_fn(move |req| {
+                        recorder_answer(req, id, received.clone(), hang.clone())
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+                while connections.try_join_next().is_some() {}
+            }
+        });
+        Recorder {
+            addr,
+            received,
+            hang_health,
+            task,
+        }
+    }
+
+    /// How many requests for `path` (without its query) arrived.
+    fn count(&self, path: &str) -> usize {
+        let received = self.received.lock().unwrap();
+        received
+            .iter()
+            .filter(|t| t.split('?').next() == Some(path))
+            .count()
+    }
+
+    /// From now on `/health` never answers.
+    fn hang_health(&self) {
+        self.hang_health.store(true, Ordering::Relaxed);
+    }
 }
 
 #[tokio::test]
@@ -330,32 +437,70 @@ async fn it_should_send_new_sessions_to_the_least_connected_target() {
 
 #[tokio::test]
 async fn it_should_never_block_requests_on_a_hanging_health_check() {
-    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let lb = TetherProc::start(&config(&[&a, &b], "")).await;
+    let a = Backend::start("a").await;
+    let b = Recorder::start("b").await;
+    // Checks that hang long: a request held up by a hanging check would wait for up to
+    // its timeout, and with steady traffic one request waits nearly all of it at each
+    // check. A timeout of 900 ms puts that far above what a loaded machine adds to a
+    // request on loopback, where a few milliseconds against a timeout of 100 ms was not.
+    let fast = r#"interval = "200ms", timeout = "100ms""#;
+    let config = config_at(&[a.addr, b.addr], "");
+    assert!(config.contains(fast));
+    let config = config.replace(fast, r#"interval = "1s", timeout = "900ms""#);
+    let lb = TetherProc::start(&config).await;
     wait_state(&lb, a.addr, "healthy").await;
     wait_state(&lb, b.addr, "healthy").await;
-    let median = |mut v: Vec<Duration>| {
-        v.sort();
-        v[v.len() / 2]
+
+    b.hang_health();
+    // Requests one after another from now on, each with its time and whether b was
+    // already seen unhealthy when it went out.
+    let (unhealthy, stop) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let addr = lb.addr();
+    let traffic = {
+        let (unhealthy, stop) = (unhealthy.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut client = Client::connect(addr).await;
+            let mut replies = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let out = unhealthy.load(Ordering::Relaxed);
+                let t = Instant::now();
+                let id = client.get("/").await.text();
+                replies.push((t.elapsed(), out, id));
+            }
+            replies
+        })
     };
-    let mut client = Client::connect(lb.addr()).await;
-    let mut before = Vec::new();
-    for _ in 0..200 {
-        let t = Instant::now();
-        client.get("/").await;
-        before.push(t.elapsed());
-    }
-    b.set_health(Health::Hang);
-    wait_state(&lb, b.addr, "unhealthy").await;
-    let mut during = Vec::new();
-    for _ in 0..200 {
-        let t = Instant::now();
-        assert_eq!(client.get("/").await.text(), "a");
-        during.push(t.elapsed());
-    }
-    let (m0, m1) = (median(before), median(during));
+    wait_state(&lb, b.addr, "unhealthy").await; // two checks timed out
+    unhealthy.store(true, Ordering::Relaxed);
+    // Four more checks begin, so three more hang for their whole timeout meanwhile.
+    let checks = b.count("/health");
+    wait_until("four more checks of b", || b.count("/health") >= checks + 4).await;
+    stop.store(true, Ordering::Relaxed);
+    let replies = traffic.await.expect("traffic");
+
+    let to_b_after: Vec<_> = replies
+        .iter()
+        .filter(|(_, out, id)| *out && id != "a")
+        .collect();
     assert!(
-        m1 < m0 * 3 + Duration::from_millis(2),
-        "median {m0:?} → {m1:?}"
+        to_b_after.is_empty(),
+        "an unhealthy target got requests: {to_b_after:?}"
+    );
+    // At least five checks hung while the requests went; none held one up. One slow
+    // request is let pass: a loaded machine may stall a process that long once, where
+    // requests waiting on checks would be slow at every check.
+    let slow: Vec<Duration> = replies
+        .iter()
+        .map(|(took, _, _)| *took)
+        .filter(|took| *took >= Duration::from_millis(450))
+        .collect();
+    assert!(
+        slow.len() <= 1,
+        "{} of {} requests took at least half the check timeout: {slow:?}",
+        slow.len(),
+        replies.len()
     );
 }
