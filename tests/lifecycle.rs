@@ -80,8 +80,8 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 
 /// A target that keeps the path and query of every request it receives, so that a
 /// test knows what reached it (the common [`Backend`] keeps nothing). `/health`
-/// answers 200, or never once [`Recorder::hang_health`] is set; any
-/// other path at once. The body is the target's id.
+/// answers 200, or never once [`Recorder::hang_health`] is set; `/slow?ms=N` answers
+/// after N ms; any other path at once. The body is the target's id.
 struct Recorder {
     addr: SocketAddr,
     received: Arc<Mutex<Vec<String>>>,
@@ -105,6 +105,15 @@ async fn recorder_answer(
     received.lock().unwrap().push(target.to_string());
     match req.uri().path() {
         "/health" if hang_health.load(Ordering::Relaxed) => return std::future::pending().await,
+        "/slow" => {
+            let ms = req
+                .uri()
+                .query()
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("ms=")))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1000);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
         _ => {}
     }
     Ok(Response::new(Full::from(id)))
@@ -120,7 +129,7 @@ impl Recorder {
         let hang_health = Arc::new(AtomicBool::new(false));
         let (task_received, task_hang) = (received.clone(), hang_health.clone());
         let task = tokio::spawn(async move {
-            // Connections live in the set: dropping the recorder drops them all.
+            // Connections live in the set: killing the recorder drops them all.
             let mut connections = JoinSet::new();
             while let Ok((stream, _)) = listener.accept().await {
                 let (received, hang) = (task_received.clone(), task_hang.clone());
@@ -152,9 +161,25 @@ impl Recorder {
             .count()
     }
 
+    /// Whether a request for exactly `path_and_query` arrived.
+    fn got(&self, path_and_query: &str) -> bool {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|t| t == path_and_query)
+    }
+
     /// From now on `/health` never answers.
     fn hang_health(&self) {
         self.hang_health.store(true, Ordering::Relaxed);
+    }
+
+    /// Stops it as a crashed process stops: its listener closes (connects are
+    /// refused) and its open connections close, with whatever they were serving.
+    async fn kill(&mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
     }
 }
 
@@ -253,39 +278,99 @@ async fn it_should_fail_open_when_every_target_is_unhealthy() {
 
 #[tokio::test]
 async fn it_should_lose_no_idempotent_request_when_a_target_dies() {
-    let (a, b, c) = (
-        Backend::start("a").await,
-        Backend::start("b").await,
-        Backend::start("c").await,
-    );
-    let lb = TetherProc::start(&config(&[&a, &b, &c], "")).await;
-    for t in [&a, &b, &c] {
-        wait_state(&lb, t.addr, "healthy").await;
+    let (a, c) = (Backend::start("a").await, Backend::start("c").await);
+    let mut b = Recorder::start("b").await;
+    let lb = TetherProc::start(&config_at(&[a.addr, b.addr, c.addr], "")).await;
+    for addr in [a.addr, b.addr, c.addr] {
+        wait_state(&lb, addr, "healthy").await;
     }
     let addr = lb.addr();
+    // Clients sending GETs until told to stop; each reply is kept with whether b
+    // was already dead when its request went out.
+    let (killed, stop) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
     let workers: Vec<_> = (0..4)
         .map(|_| {
+            let (killed, stop) = (killed.clone(), stop.clone());
             tokio::spawn(async move {
                 let mut client = Client::connect(addr).await;
-                let mut statuses = Vec::new();
-                for _ in 0..150 {
+                let mut replies = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let after_kill = killed.load(Ordering::Relaxed);
                     let r = client.get("/").await;
-                    statuses.push(r.status.as_u16());
+                    replies.push((after_kill, r.status.as_u16(), r.text()));
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                statuses
+                replies
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    drop(b); // killed mid-stream: its open connections are reset
-    let mut total = 0;
-    for w in workers {
-        let statuses = w.await.expect("worker");
-        total += statuses.len();
-        assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+
+    // b takes its share of the clients' requests while it lives...
+    wait_until("b served the clients", || b.count("/") >= 10).await;
+    // ...and dies holding one: slow GETs, each on its own connection, until one
+    // has reached b (the others reach a or c).
+    let mut slow = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let on_b = loop {
+        let path = format!("/slow?ms=3000&n={}", slow.len());
+        let sent = path.clone();
+        slow.push((
+            path,
+            tokio::spawn(async move { Client::connect(addr).await.get(&sent).await }),
+        ));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Some((path, _)) = slow.iter().find(|(p, _)| b.got(p)) {
+            break path.clone();
+        }
+        assert!(Instant::now() < deadline, "no slow request reached b");
+    };
+    b.kill().await; // its open connections close, its port refuses connections
+    killed.store(true, Ordering::Relaxed);
+
+    // Every slow request is answered by a or c; the one b held (`on_b`) was sent
+    // again elsewhere.
+    for (path, task) in slow {
+        let r = task.await.expect("slow request");
+        let held = if path == on_b { " (held by b)" } else { "" };
+        assert_eq!(r.status, 200, "{path}{held}: {}", r.text());
+        assert!(
+            ["a", "c"].contains(&r.text().as_str()),
+            "{path}{held}: {}",
+            r.text()
+        );
     }
-    assert_eq!(total, 600);
+    stop.store(true, Ordering::Relaxed);
+    let mut replies = Vec::new();
+    for w in workers {
+        replies.extend(w.await.expect("worker"));
+    }
+    let lost: Vec<_> = replies
+        .iter()
+        .filter(|(_, status, _)| *status != 200)
+        .collect();
+    assert!(lost.is_empty(), "{lost:?}");
+    let from_b_before = replies
+        .iter()
+        .filter(|(after, _, id)| !after && id == "b")
+        .count();
+    assert!(
+        from_b_before > 0,
+        "no client got an answer from b before it died"
+    );
+    let after: Vec<&str> = replies
+        .iter()
+        .filter(|(after, _, _)| *after)
+        .map(|(_, _, id)| id.as_str())
+        .collect();
+    assert!(
+        after.len() >= 20,
+        "too few requests after b died: {}",
+        after.len()
+    );
+    assert!(after.iter().all(|id| *id != "b"), "{after:?}");
 }
 
 #[tokio::test]
