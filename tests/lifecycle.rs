@@ -15,11 +15,11 @@ use bytes::Bytes;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use http::{Request, Response};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -181,6 +181,28 @@ impl Recorder {
         self.task.abort();
         let _ = (&mut self.task).await;
     }
+}
+
+/// A GET on a new connection whose response is handed over as soon as its head
+/// arrives, its body still streaming. The connection lives as long as its sender.
+async fn start_get(
+    addr: SocketAddr,
+    path: &str,
+) -> (
+    Response<Incoming>,
+    hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+) {
+    let stream = TcpStream::connect(addr).await.expect("connect to tether");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let req = Request::get(path)
+        .header(http::header::HOST, addr.to_string())
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("response head");
+    (resp, sender)
 }
 
 #[tokio::test]
@@ -384,12 +406,27 @@ async fn it_should_drain_a_removed_target_and_close_its_websockets_with_1001() {
     let (mut ws, _) = tokio_tungstenite::connect_async(url)
         .await
         .expect("websocket");
-    let addr = lb.addr();
+    // A streaming response under way on a before the reload: its head names a and
+    // its first chunk has arrived.
+    let (head, sender) = start_get(lb.addr(), "/stream?ms=4500").await;
+    assert_eq!(head.status(), 200);
+    assert_eq!(
+        head.headers()
+            .get(BACKEND_HEADER)
+            .and_then(|v| v.to_str().ok()),
+        Some("a")
+    );
+    let mut body = head.into_body();
+    let mut first = Vec::new();
+    while !first.contains(&b'\n') {
+        let frame = body.frame().await.expect("a first chunk").expect("a frame");
+        first.extend_from_slice(frame.data_ref().map_or(&[][..], |d| &d[..]));
+    }
+    assert!(first.starts_with(b"chunk 0\n"), "{first:?}");
     let stream = tokio::spawn(async move {
-        let mut client = Client::connect(addr).await;
-        client.get("/stream?ms=4500").await
+        let _sender = sender;
+        body.collect().await.map(|b| b.to_bytes())
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
 
     // a leaves the config: it drains; new requests go to b.
     let removed_at = Instant::now();
@@ -410,9 +447,11 @@ async fn it_should_drain_a_removed_target_and_close_its_websockets_with_1001() {
     assert_eq!(echo.into_text().unwrap().as_str(), "still here");
 
     // The streaming response on a completes whole.
-    let r = stream.await.expect("stream task");
-    assert_eq!(r.status, 200);
-    assert_eq!(r.text().lines().count(), 18, "{}", r.text());
+    let rest = stream.await.expect("stream task").expect("the whole body");
+    first.extend_from_slice(&rest);
+    let text = String::from_utf8_lossy(&first);
+    let want: String = (0..18).map(|i| format!("chunk {i}\n")).collect();
+    assert_eq!(text, want);
 
     // At the delay the client gets Close 1001.
     let close = tokio::time::timeout(Duration::from_secs(10), async {
