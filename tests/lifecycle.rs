@@ -494,30 +494,55 @@ async fn it_should_end_draining_early_when_nothing_is_open() {
 
 #[tokio::test]
 async fn it_should_ramp_a_new_target_up_during_slow_start() {
+    const RAMP: Duration = Duration::from_secs(4);
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
     let extra = r#"slow_start = "4s""#;
     let lb = TetherProc::start(&config(&[&a], extra)).await;
     wait_state(&lb, a.addr, "healthy").await;
-    tokio::time::sleep(Duration::from_millis(4100)).await; // a's own ramp is over
+    tokio::time::sleep(RAMP + Duration::from_millis(100)).await; // a's own ramp is over
     lb.reload(&config(&[&a, &b], extra));
     wait_state(&lb, b.addr, "healthy").await;
-    // Share of b in four one-second buckets.
-    let mut shares = Vec::new();
+    // b's weight grows from nothing to a's over RAMP from when it became healthy: with
+    // a at full weight, b's share of requests grows from 0 to 1/2 (about 0.11 over the
+    // ramp's first second). Each request is kept with its time since b was seen
+    // healthy (a little after it was: that lag only raises the first second's share).
+    let seen_healthy = Instant::now();
     let mut client = Client::connect(lb.addr()).await;
-    for _ in 0..4 {
-        let start = Instant::now();
-        let (mut n, mut to_b) = (0, 0);
-        while start.elapsed() < Duration::from_secs(1) {
-            if client.get("/").await.text() == "b" {
-                to_b += 1;
-            }
-            n += 1;
-        }
-        shares.push(to_b as f64 / n as f64);
+    let mut replies = Vec::new();
+    while seen_healthy.elapsed() < RAMP + Duration::from_millis(1300) {
+        let at = seen_healthy.elapsed();
+        replies.push((at, client.get("/").await.text() == "b"));
     }
-    assert!(shares[0] < shares[3], "{shares:?}");
-    assert!(shares[0] < 0.25, "{shares:?}");
-    assert!(shares[3] > 0.30, "{shares:?}");
+    // b's share over a window, and the number of requests in it. Shares, not times:
+    // a slow or stalled client sends fewer requests in a window, but its requests are
+    // split by weight all the same.
+    let share = |from: Duration, to: Duration| {
+        let window: Vec<bool> = replies
+            .iter()
+            .filter(|(at, _)| (from..to).contains(at))
+            .map(|(_, to_b)| *to_b)
+            .collect();
+        let to_b = window.iter().filter(|to_b| **to_b).count();
+        (to_b as f64 / window.len().max(1) as f64, window.len())
+    };
+    let (early, n_early) = share(Duration::ZERO, Duration::from_secs(1));
+    let (late, n_late) = share(
+        RAMP + Duration::from_millis(300),
+        RAMP + Duration::from_secs(2),
+    );
+    let shares = format!("b's share: {early:.3} of {n_early} in the ramp's first second, {late:.3} of {n_late} after it");
+    // Enough requests for the shares to mean something (hundreds on a quiet machine).
+    assert!(
+        n_early >= 100 && n_late >= 100,
+        "too few requests: {shares}"
+    );
+    // After the ramp b has full weight: about half the requests (round robin).
+    assert!((0.35..=0.65).contains(&late), "{shares}");
+    // Early in the ramp it had some, and far fewer than at full weight. Without slow
+    // start it would have about half from the start; a lag of a whole second in
+    // seeing b healthy would still leave its share under 0.3.
+    assert!(early > 0.0, "b got nothing while ramping: {shares}");
+    assert!(early < 0.6 * late, "{shares}");
 }
 
 #[tokio::test]
