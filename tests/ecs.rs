@@ -48,6 +48,18 @@ struct FakeState {
     services: HashMap<String, (String, String, u16)>,
     calls: HashMap<String, usize>,
     largest_describe: usize,
+    /// Every call failed on purpose: how (`"400"`, `"503"`, `"down"`) and the SDK's
+    /// `amz-sdk-invocation-id` (one per call, the same on each of its attempts).
+    failed: Vec<(String, String)>,
+}
+
+/// The `amz-sdk-invocation-id` of a request.
+fn invocation_id(headers: &http::HeaderMap) -> String {
+    headers
+        .get("amz-sdk-invocation-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none")
+        .to_string()
 }
 
 type Fake = Arc<Mutex<FakeState>>;
@@ -98,6 +110,7 @@ async fn fake_handle(
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .map(|t| t.rsplit('.').next().unwrap_or("").to_string());
+    let invocation = invocation_id(req.headers());
     let body = req
         .into_body()
         .collect()
@@ -130,6 +143,7 @@ async fn fake_handle(
     };
     *st.calls.entry(op.clone()).or_default() += 1;
     if let Some(code) = st.failing {
+        st.failed.push((code.to_string(), invocation));
         let (status, body) = if code == 400 {
             (
                 400,
@@ -228,13 +242,71 @@ async fn fake_handle(
         .unwrap())
 }
 
+/// Reads a request's head (within a bound) and returns its `amz-sdk-invocation-id`;
+/// drops the connection.
+async fn read_head(mut stream: tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head)
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("amz-sdk-invocation-id")
+                .then(|| value.trim().to_string())
+        })
+        .unwrap_or_else(|| "none".to_string())
+}
+
+/// Waits (bounded) until two calls have failed `how`. tether polls ECS one call at
+/// a time, so a second call failed this way means the first one ended in that
+/// failure (the SDK gave up on it) and tether went on to poll again: discovery saw
+/// the failure and lived with it.
+async fn wait_two_calls_failed(fake: &Fake, how: &str) {
+    // Back-off between failed polls doubles up to 8 intervals (8 s here).
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let calls: std::collections::HashSet<String> = {
+            let st = fake.lock().unwrap();
+            st.failed
+                .iter()
+                .filter(|(h, _)| h == how)
+                .map(|(_, id)| id.clone())
+                .collect()
+        };
+        if calls.len() >= 2 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "calls failed {how}: {calls:?}, want two"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn start_fake(fake: Fake) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             if fake.lock().unwrap().down {
-                drop(stream);
+                // Read the request's head (to know its call), then close unanswered.
+                let fake = fake.clone();
+                tokio::spawn(async move {
+                    let invocation = read_head(stream).await;
+                    fake.lock()
+                        .unwrap()
+                        .failed
+                        .push(("down".into(), invocation));
+                });
                 continue;
             }
             let fake = fake.clone();
@@ -376,20 +448,21 @@ default_action = {{ forward = "socket" }}
     fake.lock().unwrap().tasks[0].desired = "STOPPED";
     wait_served(&lb, "/", &["task-3", "task-4"]).await;
 
-    // Throttling, then a 5xx outage: routing keeps the last known targets.
-    fake.lock().unwrap().failing = Some(400);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Throttling, then a 5xx outage, then the endpoint down: in each, calls fail
+    // (counted by the fake) and routing keeps the last known targets.
     let both = |seen: HashMap<String, usize>| {
         let mut ids: Vec<String> = seen.into_keys().collect();
         ids.sort();
         ids
     };
+    fake.lock().unwrap().failing = Some(400);
+    wait_two_calls_failed(&fake, "400").await;
     assert_eq!(both(served_by(&lb, "/", 12).await), ["task-3", "task-4"]);
     fake.lock().unwrap().failing = Some(503);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    wait_two_calls_failed(&fake, "503").await;
     assert_eq!(both(served_by(&lb, "/", 12).await), ["task-3", "task-4"]);
     fake.lock().unwrap().down = true;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    wait_two_calls_failed(&fake, "down").await;
     assert_eq!(both(served_by(&lb, "/", 12).await), ["task-3", "task-4"]);
     let calls_during_outage = fake
         .lock()
