@@ -384,8 +384,9 @@ fn awsvpc(arn: &str, ip: &str, last: &'static str, desired: &'static str) -> Fak
 #[tokio::test(flavor = "multi_thread")]
 async fn it_should_follow_ecs_tasks_through_scale_up_draining_and_api_failures() {
     // Three task addresses with the same container port, as awsvpc tasks have.
-    let port = free_port();
-    let b2 = Backend::start_at(SocketAddr::from(([127, 0, 0, 2], port)), "task-2").await;
+    // The first binds a free port; the others take the same port on their addresses.
+    let b2 = Backend::start_at(SocketAddr::from(([127, 0, 0, 2], 0)), "task-2").await;
+    let port = b2.addr.port();
     let b3 = Backend::start_at(SocketAddr::from(([127, 0, 0, 3], port)), "task-3").await;
     let b4 = Backend::start_at(SocketAddr::from(([127, 0, 0, 4], port)), "task-4").await;
     let fake: Fake = Arc::default();
@@ -495,11 +496,11 @@ default_action = {{ forward = "socket" }}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn it_should_route_two_ecs_services_by_path_with_bridge_and_awsvpc_networking() {
-    let port = free_port();
-    let socket = Backend::start_at(SocketAddr::from(([127, 0, 0, 6], port)), "socket-task").await;
+    let socket = Backend::start_at(SocketAddr::from(([127, 0, 0, 6], 0)), "socket-task").await;
+    let port = socket.addr.port();
     // bridge: a dynamic host port on the container instance's address.
-    let host_port = free_port();
-    let api = Backend::start_at(SocketAddr::from(([127, 0, 0, 5], host_port)), "api-task").await;
+    let api = Backend::start_at(SocketAddr::from(([127, 0, 0, 5], 0)), "api-task").await;
+    let host_port = api.addr.port();
     let fake: Fake = Arc::default();
     {
         let mut st = fake.lock().unwrap();
@@ -567,8 +568,8 @@ default_action = {{ forward = "socket" }}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn it_should_find_services_by_their_alb_target_group_binding() {
-    let port = free_port();
-    let web = Backend::start_at(SocketAddr::from(([127, 0, 0, 7], port)), "bound-task").await;
+    let web = Backend::start_at(SocketAddr::from(([127, 0, 0, 7], 0)), "bound-task").await;
+    let port = web.addr.port();
     let fake: Fake = Arc::default();
     let arn = "arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/socket/abc";
     {
@@ -623,13 +624,7 @@ async fn it_should_refuse_a_reload_that_changes_discovery() {
         &format!("targets = [\"{}\"]", b.addr),
         "discovery = { ecs = { cluster = \"c\", service = \"s\", container_port = 80, region = \"us-east-1\", endpoint_url = \"http://127.0.0.1:9\" } }",
     );
-    std::fs::write(
-        &lb.config_path,
-        discovering
-            .replace("{port}", &lb.port.to_string())
-            .replace("{admin}", &lb.admin_port.to_string()),
-    )
-    .unwrap();
+    lb.write_config(&discovering);
     let admin = SocketAddr::from(([127, 0, 0, 1], lb.admin_port));
     let _ = target_states(&lb).await; // the admin API is up
     let r = Client::connect(admin)

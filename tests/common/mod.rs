@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::convert::Infallible;
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -23,14 +23,6 @@ use tokio::task::JoinHandle;
 pub const BACKEND_HEADER: &str = "x-backend";
 
 type Body = BoxBody<Bytes, Infallible>;
-
-/// A free port on 127.0.0.1 (bound then released; good enough for tests).
-pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port")
-}
 
 // === Backends ===
 
