@@ -53,8 +53,12 @@ enum Command {
     /// Show each target group's targets with state and reason (asks the running
     /// tether's admin API, `[load_balancer] admin`).
     Targets {
-        #[arg(long, short)]
-        config: PathBuf,
+        #[arg(long, short, required_unless_present = "admin")]
+        config: Option<PathBuf>,
+        /// The admin API's address, instead of the config's `admin` (needed when
+        /// that has port 0: see `tether run --addresses-file`).
+        #[arg(long)]
+        admin: Option<SocketAddr>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -126,7 +130,11 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Targets { config, json } => targets(&config, json),
+        Command::Targets {
+            config,
+            admin,
+            json,
+        } => targets(config.as_deref(), admin, json),
         Command::Demo { listen, backends } => match tether::demo::run(listen, backends.into()) {
             Ok(never) => match never {},
             Err(e) => {
@@ -137,20 +145,37 @@ fn main() -> ExitCode {
     }
 }
 
-fn targets(path: &std::path::Path, json: bool) -> ExitCode {
-    let config = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
+fn targets(path: Option<&std::path::Path>, admin: Option<SocketAddr>, json: bool) -> ExitCode {
+    let admin = match (admin, path) {
+        (Some(admin), _) => admin,
+        (None, Some(path)) => {
+            let config = match Config::load(path) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match config.load_balancer.admin {
+                Some(admin) if admin.port() != 0 => admin,
+                Some(_) => {
+                    eprintln!(
+                        "{}: the admin API has port 0: pass the port it bound with --admin",
+                        path.display()
+                    );
+                    return ExitCode::from(2);
+                }
+                None => {
+                    eprintln!(
+                        "{}: no admin API: set [load_balancer] admin = \"127.0.0.1:9900\" so that tether targets can ask the running tether",
+                        path.display()
+                    );
+                    return ExitCode::from(2);
+                }
+            }
         }
-    };
-    let Some(admin) = config.load_balancer.admin else {
-        eprintln!(
-            "{}: no admin API: set [load_balancer] admin = \"127.0.0.1:9900\" so that tether targets can ask the running tether",
-            path.display()
-        );
-        return ExitCode::from(2);
+        // clap requires one of them.
+        (None, None) => return ExitCode::from(2),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -550,8 +550,8 @@ default_action = {{ forward = "socket" }}
     );
     // `tether targets` shows the task ARNs.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["targets", "--config"])
-        .arg(&lb.config_path)
+        .args(["targets", "--admin"])
+        .arg(format!("127.0.0.1:{}", lb.admin_port))
         .output()
         .expect("tether targets");
     let table = String::from_utf8_lossy(&out.stdout);

@@ -283,8 +283,8 @@ async fn it_should_fail_open_when_every_target_is_unhealthy() {
         "fail-open routes to all registered targets: {seen:?}"
     );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["targets", "--config"])
-        .arg(&lb.config_path)
+        .args(["targets", "--admin"])
+        .arg(format!("127.0.0.1:{}", lb.admin_port))
         .output()
         .expect("tether targets");
     let table = String::from_utf8_lossy(&out.stdout);
