@@ -13,7 +13,7 @@ use arc_swap::ArcSwap;
 use criterion::{criterion_group, criterion_main, Criterion};
 use tether::config::Config;
 use tether::exchange::ListenerInfo;
-use tether::http1::{prepare, Http1App};
+use tether::http1::{prepare, ClientConn, Http1App};
 use tether::routing::Routing;
 use tether::sticky::{expires, request_cookie_or, set_cookie, CookieFlags, AWSALB, AWSALBCORS};
 
@@ -50,7 +50,11 @@ fn browser_request(extra: &str) -> Vec<u8> {
 }
 
 fn bench(c: &mut Criterion) {
-    let client: Option<IpAddr> = Some("203.0.113.7".parse().expect("ip"));
+    let client = ClientConn {
+        ip: Some("203.0.113.7".parse::<IpAddr>().expect("ip")),
+        port: 51234,
+        tls: None,
+    };
     let config = Config::parse(CONFIG, std::path::Path::new("bench.toml")).expect("config");
     let routing = Arc::new(ArcSwap::from_pointee(Routing::build(
         &config,
@@ -69,14 +73,14 @@ fn bench(c: &mut Criterion) {
     let plain = browser_request("");
     g.bench_function(
         "prepare a browser request (parse, check, decide, forwarded head)",
-        |b| b.iter(|| prepare(&app, black_box(&plain), client).map(|p| p.upstream_head.len())),
+        |b| b.iter(|| prepare(&app, black_box(&plain), &client).map(|p| p.upstream_head.len())),
     );
     let behind = browser_request(
         "x-forwarded-for: 198.51.100.1, 10.0.0.1\r\n\
          x-amzn-trace-id: Root=1-67891233-abcdef012345678912345678;Parent=53995c3f42cd8ad8;Sampled=1\r\n",
     );
     g.bench_function("prepare a request behind a proxy (XFF and trace in)", |b| {
-        b.iter(|| prepare(&app, black_box(&behind), client).map(|p| p.upstream_head.len()))
+        b.iter(|| prepare(&app, black_box(&behind), &client).map(|p| p.upstream_head.len()))
     });
     g.bench_function("desync classification alone", |b| {
         b.iter(|| {

@@ -1,11 +1,16 @@
-//! Headers ALB adds to forwarded requests: `X-Forwarded-For` (appended),
-//! `X-Forwarded-Proto`, `X-Forwarded-Port` and `X-Amzn-Trace-Id`. Written as bytes
-//! straight into the head sent to the target, whatever protocol the client spoke.
+//! Headers ALB adds to forwarded requests: `X-Forwarded-For` (appended, preserved or
+//! removed), `X-Forwarded-Proto`, `X-Forwarded-Port`, `X-Amzn-Trace-Id` and, when
+//! asked, the TLS version and cipher suite; and the `Host` ALB sends. Written as
+//! bytes straight into the head sent to the target, whatever protocol the client
+//! spoke.
 
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand::RngCore;
+
+use crate::settings::{ListenerHeaders, RequestShaping, XffMode};
+use crate::tls_session::TlsSession;
 
 pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
 pub const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
@@ -22,6 +27,60 @@ pub fn is_rewritten(name: &str) -> bool {
             || name.eq_ignore_ascii_case(X_AMZN_TRACE_ID))
 }
 
+/// Whether a client's header line stays out of the head sent to the target: a line
+/// tether writes itself ([`is_rewritten`]; `X-Forwarded-For` passes in `preserve`
+/// mode), a line whose name is not valid when `drop_invalid_header_fields` is on, or
+/// the client's own copy of a TLS header tether adds.
+pub fn leaves_out(name: &str, shaping: &RequestShaping, listener: &ListenerHeaders) -> bool {
+    if is_rewritten(name) {
+        return !(shaping.xff_mode == XffMode::Preserve
+            && name.eq_ignore_ascii_case(X_FORWARDED_FOR));
+    }
+    (shaping.drop_invalid_header_fields && !is_valid_name(name))
+        || (shaping.tls_version_and_cipher_headers
+            && (name.eq_ignore_ascii_case(&listener.tls_version_name)
+                || name.eq_ignore_ascii_case(&listener.tls_cipher_suite_name)))
+}
+
+/// ALB's valid header name: `[-A-Za-z0-9]+` (stricter than HTTP's tokens, which
+/// allow `_`, `.` and others).
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// Writes the `Host` value ALB sends when `preserve_host_header` is off: on a
+/// listener on port 80 or 443 without any port; on another port with the
+/// listener's port added when the client gave none (a port the client gave is
+/// kept).
+pub fn write_host(out: &mut Vec<u8>, host: &[u8], listener_port: u16, port_text: &[u8]) {
+    let (name, port) = split_port(host);
+    if listener_port == 80 || listener_port == 443 {
+        out.extend_from_slice(name);
+    } else if port.is_some() {
+        out.extend_from_slice(host);
+    } else {
+        out.extend_from_slice(host);
+        out.push(b':');
+        out.extend_from_slice(port_text);
+    }
+}
+
+/// A Host value's name and port (`[::1]:8080`, `example.com:8080`).
+fn split_port(host: &[u8]) -> (&[u8], Option<&[u8]>) {
+    let from = if host.starts_with(b"[") {
+        match memchr::memchr(b']', host) {
+            Some(end) => end,
+            None => return (host, None),
+        }
+    } else {
+        0
+    };
+    match memchr::memrchr(b':', &host[from..]) {
+        Some(i) => (&host[..from + i], Some(&host[from + i + 1..])),
+        None => (host, None),
+    }
+}
+
 /// ALB answers 463 to a request whose X-Forwarded-For holds more addresses.
 pub const MAX_FORWARDED_FOR: usize = 30;
 
@@ -36,11 +95,13 @@ pub fn forwarded_for_count<'a>(values: impl Iterator<Item = &'a [u8]>) -> usize 
         .sum()
 }
 
-/// Writes the new `X-Forwarded-For` value: existing addresses, then the client's.
+/// Writes the new `X-Forwarded-For` value: existing addresses, then the client's
+/// (`ip:port`, `[ip6]:port`, with a `port`).
 pub fn append_forwarded_for<'a>(
     out: &mut Vec<u8>,
     existing: impl Iterator<Item = &'a [u8]>,
     client: IpAddr,
+    port: Option<u16>,
 ) {
     for v in existing {
         let v = v.trim_ascii();
@@ -72,8 +133,15 @@ pub fn append_forwarded_for<'a>(
         }
         v6 => {
             use std::io::Write;
-            let _ = write!(out, "{v6}");
+            let _ = match port {
+                Some(_) => write!(out, "[{v6}]"),
+                None => write!(out, "{v6}"),
+            };
         }
+    }
+    if let Some(port) = port {
+        use std::io::Write;
+        let _ = write!(out, ":{port}");
     }
 }
 
@@ -82,27 +150,43 @@ pub fn append_forwarded_for<'a>(
 pub struct ForwardedFor<'a> {
     /// The socket peer (unknown for a Unix socket client).
     pub client: Option<IpAddr>,
+    /// The peer's port, when `X-Forwarded-For` carries it (`xff_client_port`).
+    pub client_port: Option<u16>,
+    pub xff_mode: XffMode,
     /// `http` or `https`.
     pub proto: &'a [u8],
     /// The listener's port, in decimal.
     pub port: &'a [u8],
+    /// The TLS headers to add, with their names (version, cipher suite).
+    pub tls: Option<(&'a str, &'a str, TlsSession)>,
 }
 
 /// Writes the header lines ALB adds to a forwarded request: the client's address
-/// appended to `X-Forwarded-For` (when known), `X-Forwarded-Proto` and
-/// `X-Forwarded-Port` set to the listener's, and `X-Amzn-Trace-Id` set. The client's
-/// own lines of these headers must be left out of the head by the caller
-/// ([`is_rewritten`]); `xff` and `trace` are their values.
+/// appended to `X-Forwarded-For` (when known, in `append` mode), `X-Forwarded-Proto`
+/// and `X-Forwarded-Port` set to the listener's, `X-Amzn-Trace-Id` set, and the TLS
+/// headers when asked. The client's own lines of these headers must be left out of
+/// the head by the caller ([`leaves_out`]); `xff` and `trace` are their values.
 pub fn write_headers<'a>(
     out: &mut Vec<u8>,
     fwd: &ForwardedFor<'_>,
     xff: impl Iterator<Item = &'a [u8]>,
     trace: Option<&[u8]>,
 ) {
-    if let Some(ip) = fwd.client {
+    if let (Some(ip), XffMode::Append) = (fwd.client, fwd.xff_mode) {
         out.extend_from_slice(b"x-forwarded-for: ");
-        append_forwarded_for(out, xff, ip);
+        append_forwarded_for(out, xff, ip, fwd.client_port);
         out.extend_from_slice(b"\r\n");
+    }
+    if let Some((version_name, cipher_name, session)) = fwd.tls {
+        for (name, value) in [
+            (version_name, session.version),
+            (cipher_name, session.cipher_suite),
+        ] {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
     }
     out.extend_from_slice(b"x-forwarded-proto: ");
     out.extend_from_slice(fwd.proto);
@@ -175,7 +259,7 @@ mod tests {
 
     fn xff(existing: &[&[u8]], ip: IpAddr) -> String {
         let mut out = Vec::new();
-        append_forwarded_for(&mut out, existing.iter().copied(), ip);
+        append_forwarded_for(&mut out, existing.iter().copied(), ip, None);
         String::from_utf8(out).unwrap()
     }
 
@@ -215,8 +299,11 @@ mod tests {
         let mut out = Vec::new();
         let fwd = ForwardedFor {
             client: Some("198.51.100.7".parse().unwrap()),
+            client_port: None,
+            xff_mode: XffMode::Append,
             proto: b"https",
             port: b"443",
+            tls: None,
         };
         write_headers(&mut out, &fwd, [&b"10.0.0.1"[..]].into_iter(), None);
         let text = String::from_utf8(out).unwrap();
@@ -227,6 +314,106 @@ mod tests {
         assert!(lines[3].starts_with("x-amzn-trace-id: Root=1-"), "{text}");
         assert_eq!(lines[4], "");
         assert!(is_rewritten("X-Forwarded-Port") && !is_rewritten("x-forwarded-host"));
+    }
+
+    fn host(value: &str, listener_port: u16) -> String {
+        let mut out = Vec::new();
+        let text = listener_port.to_string();
+        write_host(&mut out, value.as_bytes(), listener_port, text.as_bytes());
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn without_preserve_host_the_port_follows_albs_rule() {
+        // Listeners on 80 and 443: no port.
+        assert_eq!(host("example.com", 80), "example.com");
+        assert_eq!(host("example.com:8080", 80), "example.com");
+        assert_eq!(host("example.com:443", 443), "example.com");
+        assert_eq!(host("[2001:db8::1]:8443", 443), "[2001:db8::1]");
+        assert_eq!(host("[2001:db8::1]", 443), "[2001:db8::1]");
+        // Other listeners: the listener's port unless the client gave one.
+        assert_eq!(host("example.com", 8080), "example.com:8080");
+        assert_eq!(host("example.com:9000", 8080), "example.com:9000");
+        assert_eq!(host("[2001:db8::1]", 8080), "[2001:db8::1]:8080");
+        assert_eq!(host("[2001:db8::1]:9000", 8080), "[2001:db8::1]:9000");
+    }
+
+    #[test]
+    fn forwarded_for_may_carry_the_client_port() {
+        let mut out = Vec::new();
+        append_forwarded_for(
+            &mut out,
+            [&b"10.0.0.1"[..]].into_iter(),
+            "198.51.100.7".parse().unwrap(),
+            Some(4711),
+        );
+        assert_eq!(out, b"10.0.0.1, 198.51.100.7:4711");
+        let mut out = Vec::new();
+        append_forwarded_for(
+            &mut out,
+            std::iter::empty(),
+            "2001:db8::7".parse().unwrap(),
+            Some(4711),
+        );
+        assert_eq!(out, b"[2001:db8::7]:4711");
+    }
+
+    #[test]
+    fn the_client_lines_left_out_follow_the_attributes() {
+        let listener = ListenerHeaders::default();
+        let mut shaping = RequestShaping::default();
+        assert!(leaves_out("X-Forwarded-For", &shaping, &listener));
+        assert!(leaves_out("x-forwarded-proto", &shaping, &listener));
+        assert!(!leaves_out("X_Custom", &shaping, &listener));
+        assert!(!leaves_out("x-amzn-tls-version", &shaping, &listener));
+        shaping.xff_mode = XffMode::Preserve;
+        assert!(!leaves_out("X-Forwarded-For", &shaping, &listener));
+        assert!(leaves_out("X-Forwarded-Port", &shaping, &listener));
+        shaping.xff_mode = XffMode::Remove;
+        assert!(leaves_out("X-Forwarded-For", &shaping, &listener));
+        shaping.drop_invalid_header_fields = true;
+        for bad in ["X_Custom", "x.y", "a b", "é"] {
+            assert!(leaves_out(bad, &shaping, &listener), "{bad}");
+        }
+        assert!(!leaves_out("X-Custom-2", &shaping, &listener));
+        shaping.tls_version_and_cipher_headers = true;
+        assert!(leaves_out("x-amzn-tls-version", &shaping, &listener));
+        assert!(leaves_out("X-Amzn-Tls-Cipher-Suite", &shaping, &listener));
+    }
+
+    #[test]
+    fn each_xff_mode_writes_its_header_and_tls_headers_when_asked() {
+        let write = |mode: XffMode, tls: bool| {
+            let mut out = Vec::new();
+            let fwd = ForwardedFor {
+                client: Some("198.51.100.7".parse().unwrap()),
+                client_port: None,
+                xff_mode: mode,
+                proto: b"https",
+                port: b"443",
+                tls: tls.then_some((
+                    "X-Amzn-Tls-Version",
+                    "X-Amzn-Tls-Cipher-Suite",
+                    TlsSession {
+                        version: "TLSv1.2",
+                        cipher_suite: "ECDHE-RSA-AES128-GCM-SHA256",
+                    },
+                )),
+            };
+            write_headers(&mut out, &fwd, [&b"10.0.0.1"[..]].into_iter(), None);
+            String::from_utf8(out).unwrap()
+        };
+        assert!(
+            write(XffMode::Append, false).contains("x-forwarded-for: 10.0.0.1, 198.51.100.7\r\n")
+        );
+        assert!(!write(XffMode::Preserve, false).contains("x-forwarded-for"));
+        assert!(!write(XffMode::Remove, false).contains("x-forwarded-for"));
+        let text = write(XffMode::Append, true);
+        assert!(text.contains("X-Amzn-Tls-Version: TLSv1.2\r\n"), "{text}");
+        assert!(
+            text.contains("X-Amzn-Tls-Cipher-Suite: ECDHE-RSA-AES128-GCM-SHA256\r\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -5,7 +5,6 @@
 //! HTTP/1.1, as on ALB.
 
 use std::convert::Infallible;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,22 +21,27 @@ use crate::forwarded;
 use crate::headers::{Header, Headers};
 use crate::http1::parse::{self, Framing};
 use crate::http1::upstream::{self, TargetConn};
-use crate::http1::{chunked, connect_target, read_response_head, response_status, Http1App};
+use crate::http1::{
+    chunked, connect_target, read_response_head, response_status, ClientConn, Http1App,
+};
+use crate::settings::ListenerHeaders;
 
 type Body = BoxBody<Bytes, std::io::Error>;
 
-/// Serves one HTTP/2 connection until the client ends it or the server shuts down
-/// (then with a GOAWAY and the streams in flight finished).
+/// Serves one HTTP/2 connection until the client ends it, the server shuts down or
+/// the connection has lived `keep_alive` (ALB's client keep-alive): then with a
+/// GOAWAY and the streams in flight finished.
 pub async fn serve(
     app: Arc<Http1App>,
     stream: Stream,
-    client_ip: Option<IpAddr>,
+    client: ClientConn,
+    keep_alive: Duration,
     mut shutdown: ShutdownWatch,
 ) {
     let io = hyper_util::rt::TokioIo::new(stream);
     let service = hyper::service::service_fn(move |req| {
         let app = app.clone();
-        async move { Ok::<_, Infallible>(handle(app, client_ip, req).await) }
+        async move { Ok::<_, Infallible>(handle(app, client, req).await) }
     });
     let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
         .serve_connection(io, service);
@@ -52,13 +56,20 @@ pub async fn serve(
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
+        _ = tokio::time::sleep(keep_alive) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
     }
 }
 
-fn lb_response(resp: &LbResponse, head_only: bool) -> Response<Body> {
-    let mut builder = Response::builder()
-        .status(resp.status)
-        .header(http::header::SERVER, "tether")
+/// One of tether's own responses, with the listener's response headers.
+fn lb_response(resp: &LbResponse, head_only: bool, listener: &ListenerHeaders) -> Response<Body> {
+    let mut builder = Response::builder().status(resp.status);
+    if listener.server {
+        builder = builder.header(http::header::SERVER, "tether");
+    }
+    builder = builder
         .header(
             http::header::DATE,
             httpdate::fmt_http_date(std::time::SystemTime::now()),
@@ -67,6 +78,9 @@ fn lb_response(resp: &LbResponse, head_only: bool) -> Response<Body> {
         .header(http::header::CONTENT_LENGTH, resp.body.len());
     if let Some(location) = &resp.location {
         builder = builder.header(http::header::LOCATION, location.as_str());
+    }
+    for (name, value) in listener.response.iter() {
+        builder = builder.header(*name, &**value);
     }
     let body = if head_only {
         Bytes::new()
@@ -88,14 +102,12 @@ fn error(status: u16) -> Response<Body> {
     r
 }
 
-async fn handle(
-    app: Arc<Http1App>,
-    client_ip: Option<IpAddr>,
-    req: Request<Incoming>,
-) -> Response<Body> {
+async fn handle(app: Arc<Http1App>, client: ClientConn, req: Request<Incoming>) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let head_request = parts.method == http::Method::HEAD;
     let idempotent = exchange::is_idempotent(parts.method.as_str());
+    let routing = app.routing.load_full();
+    let listener = routing.headers(app.listener.index);
     let (decision, upstream_head, framing) = {
         let lines: Vec<Header<'_>> = parts
             .headers
@@ -111,7 +123,6 @@ async fn handle(
             .authority()
             .map(|a| a.as_str())
             .or_else(|| headers.get_str("host"));
-        let routing = app.routing.load_full();
         let decision = exchange::decide(
             &routing,
             &app.listener,
@@ -122,18 +133,18 @@ async fn handle(
                 host,
                 headers,
                 upgrade: false,
-                client_ip,
+                client_ip: client.ip,
             },
         );
         let Decision::Forward(_) = decision else {
             let Decision::Respond(resp) = decision else {
                 return error(500);
             };
-            return lb_response(&resp, head_request);
+            return lb_response(&resp, head_request, listener);
         };
         let length = match parse::content_length(headers) {
             Ok(l) => l,
-            Err(_) => return lb_response(&LbResponse::error(400), false),
+            Err(_) => return lb_response(&LbResponse::error(400), false, listener),
         };
         let framing = match length {
             Some(0) => Framing::None,
@@ -152,15 +163,17 @@ async fn handle(
                 .as_bytes(),
         );
         out.extend_from_slice(b" HTTP/1.1\r\n");
+        let shaping = &routing.shaping;
         if let Some(h) = host {
-            parse::push_header(&mut out, b"host", h.as_bytes());
+            let preserve = shaping.preserve_host_header;
+            app.write_host_line(&mut out, b"host", h.as_bytes(), preserve);
         }
         for h in headers.iter() {
             let name = h.name;
             let skip = name == "host"
                 || parse::is_hop_by_hop(name)
                 || name == "transfer-encoding"
-                || forwarded::is_rewritten(name);
+                || forwarded::leaves_out(name, shaping, listener);
             if !skip {
                 parse::push_header(&mut out, name.as_bytes(), h.value);
             }
@@ -168,21 +181,36 @@ async fn handle(
         if framing == Framing::Chunked {
             out.extend_from_slice(b"transfer-encoding: chunked\r\n");
         }
-        app.end_upstream_head(&mut out, client_ip, headers);
+        app.end_upstream_head(&mut out, &client, headers, &routing);
         (decision, out, framing)
     };
     let Decision::Forward(ex) = decision else {
         return error(500);
     };
-    match forward(*ex, upstream_head, framing, body, head_request, idempotent).await {
+    let index = app.listener.index;
+    match forward(
+        *ex,
+        index,
+        upstream_head,
+        framing,
+        body,
+        head_request,
+        idempotent,
+    )
+    .await
+    {
         Ok(resp) => resp,
-        Err(failure) => error(failure.status().unwrap_or(502)),
+        Err(failure) => {
+            let status = failure.status().unwrap_or(502);
+            lb_response(&LbResponse::error(status), head_request, listener)
+        }
     }
 }
 
 /// Sends the request to its target and returns the response, its body streamed.
 async fn forward(
     mut ex: Exchange,
+    listener: usize,
     head: Vec<u8>,
     framing: Framing,
     mut body: Incoming,
@@ -264,11 +292,15 @@ async fn forward(
     let keep_target = !(scan.close || (version == 0 && !scan.keep_alive));
     ex.response_started(status);
     let mut builder = Response::builder().status(status);
+    let routing = ex.routing.clone();
+    let listener = routing.headers(listener);
+    let replaces = !listener.is_noop();
     for h in headers.iter() {
         let name = h.name;
         if parse::is_hop_by_hop(name)
             || name.eq_ignore_ascii_case("transfer-encoding")
             || (scan.names_headers && parse::named_in_connection(headers, name))
+            || (replaces && listener.replaces(name))
         {
             continue;
         }
@@ -276,6 +308,9 @@ async fn forward(
     }
     for cookie in ex.cookies(headers.get_all("set-cookie")) {
         builder = builder.header(http::header::SET_COOKIE, cookie);
+    }
+    for (name, value) in listener.response.iter() {
+        builder = builder.header(*name, &**value);
     }
     let rest = rbuf.split_off(head_len);
     let state = BodyStream {

@@ -24,6 +24,9 @@ pub enum ReloadError {
     ListenersChanged(PathBuf),
     #[error("{}: target group discovery changed; restart to change it", .0.display())]
     DiscoveryChanged(PathBuf),
+    /// ALPN is fixed when HTTPS listeners start.
+    #[error("{}: http2_enabled changed; restart to change it", .0.display())]
+    Http2Changed(PathBuf),
     /// A listener's new certificate files do not load.
     #[error(transparent)]
     Certificates(#[from] TlsError),
@@ -92,6 +95,9 @@ impl Reloader {
         }
         if discovery_of(&config) != discovery_of(&self.config.load()) {
             return Err(ReloadError::DiscoveryChanged(self.path.clone()));
+        }
+        if config.load_balancer.http2_enabled != self.config.load().load_balancer.http2_enabled {
+            return Err(ReloadError::Http2Changed(self.path.clone()));
         }
         // New certificates first: a file that fails to load keeps the running ones.
         for (i, resolver) in &self.resolvers {

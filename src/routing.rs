@@ -12,6 +12,7 @@ use crate::config::{Config, TargetGroupConfig};
 use crate::discovery::Discovered;
 use crate::health::{Reason, State};
 use crate::rules::RuleSet;
+use crate::settings::{ListenerHeaders, RequestShaping};
 use crate::socketio::SidTable;
 use crate::sticky::KeyRing;
 use crate::target_group::{now_ms, SocketIoPinning, Target, TargetGroup};
@@ -23,6 +24,22 @@ pub struct Routing {
     pub groups: Vec<Arc<TargetGroup>>,
     pub idle_timeout: Duration,
     pub keys: KeyRing,
+    /// The load balancer's request header attributes.
+    pub shaping: RequestShaping,
+    /// How long a client connection is kept (ALB's `client_keep_alive`).
+    pub client_keep_alive: Duration,
+    /// Each listener's header attributes, in config order.
+    pub listener_headers: Vec<ListenerHeaders>,
+}
+
+impl Routing {
+    /// Listener `index`'s header attributes (ALB's defaults for an unknown index).
+    pub fn headers(&self, index: usize) -> &ListenerHeaders {
+        static DEFAULT: std::sync::OnceLock<ListenerHeaders> = std::sync::OnceLock::new();
+        self.listener_headers
+            .get(index)
+            .unwrap_or_else(|| DEFAULT.get_or_init(ListenerHeaders::default))
+    }
 }
 
 impl Routing {
@@ -77,6 +94,9 @@ impl Routing {
             groups,
             idle_timeout: config.load_balancer.idle_timeout,
             keys,
+            shaping: config.load_balancer.shaping,
+            client_keep_alive: config.load_balancer.client_keep_alive,
+            listener_headers: config.listeners.iter().map(|l| l.headers.clone()).collect(),
         }
     }
 }

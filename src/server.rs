@@ -155,8 +155,13 @@ impl Tether {
                     let mut settings = TlsSettings::with_callbacks(Box::new(NoCallbacks))
                         .map_err(|e| ServerError::Engine(e.to_string()))?;
                     settings.set_cert_resolver(resolver.clone());
-                    // HTTP/2 for clients that offer it; targets get HTTP/1.1.
-                    settings.enable_h2();
+                    // HTTP/2 for clients that offer it (unless `http2_enabled` is
+                    // off: ALPN then offers HTTP/1.1 alone); targets get HTTP/1.1.
+                    if config.load_balancer.http2_enabled {
+                        settings.enable_h2();
+                    } else {
+                        settings.set_alpn(pingora::protocols::ALPN::H1);
+                    }
                     service.add_listener(endpoint.tls(settings));
                     resolvers.push((i, resolver));
                 }

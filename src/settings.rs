@@ -56,6 +56,106 @@ impl DesyncMode {
 /// Default `client_header_timeout`.
 pub const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// ALB's `routing.http.xff_header_processing.mode`: what happens to
+/// `X-Forwarded-For` on the way to the target.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum XffMode {
+    /// The client's address is appended (a header is made when none came in).
+    #[default]
+    Append,
+    /// The client's `X-Forwarded-For` goes to the target as it is; none is added.
+    Preserve,
+    /// Every `X-Forwarded-For` line is removed; none is added.
+    Remove,
+}
+
+impl XffMode {
+    pub fn from_name(name: &str) -> Option<XffMode> {
+        match name {
+            "append" => Some(XffMode::Append),
+            "preserve" => Some(XffMode::Preserve),
+            "remove" => Some(XffMode::Remove),
+            _ => None,
+        }
+    }
+}
+
+/// The load balancer attributes that shape the request sent to a target. The
+/// default is ALB's: every one off, `X-Forwarded-For` appended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestShaping {
+    /// `routing.http.xff_header_processing.mode`.
+    pub xff_mode: XffMode,
+    /// `routing.http.xff_client_port.enabled`: append `ip:port`, not the bare ip.
+    pub xff_client_port: bool,
+    /// `routing.http.preserve_host_header.enabled`: the Host goes as the client sent
+    /// it; otherwise ALB drops the port on listeners on 80 or 443 and adds the
+    /// listener's port on others.
+    pub preserve_host_header: bool,
+    /// `routing.http.drop_invalid_header_fields.enabled`: header lines whose names
+    /// are not `[-A-Za-z0-9]+` are removed.
+    pub drop_invalid_header_fields: bool,
+    /// `routing.http.x_amzn_tls_version_and_cipher_suite.enabled`: HTTPS requests
+    /// carry `X-Amzn-Tls-Version` and `X-Amzn-Tls-Cipher-Suite`.
+    pub tls_version_and_cipher_headers: bool,
+}
+
+/// ALB's `client_keep_alive.seconds`: default 3600 s, 60 s – 7 days.
+pub const DEFAULT_CLIENT_KEEP_ALIVE: Duration = Duration::from_secs(3600);
+pub const MIN_CLIENT_KEEP_ALIVE: Duration = Duration::from_secs(60);
+pub const MAX_CLIENT_KEEP_ALIVE: Duration = Duration::from_secs(7 * 86400);
+
+// === Listener attributes ===
+
+/// ALB's default names of the TLS request headers.
+pub const X_AMZN_TLS_VERSION: &str = "X-Amzn-Tls-Version";
+pub const X_AMZN_TLS_CIPHER_SUITE: &str = "X-Amzn-Tls-Cipher-Suite";
+
+/// A listener's header attributes: the response headers it sets and the names of
+/// the TLS request headers. The default sets nothing, keeps `Server`, and uses
+/// ALB's names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerHeaders {
+    /// Lines set on every response (the target's own line of the same name is
+    /// replaced, as ALB does): lower-case name and value.
+    pub response: Box<[(&'static str, Box<str>)]>,
+    /// `routing.http.response.server.enabled` (default true): false removes the
+    /// `Server` header, the target's included.
+    pub server: bool,
+    /// `routing.http.request.x_amzn_tls_version.header_name`.
+    pub tls_version_name: Box<str>,
+    /// `routing.http.request.x_amzn_tls_cipher_suite.header_name`.
+    pub tls_cipher_suite_name: Box<str>,
+}
+
+impl Default for ListenerHeaders {
+    fn default() -> Self {
+        ListenerHeaders {
+            response: Box::new([]),
+            server: true,
+            tls_version_name: X_AMZN_TLS_VERSION.into(),
+            tls_cipher_suite_name: X_AMZN_TLS_CIPHER_SUITE.into(),
+        }
+    }
+}
+
+impl ListenerHeaders {
+    /// Whether a response line from the target is left out: one the listener sets
+    /// itself, or `Server` when it is turned off.
+    pub fn replaces(&self, name: &str) -> bool {
+        (!self.server && name.eq_ignore_ascii_case("server"))
+            || self
+                .response
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case(name))
+    }
+
+    /// Whether responses need any change.
+    pub fn is_noop(&self) -> bool {
+        self.server && self.response.is_empty()
+    }
+}
+
 // === Target group attributes ===
 
 /// How many healthy targets a group needs before it fails open to all of them.

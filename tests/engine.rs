@@ -725,7 +725,10 @@ fn it_should_forward_random_valid_requests_byte_identical() {
     let rt = runtime();
     let (target, lb) = rt.block_on(async {
         let target = RecordingTarget::start().await;
-        let lb = TetherProc::start(&config(&[target.addr], "", "")).await;
+        // The Host as the client wrote it: by default ALB adds the listener's port
+        // to it (on a listener not on 80 or 443), which is not framing.
+        let lb =
+            TetherProc::start(&config(&[target.addr], "preserve_host_header = true", "")).await;
         (target, lb)
     });
     let addr = lb.addr();

@@ -33,11 +33,14 @@ const RESPONSE_WAIT: Duration = Duration::from_secs(3);
 /// One HTTP listener: `/forbidden/*` answered by tether with a 403, everything else
 /// forwarded to the one target; no health checks, no passive health (no retries: a
 /// request reaches the target at most once). `lb_extra` goes into `[load_balancer]`.
+/// The Host goes as the client wrote it (`preserve_host_header`): ALB's default adds
+/// the listener's port, which would show in every byte-exact check.
 fn config(target: SocketAddr, lb_extra: &str) -> String {
     format!(
         r#"
 [load_balancer]
 threads = 2
+preserve_host_header = true
 {lb_extra}
 
 [[listener]]

@@ -4,6 +4,7 @@
 //! Every error names the file, line and column of the offending value:
 //! `config/demo.toml:12:14: unknown target group "apii"`.
 
+mod attributes;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -17,7 +18,8 @@ use std::time::Duration;
 
 use crate::rules::RuleSet;
 use crate::settings::{
-    Algorithm, DesyncMode, Lifecycle, Protocol, SocketIo, Stickiness, UpstreamTls,
+    Algorithm, DesyncMode, Lifecycle, ListenerHeaders, Protocol, RequestShaping, SocketIo,
+    Stickiness, UpstreamTls,
 };
 
 pub use raw::HumanDuration;
@@ -105,6 +107,14 @@ pub struct LoadBalancer {
     /// What to do with requests `http_desync_guardian` classes as risky (default
     /// `defensive`).
     pub desync_mitigation_mode: DesyncMode,
+    /// How requests are shaped for targets: `X-Forwarded-For`, Host, invalid header
+    /// fields, TLS headers (ALB's defaults: append, all else off).
+    pub shaping: RequestShaping,
+    /// The longest a client connection is kept (default 3600 s, 60 s – 7 days); it
+    /// then closes after its next response (HTTP/1) or with a GOAWAY (HTTP/2).
+    pub client_keep_alive: Duration,
+    /// HTTPS listeners offer `h2` in ALPN (default true).
+    pub http2_enabled: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +124,8 @@ pub struct ListenerConfig {
     pub rules: RuleSet<usize>,
     /// Certificates and policy of an HTTPS listener.
     pub tls: Option<ListenerTls>,
+    /// Response headers, `Server`, and the TLS headers' names.
+    pub headers: ListenerHeaders,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -81,6 +81,13 @@ pub(super) struct RawLoadBalancer {
     pub(super) admin: Option<Spanned<String>>,
     pub(super) client_header_timeout: Option<Spanned<HumanDuration>>,
     pub(super) desync_mitigation_mode: Option<Spanned<String>>,
+    pub(super) xff_header_processing: Option<Spanned<String>>,
+    pub(super) xff_client_port: Option<bool>,
+    pub(super) preserve_host_header: Option<bool>,
+    pub(super) drop_invalid_header_fields: Option<bool>,
+    pub(super) tls_version_and_cipher_headers: Option<bool>,
+    pub(super) client_keep_alive: Option<Spanned<HumanDuration>>,
+    pub(super) http2_enabled: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,6 +101,8 @@ pub(super) struct RawListener {
     pub(super) rule: Vec<RawRule>,
     pub(super) certificates: Option<Spanned<Vec<Spanned<RawCertificate>>>>,
     pub(super) ssl_policy: Option<Spanned<String>>,
+    pub(super) response_headers: Option<Spanned<RawResponseHeaders>>,
+    pub(super) request_header_names: Option<Spanned<RawRequestHeaderNames>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -101,6 +110,31 @@ pub(super) struct RawListener {
 pub(super) struct RawCertificate {
     pub(super) cert: String,
     pub(super) key: String,
+}
+
+/// A listener's `routing.http.response.*` attributes, by their ALB names.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawResponseHeaders {
+    pub(super) strict_transport_security: Option<Spanned<String>>,
+    pub(super) access_control_allow_origin: Option<Spanned<String>>,
+    pub(super) access_control_allow_methods: Option<Spanned<String>>,
+    pub(super) access_control_allow_headers: Option<Spanned<String>>,
+    pub(super) access_control_allow_credentials: Option<Spanned<String>>,
+    pub(super) access_control_expose_headers: Option<Spanned<String>>,
+    pub(super) access_control_max_age: Option<Spanned<String>>,
+    pub(super) content_security_policy: Option<Spanned<String>>,
+    pub(super) x_content_type_options: Option<Spanned<String>>,
+    pub(super) x_frame_options: Option<Spanned<String>>,
+    pub(super) server: Option<bool>,
+}
+
+/// A listener's `routing.http.request.*.header_name` attributes (the TLS ones).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRequestHeaderNames {
+    pub(super) x_amzn_tls_version: Option<Spanned<String>>,
+    pub(super) x_amzn_tls_cipher_suite: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

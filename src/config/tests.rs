@@ -149,6 +149,207 @@ fn threads_must_be_at_least_one() {
     );
 }
 
+// === Header attributes (load balancer and listener) ===
+
+/// One HTTP listener with `listener_extra` lines, after `[load_balancer]` lines.
+fn with_attributes(lb: &str, listener_extra: &str) -> String {
+    format!(
+        "[load_balancer]\n{lb}\n[[listener]]\nport = 8080\n{listener_extra}\ndefault_action = {{ forward = \"web\" }}\n[target_group.web]\ntargets = [\"127.0.0.1:9001\"]\n"
+    )
+}
+
+#[test]
+fn header_attributes_default_to_albs() {
+    let c = parse(&with_attributes("", "")).unwrap();
+    let lb = &c.load_balancer;
+    assert_eq!(lb.shaping, crate::settings::RequestShaping::default());
+    assert_eq!(lb.shaping.xff_mode, crate::settings::XffMode::Append);
+    assert_eq!(lb.client_keep_alive, Duration::from_secs(3600));
+    assert!(lb.http2_enabled);
+    let h = &c.listeners[0].headers;
+    assert!(h.server && h.response.is_empty() && h.is_noop());
+    assert_eq!(&*h.tls_version_name, "X-Amzn-Tls-Version");
+    assert_eq!(&*h.tls_cipher_suite_name, "X-Amzn-Tls-Cipher-Suite");
+}
+
+#[test]
+fn header_attributes_are_read_by_their_alb_names() {
+    let c = parse(&with_attributes(
+        "xff_header_processing = \"preserve\"\nxff_client_port = true\npreserve_host_header = true\n\
+         drop_invalid_header_fields = true\ntls_version_and_cipher_headers = true\n\
+         client_keep_alive = \"2h\"\nhttp2_enabled = false",
+        "response_headers = { strict_transport_security = \"max-age=31536000; includeSubDomains\", \
+         access_control_allow_origin = \"https://app.example.com\", access_control_allow_methods = \"GET, POST\", \
+         access_control_allow_headers = \"*\", access_control_allow_credentials = \"true\", \
+         access_control_expose_headers = \"X-Request-Id\", access_control_max_age = \"600\", \
+         content_security_policy = \"default-src 'self'\", x_content_type_options = \"nosniff\", \
+         x_frame_options = \"ALLOW-FROM https://example.com\", server = false }",
+    ))
+    .unwrap();
+    let s = c.load_balancer.shaping;
+    assert_eq!(s.xff_mode, crate::settings::XffMode::Preserve);
+    assert!(s.xff_client_port && s.preserve_host_header);
+    assert!(s.drop_invalid_header_fields && s.tls_version_and_cipher_headers);
+    assert_eq!(c.load_balancer.client_keep_alive, Duration::from_secs(7200));
+    assert!(!c.load_balancer.http2_enabled);
+    let h = &c.listeners[0].headers;
+    assert!(!h.server);
+    let names: Vec<&str> = h.response.iter().map(|(n, _)| *n).collect();
+    assert_eq!(names.len(), 10, "{names:?}");
+    assert!(h.replaces("Server") && h.replaces("X-Frame-Options") && !h.replaces("x-other"));
+    assert!(h
+        .response
+        .iter()
+        .any(|(n, v)| *n == "access-control-max-age" && &**v == "600"));
+}
+
+#[test]
+fn xff_header_processing_is_append_preserve_or_remove() {
+    rejects(
+        &with_attributes("xff_header_processing = \"drop\"", ""),
+        "2:25: unknown xff_header_processing \"drop\": expected \"append\", \"preserve\" or \"remove\"",
+    );
+}
+
+#[test]
+fn client_keep_alive_is_between_a_minute_and_7_days() {
+    rejects(
+        &with_attributes("client_keep_alive = \"30s\"", ""),
+        "2:21: client_keep_alive must be between 1m and 7days",
+    );
+    rejects(
+        &with_attributes("client_keep_alive = \"8d\"", ""),
+        "2:21: client_keep_alive must be between 1m and 7days",
+    );
+    // Shorter only when the config opts out of ALB's limits (tests).
+    let c = parse(&with_attributes(
+        "alb_limits = false\nclient_keep_alive = \"2s\"",
+        "",
+    ))
+    .unwrap();
+    assert_eq!(c.load_balancer.client_keep_alive, Duration::from_secs(2));
+    rejects(
+        &with_attributes("alb_limits = false\nclient_keep_alive = \"500ms\"", ""),
+        "3:21: client_keep_alive must be between 1s and 7days",
+    );
+}
+
+#[test]
+fn a_header_attribute_switch_is_a_boolean() {
+    rejects(
+        &with_attributes("preserve_host_header = \"yes\"", ""),
+        "2:24: invalid type: string \"yes\", expected a boolean",
+    );
+}
+
+#[test]
+fn x_frame_options_is_deny_sameorigin_or_allow_from() {
+    rejects(
+        &with_attributes("", "response_headers = { x_frame_options = \"NEVER\" }"),
+        "5:40: invalid x-frame-options \"NEVER\": expected \"DENY\", \"SAMEORIGIN\" or \"ALLOW-FROM <origin>\"",
+    );
+    rejects(
+        &with_attributes(
+            "",
+            "response_headers = { x_frame_options = \"ALLOW-FROM \" }",
+        ),
+        "5:40: invalid x-frame-options",
+    );
+}
+
+#[test]
+fn x_content_type_options_is_nosniff() {
+    rejects(
+        &with_attributes(
+            "",
+            "response_headers = { x_content_type_options = \"sniff\" }",
+        ),
+        "5:47: invalid x-content-type-options \"sniff\": the only value is \"nosniff\"",
+    );
+}
+
+#[test]
+fn access_control_allow_credentials_is_true() {
+    rejects(
+        &with_attributes(
+            "",
+            "response_headers = { access_control_allow_credentials = \"false\" }",
+        ),
+        "5:57: invalid access-control-allow-credentials \"false\": the only value is \"true\"",
+    );
+}
+
+#[test]
+fn response_header_values_are_checked_for_their_header() {
+    rejects(
+        &with_attributes(
+            "",
+            "response_headers = { strict_transport_security = \"includeSubDomains\" }",
+        ),
+        "5:50: invalid strict-transport-security \"includeSubDomains\": it needs max-age=<seconds>",
+    );
+    rejects(
+        &with_attributes("", "response_headers = { access_control_max_age = \"1h\" }"),
+        "5:47: invalid access-control-max-age \"1h\": expected a number of seconds",
+    );
+    rejects(
+        &with_attributes(
+            "",
+            "response_headers = { access_control_allow_origin = \"example.com\" }",
+        ),
+        "5:52: invalid access-control-allow-origin \"example.com\"",
+    );
+    rejects(
+        &with_attributes(
+            "",
+            "response_headers = { access_control_allow_methods = \"GET POST\" }",
+        ),
+        "5:53: invalid access-control-allow-methods \"GET POST\"",
+    );
+}
+
+#[test]
+fn a_response_header_value_is_short_visible_text() {
+    rejects(
+        &with_attributes("", "response_headers = { content_security_policy = \"\" }"),
+        "5:48: content-security-policy must have 1-1024 characters",
+    );
+    rejects(
+        &with_attributes(
+            "",
+            "response_headers = { content_security_policy = \"a\\nb\" }",
+        ),
+        "5:48: content-security-policy must be visible ASCII text",
+    );
+    let long = format!(
+        "response_headers = {{ content_security_policy = \"{}\" }}",
+        "a".repeat(1025)
+    );
+    rejects(
+        &with_attributes("", &long),
+        "5:48: content-security-policy must have 1-1024 characters",
+    );
+}
+
+#[test]
+fn an_unknown_response_header_is_an_unknown_field() {
+    rejects(
+        &with_attributes("", "response_headers = { x_powered_by = \"me\" }"),
+        "5:22: unknown field `x_powered_by`",
+    );
+}
+
+#[test]
+fn tls_header_names_go_with_https_listeners() {
+    rejects(
+        &with_attributes(
+            "",
+            "request_header_names = { x_amzn_tls_version = \"X-Tls\" }",
+        ),
+        "5:24: request_header_names go with protocol = \"HTTPS\"",
+    );
+}
+
 #[test]
 fn a_duplicate_priority_is_reported_at_the_second_rule() {
     rejects(

@@ -87,6 +87,7 @@ pub(super) fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config
         None => DesyncMode::default(),
     };
     let alb_limits = lb.alb_limits.unwrap_or(true);
+    let attributes = super::attributes::build_lb_attributes(ctx, lb, alb_limits)?;
     let load_balancer = LoadBalancer {
         name: lb.name.clone().unwrap_or_else(|| "tether".to_string()),
         idle_timeout,
@@ -95,6 +96,9 @@ pub(super) fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config
         admin,
         client_header_timeout,
         desync_mitigation_mode,
+        shaping: attributes.shaping,
+        client_keep_alive: attributes.client_keep_alive,
+        http2_enabled: attributes.http2_enabled,
     };
 
     let mut target_groups = Vec::new();
@@ -180,6 +184,7 @@ pub(super) fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config
         }
         let protocol = l.protocol.as_ref().map_or(Protocol::Http, |p| *p.get_ref());
         let tls = build_listener_tls(ctx, &l, protocol, path, &mut warnings)?;
+        let headers = super::attributes::build_listener_headers(ctx, &l, protocol)?;
 
         let mut priorities = HashSet::new();
         let mut rules = Vec::new();
@@ -207,6 +212,7 @@ pub(super) fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config
             addr,
             protocol,
             tls,
+            headers,
             rules: RuleSet::new(rules, default_action),
         });
     }

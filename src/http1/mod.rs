@@ -25,8 +25,9 @@ use crate::exchange::{
 };
 use crate::forwarded::{self, ForwardedFor};
 use crate::headers::Headers;
-use crate::routing::SharedRouting;
-use crate::settings::DesyncMode;
+use crate::routing::{Routing, SharedRouting};
+use crate::settings::{DesyncMode, ListenerHeaders};
+use crate::tls_session::TlsSession;
 use parse::{Framing, Verdict};
 use upstream::TargetConn;
 
@@ -41,6 +42,33 @@ pub struct Http1App {
     pub tls13_only: bool,
 }
 
+/// What the engines know of a client connection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientConn {
+    /// The socket peer (unknown for a Unix socket client).
+    pub ip: Option<IpAddr>,
+    /// The peer's port (0 when unknown).
+    pub port: u16,
+    /// The TLS session of an HTTPS connection, in OpenSSL's names.
+    pub tls: Option<TlsSession>,
+}
+
+impl ClientConn {
+    fn of(stream: &Stream) -> ClientConn {
+        let peer = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied());
+        let tls = stream
+            .get_ssl_digest()
+            .and_then(|d| TlsSession::from_rustls(&d.version, &d.cipher));
+        ClientConn {
+            ip: peer.map(|a| a.ip()),
+            port: peer.map_or(0, |a| a.port()),
+            tls,
+        }
+    }
+}
+
 #[async_trait]
 impl ServerApp for Http1App {
     async fn process_new(
@@ -53,18 +81,19 @@ impl ServerApp for Http1App {
             // that offered them but still settled on TLS 1.2 is closed here, unserved.
             return None;
         }
-        let client_ip = stream
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let client = ClientConn::of(&stream);
+        // ALB's client keep-alive runs from the connection's start.
+        let keep_alive = self.routing.load().client_keep_alive;
         if stream.selected_alpn_proto() == Some(ALPN::H2) {
-            crate::http2::serve(self.clone(), stream, client_ip, shutdown.clone()).await;
+            crate::http2::serve(self.clone(), stream, client, keep_alive, shutdown.clone()).await;
             return None;
         }
         let mut conn = Conn {
             app: self,
             io: stream,
             buf: Vec::new(),
-            client_ip,
+            client,
+            keep_alive_until: Instant::now() + keep_alive,
             shutdown: shutdown.clone(),
             timer: relay::Timer::default(),
         };
@@ -115,13 +144,27 @@ impl Http1App {
     pub(crate) fn end_upstream_head(
         &self,
         out: &mut Vec<u8>,
-        client_ip: Option<IpAddr>,
+        client: &ClientConn,
         headers: Headers<'_>,
+        routing: &Routing,
     ) {
+        let shaping = &routing.shaping;
+        let names = routing.headers(self.listener.index);
+        let tls = match (shaping.tls_version_and_cipher_headers, client.tls) {
+            (true, Some(session)) => Some((
+                &*names.tls_version_name,
+                &*names.tls_cipher_suite_name,
+                session,
+            )),
+            _ => None,
+        };
         let fwd = ForwardedFor {
-            client: client_ip,
+            client: client.ip,
+            client_port: shaping.xff_client_port.then_some(client.port),
+            xff_mode: shaping.xff_mode,
             proto: self.listener.forwarded_proto,
             port: &self.listener.forwarded_port,
+            tls,
         };
         forwarded::write_headers(
             out,
@@ -129,6 +172,30 @@ impl Http1App {
             headers.get_all(forwarded::X_FORWARDED_FOR),
             headers.get(forwarded::X_AMZN_TRACE_ID),
         );
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// Writes the `Host` line sent to a target: `value` as it is with
+    /// `preserve_host_header`, else as ALB rewrites it (the port).
+    pub(crate) fn write_host_line(
+        &self,
+        out: &mut Vec<u8>,
+        name: &[u8],
+        value: &[u8],
+        preserve: bool,
+    ) {
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        if preserve {
+            out.extend_from_slice(value);
+        } else {
+            forwarded::write_host(
+                out,
+                value,
+                self.listener.port,
+                &self.listener.forwarded_port,
+            );
+        }
         out.extend_from_slice(b"\r\n");
     }
 }
@@ -191,7 +258,7 @@ enum Refused {
 /// Parses and checks a request head (`head`: the bytes up to and including its empty
 /// line) and decides the request, without awaiting anything: nothing borrowed from
 /// the head outlives this call. `Err` is the status of a refused head.
-pub fn prepare(app: &Http1App, head: &[u8], client_ip: Option<IpAddr>) -> Result<Prepared, u16> {
+pub fn prepare(app: &Http1App, head: &[u8], client: &ClientConn) -> Result<Prepared, u16> {
     let len = head.len();
 
     let mut lines =
@@ -273,7 +340,7 @@ pub fn prepare(app: &Http1App, head: &[u8], client_ip: Option<IpAddr>) -> Result
             host,
             headers,
             upgrade,
-            client_ip,
+            client_ip: client.ip,
         },
     );
 
@@ -291,17 +358,35 @@ pub fn prepare(app: &Http1App, head: &[u8], client_ip: Option<IpAddr>) -> Result
         } else {
             b" HTTP/1.1\r\n"
         });
+        let shaping = &routing.shaping;
+        let listener_headers = routing.headers(app.listener.index);
+        let preserve_host = shaping.preserve_host_header;
         // An absolute-form target's authority replaces the Host value (in the
         // client's own line when it sent one).
         if let (Some(_), Some(h), None) = (absolute, host, host_header) {
-            parse::push_header(&mut upstream_head, b"host", h.as_bytes());
+            app.write_host_line(&mut upstream_head, b"host", h.as_bytes(), preserve_host);
         }
         let named_hop = scan.names_headers;
         for h in headers.iter() {
             let name = h.name;
-            if absolute.is_some() && name.eq_ignore_ascii_case("host") {
-                if let Some(authority) = host {
-                    parse::push_header(&mut upstream_head, name.as_bytes(), authority.as_bytes());
+            if name.eq_ignore_ascii_case("host") {
+                match (absolute, host) {
+                    (Some(_), Some(authority)) => app.write_host_line(
+                        &mut upstream_head,
+                        name.as_bytes(),
+                        authority.as_bytes(),
+                        preserve_host,
+                    ),
+                    (Some(_), None) => {}
+                    (None, _) if preserve_host => {
+                        upstream_head.extend_from_slice(parse::raw_line(head, h))
+                    }
+                    (None, _) => app.write_host_line(
+                        &mut upstream_head,
+                        name.as_bytes(),
+                        h.value.trim_ascii(),
+                        false,
+                    ),
                 }
                 continue;
             }
@@ -310,7 +395,7 @@ pub fn prepare(app: &Http1App, head: &[u8], client_ip: Option<IpAddr>) -> Result
                 || (!upgrade_line
                     && (parse::is_hop_by_hop(name)
                         || (named_hop && parse::named_in_connection(headers, name))))
-                || forwarded::is_rewritten(name);
+                || forwarded::leaves_out(name, shaping, listener_headers);
             if !skip {
                 upstream_head.extend_from_slice(parse::raw_line(head, h));
             }
@@ -318,7 +403,7 @@ pub fn prepare(app: &Http1App, head: &[u8], client_ip: Option<IpAddr>) -> Result
         if upgrade {
             upstream_head.extend_from_slice(b"connection: upgrade\r\n");
         }
-        app.end_upstream_head(&mut upstream_head, client_ip, headers);
+        app.end_upstream_head(&mut upstream_head, client, headers, &routing);
     }
     Ok(Prepared {
         decision,
@@ -340,7 +425,9 @@ struct Conn<'a> {
     io: Stream,
     /// Bytes read from the client and not yet used (the next pipelined request).
     buf: Vec<u8>,
-    client_ip: Option<IpAddr>,
+    client: ClientConn,
+    /// ALB's client keep-alive: a response after this closes the connection.
+    keep_alive_until: Instant,
     shutdown: ShutdownWatch,
     /// The connection's one timer (header, idle and response waits).
     timer: relay::Timer,
@@ -358,7 +445,7 @@ impl Conn<'_> {
                     return None;
                 }
             };
-            let prepared = match self.prepare(head_len) {
+            let mut prepared = match self.prepare(head_len) {
                 Ok(p) => p,
                 Err(status) => {
                     let _ = self.respond(&LbResponse::error(status), false, false).await;
@@ -366,6 +453,11 @@ impl Conn<'_> {
                 }
             };
             self.buf.drain(..head_len);
+            if Instant::now() >= self.keep_alive_until {
+                // The connection has been kept as long as ALB keeps one: this
+                // request is served, and its response closes the connection.
+                prepared.keep_alive = false;
+            }
             let keep = match prepared.decision {
                 Decision::Respond(ref resp) => {
                     // A body the client sent along is not read: close after answering.
@@ -440,7 +532,7 @@ impl Conn<'_> {
     }
 
     fn prepare(&self, len: usize) -> Result<Prepared, u16> {
-        prepare(self.app, &self.buf[..len], self.client_ip)
+        prepare(self.app, &self.buf[..len], &self.client)
     }
 
     /// Writes one of tether's own responses.
@@ -450,7 +542,9 @@ impl Conn<'_> {
         head_only: bool,
         close: bool,
     ) -> std::io::Result<()> {
-        let out = lb_response_bytes(resp, head_only, close || resp.close);
+        let routing = self.app.routing.load();
+        let listener = routing.headers(self.app.listener.index);
+        let out = lb_response_bytes(resp, head_only, close || resp.close, listener);
         self.io.write_all(&out).await?;
         self.io.flush().await
     }
@@ -563,7 +657,15 @@ impl Conn<'_> {
             keep = false;
         }
 
-        let resp = match response_head(&mut ex, &rbuf[..head_len], p.head_request, keep, p.http10) {
+        let listener = self.app.listener.index;
+        let resp = match response_head(
+            &ex,
+            listener,
+            &rbuf[..head_len],
+            p.head_request,
+            keep,
+            p.http10,
+        ) {
             Ok(r) => r,
             Err(()) => return self.fail(Failure::BadResponse, wrote_any).await,
         };
@@ -884,10 +986,12 @@ pub(crate) struct ResponseHead {
 }
 
 /// Parses a final response head and writes the client's: the status line in
-/// HTTP/1.1, the target's lines less hop-by-hop ones, tether's cookies, and the
-/// client connection's fate.
+/// HTTP/1.1, the target's lines less hop-by-hop ones (and less those listener
+/// `listener` sets itself), tether's cookies, the listener's response headers, and
+/// the client connection's fate.
 pub(crate) fn response_head(
-    ex: &mut Exchange,
+    ex: &Exchange,
+    listener: usize,
     head: &[u8],
     head_request: bool,
     keep_client: bool,
@@ -913,6 +1017,8 @@ pub(crate) fn response_head(
     let te = scan.transfer_encoding;
     let upgrade = status == 101;
     let named_hop = scan.names_headers;
+    let listener = ex.routing.headers(listener);
+    let replaces = !listener.is_noop();
 
     let mut out = Vec::with_capacity(head.len() + 256);
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -932,7 +1038,8 @@ pub(crate) fn response_head(
         let skip = (!upgrade_line
             && (parse::is_hop_by_hop(name)
                 || (named_hop && parse::named_in_connection(headers, name))))
-            || (te && name.eq_ignore_ascii_case("content-length"));
+            || (te && name.eq_ignore_ascii_case("content-length"))
+            || (replaces && listener.replaces(name));
         if !skip {
             out.extend_from_slice(parse::raw_line(head, h));
         }
@@ -945,6 +1052,7 @@ pub(crate) fn response_head(
             b"\r\n",
         );
     }
+    write_response_headers(&mut out, listener);
     if upgrade {
         out.extend_from_slice(b"connection: upgrade\r\n");
     } else if !keep_client {
@@ -962,15 +1070,35 @@ pub(crate) fn response_head(
     })
 }
 
-/// One of tether's own responses, as HTTP/1.1 bytes.
-pub(crate) fn lb_response_bytes(resp: &LbResponse, head_only: bool, close: bool) -> Vec<u8> {
+/// The lines a listener sets on every response.
+fn write_response_headers(out: &mut Vec<u8>, listener: &ListenerHeaders) {
+    for (name, value) in listener.response.iter() {
+        parse::push_header(out, name.as_bytes(), value.as_bytes());
+    }
+}
+
+/// One of tether's own responses, as HTTP/1.1 bytes, with the listener's response
+/// headers (ALB adds them to every response, its own included).
+pub(crate) fn lb_response_bytes(
+    resp: &LbResponse,
+    head_only: bool,
+    close: bool,
+    listener: &ListenerHeaders,
+) -> Vec<u8> {
     use std::io::Write;
     let mut out = Vec::with_capacity(256 + resp.body.len());
     let _ = write!(
         out,
-        "HTTP/1.1 {} {}\r\nserver: tether\r\ndate: {}\r\ncontent-type: {}\r\ncontent-length: {}\r\n",
+        "HTTP/1.1 {} {}\r\n",
         resp.status,
-        exchange::reason(resp.status),
+        exchange::reason(resp.status)
+    );
+    if listener.server {
+        out.extend_from_slice(b"server: tether\r\n");
+    }
+    let _ = write!(
+        out,
+        "date: {}\r\ncontent-type: {}\r\ncontent-length: {}\r\n",
         httpdate::fmt_http_date(std::time::SystemTime::now()),
         resp.content_type,
         resp.body.len()
@@ -978,6 +1106,7 @@ pub(crate) fn lb_response_bytes(resp: &LbResponse, head_only: bool, close: bool)
     if let Some(location) = &resp.location {
         let _ = write!(out, "location: {location}\r\n");
     }
+    write_response_headers(&mut out, listener);
     if close {
         out.extend_from_slice(b"connection: close\r\n");
     }
@@ -1020,7 +1149,8 @@ mod tests {
             app: &app,
             io: stream,
             buf: Vec::new(),
-            client_ip: None,
+            client: ClientConn::default(),
+            keep_alive_until: Instant::now(),
             shutdown: rx,
             timer: relay::Timer::default(),
         };
