@@ -495,9 +495,21 @@ health_check = {{ enabled = false }}
     )
 }
 
-/// An address nothing listens on.
-fn closed_port() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], free_port()))
+/// An address nothing listens on: a socket bound to a free port but never
+/// listening refuses connections and keeps the port from anyone else while the
+/// test holds it (no race with other tests, unlike a port bound and released).
+fn closed_port() -> (socket2::Socket, SocketAddr) {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind");
+    let addr = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .expect("bound address");
+    (socket, addr)
 }
 
 /// Checks a reply's headers: each configured one exactly once, no `Server`.
@@ -524,12 +536,8 @@ const TARGET_REPLY: &[u8] = b"HTTP/1.1 200 OK\r\nServer: app/1.0\r\nX-Frame-Opti
 #[tokio::test]
 async fn it_should_set_the_listener_response_headers_on_every_response_over_http1() {
     let (target, _t) = raw_backend(TARGET_REPLY).await;
-    let lb = TetherProc::start(&response_config(
-        target,
-        closed_port(),
-        ALL_RESPONSE_HEADERS,
-    ))
-    .await;
+    let (_closed, closed) = closed_port();
+    let lb = TetherProc::start(&response_config(target, closed, ALL_RESPONSE_HEADERS)).await;
     let mut fails = Vec::new();
     for (path, status) in [
         ("/", 200),
@@ -565,7 +573,7 @@ async fn it_should_set_the_listener_response_headers_on_every_response_over_http
 
     // Without the attributes: the target's headers as they are, `Server: tether` on
     // tether's own answers.
-    let lb = TetherProc::start(&response_config(target, closed_port(), "")).await;
+    let lb = TetherProc::start(&response_config(target, closed, "")).await;
     let mut client = Client::connect(lb.addr()).await;
     let reply = client.get("/").await;
     assert_eq!(reply.header("server"), Some("app/1.0"));
@@ -586,7 +594,8 @@ async fn it_should_set_the_listener_response_headers_on_every_response_over_http
         cert.display(),
         key.display()
     );
-    let lb = TetherProc::start(&response_config(target, closed_port(), &listener)).await;
+    let (_closed, closed) = closed_port();
+    let lb = TetherProc::start(&response_config(target, closed, &listener)).await;
     let (tls, _) = tls_connect(lb.addr(), "site.test", h.pki.client_config(&[b"h2"]))
         .await
         .expect("handshake");
