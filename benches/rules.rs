@@ -10,19 +10,23 @@ use tether::rules::{
 fn rule_set() -> RuleSet<usize> {
     let rules = (0..100u32)
         .map(|i| {
-            let mut conditions = vec![Condition::PathPattern(vec![
-                Pattern::case_sensitive(&format!("/svc{i}/*")),
-                Pattern::case_sensitive(&format!("/v?/svc{i}/*.json")),
-            ])];
+            let mut conditions = vec![Condition::PathPattern(
+                vec![
+                    Pattern::case_sensitive(&format!("/svc{i}/*")),
+                    Pattern::case_sensitive(&format!("/v?/svc{i}/*.json")),
+                ]
+                .into(),
+            )];
             if i % 2 == 0 {
-                conditions.push(Condition::HostHeader(vec![Pattern::case_insensitive(
-                    &format!("*.svc{i}.example.com"),
-                )]));
+                conditions.push(Condition::HostHeader(
+                    vec![Pattern::case_insensitive(&format!("*.svc{i}.example.com"))].into(),
+                ));
             }
             Rule {
                 priority: i + 1,
                 conditions,
                 action: Action::Forward(Forward::single(i as usize)),
+                transforms: Default::default(),
             }
         })
         .collect();

@@ -125,7 +125,7 @@ async fn handle(
                 client_ip,
             },
         );
-        let Decision::Forward(_) = decision else {
+        let Decision::Forward(ex) = &decision else {
             let Decision::Respond(resp) = decision else {
                 return error(500);
             };
@@ -144,15 +144,12 @@ async fn handle(
         let mut out = Vec::with_capacity(512);
         out.extend_from_slice(parts.method.as_str().as_bytes());
         out.push(b' ');
-        out.extend_from_slice(
-            parts
-                .uri
-                .path_and_query()
-                .map_or("/", |pq| pq.as_str())
-                .as_bytes(),
-        );
+        let url = ex
+            .rewritten_url()
+            .unwrap_or_else(|| parts.uri.path_and_query().map_or("/", |pq| pq.as_str()));
+        out.extend_from_slice(url.as_bytes());
         out.extend_from_slice(b" HTTP/1.1\r\n");
-        if let Some(h) = host {
+        if let Some(h) = ex.rewritten_host().or(host) {
             parse::push_header(&mut out, b"host", h.as_bytes());
         }
         for h in headers.iter() {

@@ -28,4 +28,5 @@ pub mod socketio;
 pub mod sticky;
 pub mod target_group;
 pub mod tls;
+pub mod transform;
 mod websocket;

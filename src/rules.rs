@@ -12,6 +12,7 @@ use ipnet::IpNet;
 use rand::Rng;
 
 use crate::target_group::TargetGroup;
+use crate::transform::Transforms;
 
 /// What the rules look at in a request.
 #[derive(Debug, Clone, Copy)]
@@ -125,19 +126,120 @@ fn glob(pattern: &[u8], value: &[u8], eq: impl Fn(u8, u8) -> bool) -> bool {
     pattern[p..].iter().all(|b| *b == b'*')
 }
 
+// === impl RegexValue ===
+
+/// The longest regex value of a condition, in characters (ALB's `RegexValues`).
+pub const MAX_CONDITION_REGEX: usize = 128;
+
+/// Compiled-size cap of one regex: a short pattern with nested counted repetitions
+/// could otherwise take megabytes per rule.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// An ALB regex value of a condition. It matches when it finds a match anywhere in
+/// the value: write `^…$` to match the whole value (AWS's examples anchor theirs).
+/// Compiled once at config load.
+#[derive(Debug, Clone)]
+pub struct RegexValue(regex::bytes::Regex);
+
+impl RegexValue {
+    /// Compiles `pattern` in ALB's dialect (see [`check_alb_regex`]).
+    pub fn new(pattern: &str, case_insensitive: bool) -> Result<Self, String> {
+        check_alb_regex(pattern)?;
+        regex::bytes::RegexBuilder::new(pattern)
+            .case_insensitive(case_insensitive)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+            .map(RegexValue)
+            .map_err(|e| describe_regex_error(pattern, &e))
+    }
+
+    pub fn matches(&self, value: &[u8]) -> bool {
+        self.0.is_match(value)
+    }
+}
+
+/// Refuses what ALB's regex dialect lacks but the `regex` crate has: Unicode classes
+/// (`\p{L}`, `\P{L}`). Look-around, back-references, atomic groups and possessive
+/// quantifiers the crate refuses itself.
+pub fn check_alb_regex(pattern: &str) -> Result<(), String> {
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            if let Some('p' | 'P') = chars.next() {
+                return Err(format!(
+                    "invalid regex \"{pattern}\": Unicode classes (\\p{{..}}) are not supported, as on ALB"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `regex` crate's error in one line.
+pub fn describe_regex_error(pattern: &str, e: &regex::Error) -> String {
+    let why = match e {
+        regex::Error::Syntax(text) => text
+            .lines()
+            .find_map(|l| l.strip_prefix("error: "))
+            .unwrap_or("syntax error")
+            .to_string(),
+        regex::Error::CompiledTooBig(_) => "too large once compiled".to_string(),
+        _ => e.to_string(),
+    };
+    format!("invalid regex \"{pattern}\": {why}")
+}
+
+/// The values of a path, host or header condition: wildcard values and regex values,
+/// OR among all of them.
+#[derive(Debug, Clone, Default)]
+pub struct Values {
+    pub wildcards: Vec<Pattern>,
+    pub regexes: Vec<RegexValue>,
+}
+
+impl From<Vec<Pattern>> for Values {
+    fn from(wildcards: Vec<Pattern>) -> Self {
+        Values {
+            wildcards,
+            regexes: Vec::new(),
+        }
+    }
+}
+
+impl Values {
+    /// Wildcards look at `wildcard_input`, regexes at `regex_input` (a host's
+    /// wildcards ignore its port, its regexes see it).
+    fn matches(&self, wildcard_input: &[u8], regex_input: &[u8]) -> bool {
+        self.wildcards.iter().any(|p| p.matches(wildcard_input))
+            || self.regexes.iter().any(|r| r.matches(regex_input))
+    }
+
+    /// Match evaluations, as ALB counts them (one per value).
+    pub fn len(&self) -> usize {
+        self.wildcards.len() + self.regexes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 // === impl Condition ===
 
 /// One condition kind with its values (OR among them).
 #[derive(Debug, Clone)]
 pub enum Condition {
-    /// Case-sensitive, on the path only.
-    PathPattern(Vec<Pattern>),
-    /// Case-insensitive, on the host without its port.
-    HostHeader(Vec<Pattern>),
-    /// Header name (case-insensitive) and value patterns (case-insensitive).
+    /// On the path only: wildcards case-sensitive, regexes case-sensitive unless
+    /// they say `(?i)`.
+    PathPattern(Values),
+    /// Case-insensitive. Wildcards match the host without its port; regexes match
+    /// the whole Host value, port included (as ALB's `RegexValues`).
+    HostHeader(Values),
+    /// Header name (case-insensitive) and value patterns (case-insensitive), any
+    /// line of the header.
     HttpHeader {
         name: http::HeaderName,
-        values: Vec<Pattern>,
+        values: Values,
     },
     /// Exact, case-sensitive method names.
     HttpRequestMethod(Vec<String>),
@@ -151,20 +253,18 @@ pub enum Condition {
 impl Condition {
     pub fn matches(&self, req: &RequestInfo<'_>) -> bool {
         match self {
-            Condition::PathPattern(patterns) => {
-                patterns.iter().any(|p| p.matches(req.path.as_bytes()))
+            Condition::PathPattern(values) => {
+                let path = req.path.as_bytes();
+                values.matches(path, path)
             }
-            Condition::HostHeader(patterns) => match req.host {
-                Some(host) => {
-                    let host = strip_port(host).as_bytes();
-                    patterns.iter().any(|p| p.matches(host))
-                }
+            Condition::HostHeader(values) => match req.host {
+                Some(host) => values.matches(strip_port(host).as_bytes(), host.as_bytes()),
                 None => false,
             },
             Condition::HttpHeader { name, values } => req
                 .headers
                 .get_all(name.as_str())
-                .any(|v| values.iter().any(|p| p.matches(v))),
+                .any(|v| values.matches(v, v)),
             Condition::HttpRequestMethod(methods) => methods.iter().any(|m| m == req.method),
             Condition::QueryString(pairs) => {
                 let Some(query) = req.query else {
@@ -218,6 +318,8 @@ pub struct Rule<G = Arc<TargetGroup>> {
     pub priority: u32,
     pub conditions: Vec<Condition>,
     pub action: Action<G>,
+    /// Rewrites of a forwarded request's URL and Host (none by default).
+    pub transforms: Transforms,
 }
 
 impl<G> Rule<G> {
@@ -243,11 +345,11 @@ impl<G> RuleSet<G> {
     }
 
     /// The action of the first matching rule (lowest priority number), else the
-    /// default action; with the matched priority (`None` for the default).
-    pub fn evaluate(&self, req: &RequestInfo<'_>) -> (&Action<G>, Option<u32>) {
+    /// default action; with the matched rule (`None` for the default).
+    pub fn evaluate(&self, req: &RequestInfo<'_>) -> (&Action<G>, Option<&Rule<G>>) {
         for rule in &self.rules {
             if rule.matches(req) {
-                return (&rule.action, Some(rule.priority));
+                return (&rule.action, Some(rule));
             }
         }
         (&self.default_action, None)
@@ -292,6 +394,7 @@ impl<G> RuleSet<G> {
                     priority: r.priority,
                     conditions: r.conditions.clone(),
                     action: r.action.map_groups(f),
+                    transforms: r.transforms.clone(),
                 })
                 .collect(),
             default_action: self.default_action.map_groups(f),
@@ -493,7 +596,7 @@ mod tests {
     #[test]
     fn host_patterns_are_case_insensitive_and_portless() {
         let h: [crate::headers::Header<'_>; 0] = [];
-        let cond = Condition::HostHeader(vec![Pattern::case_insensitive("*.example.com")]);
+        let cond = Condition::HostHeader(vec![Pattern::case_insensitive("*.example.com")].into());
         for (host, want) in [
             ("api.example.com", true),
             ("API.Example.COM:8080", true),

@@ -278,31 +278,35 @@ pub fn prepare(app: &Http1App, head: &[u8], client_ip: Option<IpAddr>) -> Result
     );
 
     let mut upstream_head = Vec::new();
-    if let Decision::Forward(_) = decision {
+    if let Decision::Forward(ex) = &decision {
         upstream_head.reserve(len + 256);
         upstream_head.extend_from_slice(method.as_bytes());
         upstream_head.push(b' ');
-        if origin.starts_with('?') {
-            upstream_head.push(b'/');
+        match ex.rewritten_url() {
+            Some(url) => upstream_head.extend_from_slice(url.as_bytes()),
+            None => {
+                if origin.starts_with('?') {
+                    upstream_head.push(b'/');
+                }
+                upstream_head.extend_from_slice(origin.as_bytes());
+            }
         }
-        upstream_head.extend_from_slice(origin.as_bytes());
         upstream_head.extend_from_slice(if http10 {
             b" HTTP/1.0\r\n"
         } else {
             b" HTTP/1.1\r\n"
         });
-        // An absolute-form target's authority replaces the Host value (in the
-        // client's own line when it sent one).
-        if let (Some(_), Some(h), None) = (absolute, host, host_header) {
+        // A Host rewrite, or else an absolute-form target's authority, replaces the
+        // Host value (in the client's own line when it sent one).
+        let new_host = ex.rewritten_host().or(absolute.and(host));
+        if let (Some(h), None) = (new_host, host_header) {
             parse::push_header(&mut upstream_head, b"host", h.as_bytes());
         }
         let named_hop = scan.names_headers;
         for h in headers.iter() {
             let name = h.name;
-            if absolute.is_some() && name.eq_ignore_ascii_case("host") {
-                if let Some(authority) = host {
-                    parse::push_header(&mut upstream_head, name.as_bytes(), authority.as_bytes());
-                }
+            if let Some(new_host) = new_host.filter(|_| name.eq_ignore_ascii_case("host")) {
+                parse::push_header(&mut upstream_head, name.as_bytes(), new_host.as_bytes());
                 continue;
             }
             let upgrade_line = upgrade && name.eq_ignore_ascii_case("upgrade");
