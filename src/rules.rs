@@ -158,18 +158,36 @@ impl RegexValue {
     }
 }
 
-/// Refuses what ALB's regex dialect lacks but the `regex` crate has: Unicode classes
-/// (`\p{L}`, `\P{L}`). Look-around, back-references, atomic groups and possessive
-/// quantifiers the crate refuses itself.
+/// Refuses what ALB's regex dialect lacks but the `regex` crate takes: Unicode
+/// classes (`\p{L}`, `\PL`) and possessive quantifiers (`a++`, which the crate
+/// reads as a nested repetition). Look-around, back-references and atomic groups the
+/// crate refuses itself.
 pub fn check_alb_regex(pattern: &str) -> Result<(), String> {
-    let mut chars = pattern.chars();
+    let refuse = |what: &str| {
+        Err(format!(
+            "invalid regex \"{pattern}\": {what} are not supported, as on ALB"
+        ))
+    };
+    let mut chars = pattern.chars().peekable();
+    // Nesting of character classes (`[a[b]]`), and an open counted repetition.
+    let (mut class, mut counted) = (0usize, false);
     while let Some(c) = chars.next() {
-        if c == '\\' {
-            if let Some('p' | 'P') = chars.next() {
-                return Err(format!(
-                    "invalid regex \"{pattern}\": Unicode classes (\\p{{..}}) are not supported, as on ALB"
-                ));
+        match c {
+            '\\' => {
+                if let Some('p' | 'P') = chars.next() {
+                    return refuse("Unicode classes (\\p{..})");
+                }
             }
+            '[' => class += 1,
+            ']' if class > 0 => class -= 1,
+            '{' if class == 0 => counted = true,
+            '*' | '+' | '?' | '}' if class == 0 => {
+                let quantifier = c != '}' || std::mem::take(&mut counted);
+                if quantifier && chars.peek() == Some(&'+') {
+                    return refuse("possessive quantifiers");
+                }
+            }
+            _ => {}
         }
     }
     Ok(())
@@ -609,6 +627,185 @@ mod tests {
             };
             assert_eq!(cond.matches(&r), want, "{host}");
         }
+    }
+
+    fn regexes(patterns: &[&str], case_insensitive: bool) -> Values {
+        Values {
+            wildcards: Vec::new(),
+            regexes: patterns
+                .iter()
+                .map(|p| RegexValue::new(p, case_insensitive).unwrap())
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn path_regexes_match_anywhere_in_the_path_and_are_case_sensitive() {
+        let h: [crate::headers::Header<'_>; 0] = [];
+        let cases: &[(&str, &str, bool)] = &[
+            // Not anchored: a match anywhere in the path is enough...
+            ("/v[0-9]+/", "/x/api/v2/users", true),
+            ("users", "/api/users/7", true),
+            // ...and `^`/`$` anchor it, as AWS's examples write.
+            ("^/api/v[0-9]+/", "/api/v2/users", true),
+            ("^/api/v[0-9]+/", "/x/api/v2/", false),
+            (r"^/img/.*\.png$", "/img/a.png", true),
+            (r"^/img/.*\.png$", "/img/a.png.bak", false),
+            (r"^/dp/([A-Za-z0-9]+)/?$", "/dp/B09G3HRMW", true),
+            (r"^/dp/([A-Za-z0-9]+)/?$", "/dp/B09-3HRMW", false),
+            // Case-sensitive as path wildcards, unless the regex says otherwise.
+            ("^/api/", "/API/x", false),
+            ("(?i)^/api/", "/API/x", true),
+            // The path only, never the query string.
+            ("x=1", "/a", false),
+        ];
+        for (pattern, path, want) in cases {
+            let cond = Condition::PathPattern(regexes(&[pattern], false));
+            let r = RequestInfo {
+                path,
+                query: Some("x=1"),
+                ..req(&h)
+            };
+            assert_eq!(cond.matches(&r), *want, "{pattern} ~ {path}");
+        }
+    }
+
+    #[test]
+    fn host_regexes_are_case_insensitive_and_see_the_port() {
+        let h: [crate::headers::Header<'_>; 0] = [];
+        let cases: &[(&str, &str, bool)] = &[
+            (r"^api\.example\.com$", "API.Example.COM", true),
+            (r"^(a|b)\.example\.com$", "b.example.com", true),
+            (r"^(a|b)\.example\.com$", "c.example.com", false),
+            ("example", "www.example.org", true),
+            // The whole Host value: a port is part of it (ALB: use regex values to
+            // match a non-standard port).
+            (r"^api\.example\.com$", "api.example.com:8443", false),
+            (r"^api\.example\.com:8443$", "api.example.com:8443", true),
+            (r":8443$", "api.example.com:443", false),
+        ];
+        for (pattern, host, want) in cases {
+            let cond = Condition::HostHeader(regexes(&[pattern], true));
+            let r = RequestInfo {
+                host: Some(host),
+                ..req(&h)
+            };
+            assert_eq!(cond.matches(&r), *want, "{pattern} ~ {host}");
+        }
+        let cond = Condition::HostHeader(regexes(&["."], true));
+        assert!(!cond.matches(&req(&h)), "no Host, no match");
+    }
+
+    #[test]
+    fn header_regexes_are_case_insensitive_on_any_line_of_the_header() {
+        use crate::headers::Header;
+        let cond = |p: &str| Condition::HttpHeader {
+            name: http::HeaderName::from_static("x-env"),
+            values: regexes(&[p], true),
+        };
+        let cases: &[(&str, &[&str], bool)] = &[
+            ("^blue-[0-9]+$", &["Blue-12"], true),
+            ("^blue-[0-9]+$", &["blue-x"], false),
+            ("^blue-[0-9]+$", &["green", "blue-1"], true),
+            ("blue", &["dark-blue-ish"], true),
+            ("^blue$", &["dark-blue"], false),
+            ("^blue$", &[], false),
+        ];
+        for (pattern, values, want) in cases {
+            let lines: Vec<Header<'_>> = values
+                .iter()
+                .map(|v| Header {
+                    name: "X-Env",
+                    value: v.as_bytes(),
+                })
+                .collect();
+            assert_eq!(
+                cond(pattern).matches(&req(&lines)),
+                *want,
+                "{pattern} ~ {values:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn wildcard_and_regex_values_of_one_condition_are_ored() {
+        let h: [crate::headers::Header<'_>; 0] = [];
+        let values = Values {
+            wildcards: vec![Pattern::case_sensitive("/static/*")],
+            regexes: vec![RegexValue::new("^/img/[0-9]+$", false).unwrap()],
+        };
+        let cond = Condition::PathPattern(values);
+        for (path, want) in [
+            ("/static/app.js", true),
+            ("/img/42", true),
+            ("/img/x", false),
+            ("/other", false),
+        ] {
+            let r = RequestInfo { path, ..req(&h) };
+            assert_eq!(cond.matches(&r), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn regex_conditions_and_other_kinds_are_anded() {
+        let h: [crate::headers::Header<'_>; 0] = [];
+        let rule = Rule {
+            priority: 1,
+            conditions: vec![
+                Condition::PathPattern(regexes(&["^/api/v[12]/"], false)),
+                Condition::HostHeader(vec![Pattern::case_insensitive("*.example.com")].into()),
+                Condition::HttpRequestMethod(vec!["GET".into()]),
+            ],
+            action: Action::Forward(Forward::single(0usize)),
+            transforms: Transforms::default(),
+        };
+        for (method, path, host, want) in [
+            ("GET", "/api/v1/x", "a.example.com", true),
+            ("GET", "/api/v3/x", "a.example.com", false),
+            ("GET", "/api/v1/x", "a.example.org", false),
+            ("POST", "/api/v1/x", "a.example.com", false),
+        ] {
+            let r = RequestInfo {
+                method,
+                path,
+                host: Some(host),
+                ..req(&h)
+            };
+            assert_eq!(rule.matches(&r), want, "{method} {host}{path}");
+        }
+    }
+
+    #[test]
+    fn regexes_beyond_albs_dialect_are_refused() {
+        let refused = |p: &str| match RegexValue::new(p, false) {
+            Ok(_) => panic!("{p} accepted"),
+            Err(e) => e,
+        };
+        assert!(
+            refused("^/a(?=b)").contains("look-around"),
+            "{}",
+            refused("^/a(?=b)")
+        );
+        assert!(refused("^/a(?<!b)").contains("look-around"));
+        assert!(
+            refused(r"^/(a)\1").contains("backreferences"),
+            "{}",
+            refused(r"^/(a)\1")
+        );
+        assert!(refused(r"^/\p{L}+").contains("Unicode classes"));
+        assert!(refused(r"^/\PL").contains("Unicode classes"));
+        assert!(refused("^/(?>a)").starts_with("invalid regex \"^/(?>a)\": "));
+        assert!(refused("^/a++").contains("possessive"));
+        assert!(refused("^/a*+").contains("possessive"));
+        assert!(refused("^/a{2}+").contains("possessive"));
+        assert!(
+            RegexValue::new("^/[*+]+$", false).is_ok(),
+            "a class is not a quantifier"
+        );
+        assert!(refused("^/(a").starts_with("invalid regex"));
+        // An escaped backslash before `p` is a backslash and a `p`.
+        assert!(RegexValue::new(r"^/a\\p$", false).is_ok());
+        assert!(refused("^/a{1000}{1000}").contains("too large"));
     }
 
     #[test]
