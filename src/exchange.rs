@@ -4,7 +4,8 @@
 //!
 //! - [`decide`]: 405 for TRACE, 463 for long `X-Forwarded-For` chains, the listener's
 //!   rules, a fixed response or redirect, or the group and target of a forward
-//!   (group stickiness, target stickiness, Socket.IO sid, health, slow start).
+//!   (group stickiness, target stickiness, Socket.IO sid, health, slow start) with
+//!   the URL and Host the rule's transforms rewrite (500 when a rewrite fails).
 //! - [`Exchange`]: a forward in flight: its target (counted outstanding), the retry
 //!   policy after a failure, the cookies its response sets, the Socket.IO sid it
 //!   learns from a handshake, and the drain signal that ends its websocket.
@@ -23,6 +24,7 @@ use crate::settings::{Protocol, StickinessKind, UpstreamTls};
 use crate::socketio;
 use crate::sticky::{self, CookieFlags, KeyRing, Pin, Purpose};
 use crate::target_group::{Outstanding, PickedBy, PinHints, Target, TargetGroup};
+use crate::transform::Rewritten;
 
 /// What an engine knows of the listener a request came in on.
 #[derive(Debug, Clone)]
@@ -140,9 +142,20 @@ pub fn decide(routing: &Arc<Routing>, listener: &ListenerInfo, req: &RequestHead
     let Some(rules) = routing.listeners.get(listener.index) else {
         return Decision::Respond(LbResponse::error(500));
     };
-    let (action, _priority) = rules.evaluate(&info);
+    let (action, rule) = rules.evaluate(&info);
     match action {
         Action::Forward(forward) => {
+            // Transforms rewrite what the target sees, after the routing decision.
+            let rewritten = match rule.map(|r| &r.transforms).filter(|t| !t.is_empty()) {
+                Some(transforms) => match transforms.apply(req.path, req.query, req.host) {
+                    Ok(rewritten) => rewritten,
+                    Err(e) => {
+                        tracing::debug!("transform failed: {e}");
+                        return Decision::Respond(LbResponse::error(500));
+                    }
+                },
+                None => Rewritten::default(),
+            };
             let (group, group_sticky) = match forward.stickiness {
                 Some(duration) if forward.groups.len() > 1 => (
                     pinned_group(req.headers, forward, &routing.keys, duration)
@@ -152,7 +165,10 @@ pub fn decide(routing: &Arc<Routing>, listener: &ListenerInfo, req: &RequestHead
                 _ => (forward.pick(), false),
             };
             match Exchange::start(routing.clone(), group.clone(), group_sticky, req) {
-                Some(exchange) => Decision::Forward(Box::new(exchange)),
+                Some(mut exchange) => {
+                    exchange.rewritten = rewritten;
+                    Decision::Forward(Box::new(exchange))
+                }
                 None => Decision::Respond(LbResponse::error(503)),
             }
         }
@@ -322,6 +338,8 @@ pub struct Exchange {
     failed: Option<SocketAddr>,
     /// The one retry on a new connection to the same target was used.
     retried_same: bool,
+    /// The URL and Host the rule's transforms made for the target.
+    rewritten: Rewritten,
 }
 
 impl Exchange {
@@ -362,6 +380,7 @@ impl Exchange {
             upgraded: false,
             failed: None,
             retried_same: false,
+            rewritten: Rewritten::default(),
         })
     }
 
@@ -371,6 +390,17 @@ impl Exchange {
 
     pub fn addr(&self) -> SocketAddr {
         self.target().addr
+    }
+
+    /// The origin-form target (path and `?query`) to send instead of the client's,
+    /// when a URL rewrite changed it.
+    pub fn rewritten_url(&self) -> Option<&str> {
+        self.rewritten.url.as_deref()
+    }
+
+    /// The Host value to send instead of the client's, when a Host rewrite changed it.
+    pub fn rewritten_host(&self) -> Option<&str> {
+        self.rewritten.host.as_deref()
     }
 
     pub fn upstream_tls(&self) -> Option<&UpstreamTls> {

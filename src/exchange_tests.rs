@@ -72,6 +72,18 @@ default_action = { forward = "web" }
   conditions = { path_pattern = ["/nopassive/*"] }
   action = { forward = "nopassive" }
 
+  [[listener.rule]]
+  priority = 10
+  conditions = { path_pattern = { regex_values = ['^/rw/'] } }
+  action = { forward = "web" }
+  transforms = [{ url_rewrite = { regex = '^/rw/(.*)$', replace = '/new/$1' } }, { host_header_rewrite = { regex = '^(.*)$', replace = 'internal.$1' } }]
+
+  [[listener.rule]]
+  priority = 11
+  conditions = { path_pattern = ["/rwbad/*"] }
+  action = { forward = "web" }
+  transforms = [{ url_rewrite = { regex = '^/rwbad/', replace = 'no-slash/' } }]
+
 [target_group.web]
 targets = ["127.0.0.1:7000", "127.0.0.1:7001"]
 health_check = { enabled = false }
@@ -1023,4 +1035,25 @@ fn it_should_know_which_methods_are_idempotent() {
     for m in ["POST", "PATCH", "CONNECT", "get"] {
         assert!(!is_idempotent(m), "{m}");
     }
+}
+
+// === Transforms ===
+
+#[test]
+fn it_should_hand_the_engines_the_rewritten_url_and_host_of_a_forward() {
+    let routing = routing();
+    let ex = forwarded(decide_get(&routing, "/rw/a/b", Some("x=1"), &[]));
+    assert_eq!(ex.rewritten_url(), Some("/new/a/b?x=1"));
+    assert_eq!(ex.rewritten_host(), Some("internal.example.com"));
+    // A forward by a rule without transforms changes nothing.
+    let ex = forwarded(decide_get(&routing, "/one/x", None, &[]));
+    assert_eq!((ex.rewritten_url(), ex.rewritten_host()), (None, None));
+}
+
+#[test]
+fn it_should_answer_500_when_a_rewrite_cannot_be_sent() {
+    let routing = routing();
+    let r = responded(decide_get(&routing, "/rwbad/x", None, &[]));
+    assert_eq!(r.status, 500);
+    assert!(r.close);
 }

@@ -136,7 +136,7 @@ async fn handle(app: Arc<Http1App>, client: ClientConn, req: Request<Incoming>) 
                 client_ip: client.ip,
             },
         );
-        let Decision::Forward(_) = decision else {
+        let Decision::Forward(ex) = &decision else {
             let Decision::Respond(resp) = decision else {
                 return error(500);
             };
@@ -155,16 +155,17 @@ async fn handle(app: Arc<Http1App>, client: ClientConn, req: Request<Incoming>) 
         let mut out = Vec::with_capacity(512);
         out.extend_from_slice(parts.method.as_str().as_bytes());
         out.push(b' ');
-        out.extend_from_slice(
-            parts
-                .uri
-                .path_and_query()
-                .map_or("/", |pq| pq.as_str())
-                .as_bytes(),
-        );
+        let url = ex
+            .rewritten_url()
+            .unwrap_or_else(|| parts.uri.path_and_query().map_or("/", |pq| pq.as_str()));
+        out.extend_from_slice(url.as_bytes());
         out.extend_from_slice(b" HTTP/1.1\r\n");
         let shaping = &routing.shaping;
-        if let Some(h) = host {
+        // A rule's Host rewrite is sent as written; the client's authority with
+        // ALB's port rule unless the Host is preserved.
+        if let Some(h) = ex.rewritten_host() {
+            parse::push_header(&mut out, b"host", h.as_bytes());
+        } else if let Some(h) = host {
             let preserve = shaping.preserve_host_header;
             app.write_host_line(&mut out, b"host", h.as_bytes(), preserve);
         }

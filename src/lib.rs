@@ -28,5 +28,6 @@ pub mod socketio;
 pub mod sticky;
 pub mod target_group;
 pub mod tls;
-pub mod tls_session;
+mod tls_session;
+mod transform;
 mod websocket;

@@ -12,6 +12,7 @@ use ipnet::IpNet;
 use rand::Rng;
 
 use crate::target_group::TargetGroup;
+use crate::transform::Transforms;
 
 /// What the rules look at in a request.
 #[derive(Debug, Clone, Copy)]
@@ -125,19 +126,138 @@ fn glob(pattern: &[u8], value: &[u8], eq: impl Fn(u8, u8) -> bool) -> bool {
     pattern[p..].iter().all(|b| *b == b'*')
 }
 
+// === impl RegexValue ===
+
+/// The longest regex value of a condition, in characters (ALB's `RegexValues`).
+pub const MAX_CONDITION_REGEX: usize = 128;
+
+/// Compiled-size cap of one regex: a short pattern with nested counted repetitions
+/// could otherwise take megabytes per rule.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// An ALB regex value of a condition. It matches when it finds a match anywhere in
+/// the value: write `^…$` to match the whole value (AWS's examples anchor theirs).
+/// Compiled once at config load.
+#[derive(Debug, Clone)]
+pub struct RegexValue(regex::bytes::Regex);
+
+impl RegexValue {
+    /// Compiles `pattern` in ALB's dialect (see [`check_alb_regex`]).
+    pub fn new(pattern: &str, case_insensitive: bool) -> Result<Self, String> {
+        check_alb_regex(pattern)?;
+        regex::bytes::RegexBuilder::new(pattern)
+            .case_insensitive(case_insensitive)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+            .map(RegexValue)
+            .map_err(|e| describe_regex_error(pattern, &e))
+    }
+
+    pub fn matches(&self, value: &[u8]) -> bool {
+        self.0.is_match(value)
+    }
+}
+
+/// Refuses what ALB's regex dialect lacks but the `regex` crate takes: Unicode
+/// classes (`\p{L}`, `\PL`) and possessive quantifiers (`a++`, which the crate
+/// reads as a nested repetition). Look-around, back-references and atomic groups the
+/// crate refuses itself.
+pub fn check_alb_regex(pattern: &str) -> Result<(), String> {
+    let refuse = |what: &str| {
+        Err(format!(
+            "invalid regex \"{pattern}\": {what} are not supported, as on ALB"
+        ))
+    };
+    let mut chars = pattern.chars().peekable();
+    // Nesting of character classes (`[a[b]]`), and an open counted repetition.
+    let (mut class, mut counted) = (0usize, false);
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some('p' | 'P') = chars.next() {
+                    return refuse("Unicode classes (\\p{..})");
+                }
+            }
+            '[' => class += 1,
+            ']' if class > 0 => class -= 1,
+            '{' if class == 0 => counted = true,
+            '*' | '+' | '?' | '}' if class == 0 => {
+                let quantifier = c != '}' || std::mem::take(&mut counted);
+                if quantifier && chars.peek() == Some(&'+') {
+                    return refuse("possessive quantifiers");
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The `regex` crate's error in one line.
+pub fn describe_regex_error(pattern: &str, e: &regex::Error) -> String {
+    let why = match e {
+        regex::Error::Syntax(text) => text
+            .lines()
+            .find_map(|l| l.strip_prefix("error: "))
+            .unwrap_or("syntax error")
+            .to_string(),
+        regex::Error::CompiledTooBig(_) => "too large once compiled".to_string(),
+        _ => e.to_string(),
+    };
+    format!("invalid regex \"{pattern}\": {why}")
+}
+
+/// The values of a path, host or header condition: wildcard values and regex values,
+/// OR among all of them.
+#[derive(Debug, Clone, Default)]
+pub struct Values {
+    pub wildcards: Vec<Pattern>,
+    pub regexes: Vec<RegexValue>,
+}
+
+impl From<Vec<Pattern>> for Values {
+    fn from(wildcards: Vec<Pattern>) -> Self {
+        Values {
+            wildcards,
+            regexes: Vec::new(),
+        }
+    }
+}
+
+impl Values {
+    /// Wildcards look at `wildcard_input`, regexes at `regex_input` (a host's
+    /// wildcards ignore its port, its regexes see it).
+    fn matches(&self, wildcard_input: &[u8], regex_input: &[u8]) -> bool {
+        self.wildcards.iter().any(|p| p.matches(wildcard_input))
+            || self.regexes.iter().any(|r| r.matches(regex_input))
+    }
+
+    /// Match evaluations, as ALB counts them (one per value).
+    pub fn len(&self) -> usize {
+        self.wildcards.len() + self.regexes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 // === impl Condition ===
 
 /// One condition kind with its values (OR among them).
 #[derive(Debug, Clone)]
 pub enum Condition {
-    /// Case-sensitive, on the path only.
-    PathPattern(Vec<Pattern>),
-    /// Case-insensitive, on the host without its port.
-    HostHeader(Vec<Pattern>),
-    /// Header name (case-insensitive) and value patterns (case-insensitive).
+    /// On the path only: wildcards case-sensitive, regexes case-sensitive unless
+    /// they say `(?i)`.
+    PathPattern(Values),
+    /// Case-insensitive. Wildcards match the host without its port; regexes match
+    /// the whole Host value, port included (as ALB's `RegexValues`).
+    HostHeader(Values),
+    /// Header name (case-insensitive) and value patterns (case-insensitive), any
+    /// line of the header.
     HttpHeader {
         name: http::HeaderName,
-        values: Vec<Pattern>,
+        values: Values,
     },
     /// Exact, case-sensitive method names.
     HttpRequestMethod(Vec<String>),
@@ -151,20 +271,18 @@ pub enum Condition {
 impl Condition {
     pub fn matches(&self, req: &RequestInfo<'_>) -> bool {
         match self {
-            Condition::PathPattern(patterns) => {
-                patterns.iter().any(|p| p.matches(req.path.as_bytes()))
+            Condition::PathPattern(values) => {
+                let path = req.path.as_bytes();
+                values.matches(path, path)
             }
-            Condition::HostHeader(patterns) => match req.host {
-                Some(host) => {
-                    let host = strip_port(host).as_bytes();
-                    patterns.iter().any(|p| p.matches(host))
-                }
+            Condition::HostHeader(values) => match req.host {
+                Some(host) => values.matches(strip_port(host).as_bytes(), host.as_bytes()),
                 None => false,
             },
             Condition::HttpHeader { name, values } => req
                 .headers
                 .get_all(name.as_str())
-                .any(|v| values.iter().any(|p| p.matches(v))),
+                .any(|v| values.matches(v, v)),
             Condition::HttpRequestMethod(methods) => methods.iter().any(|m| m == req.method),
             Condition::QueryString(pairs) => {
                 let Some(query) = req.query else {
@@ -218,6 +336,8 @@ pub struct Rule<G = Arc<TargetGroup>> {
     pub priority: u32,
     pub conditions: Vec<Condition>,
     pub action: Action<G>,
+    /// Rewrites of a forwarded request's URL and Host (none by default).
+    pub transforms: Transforms,
 }
 
 impl<G> Rule<G> {
@@ -243,11 +363,11 @@ impl<G> RuleSet<G> {
     }
 
     /// The action of the first matching rule (lowest priority number), else the
-    /// default action; with the matched priority (`None` for the default).
-    pub fn evaluate(&self, req: &RequestInfo<'_>) -> (&Action<G>, Option<u32>) {
+    /// default action; with the matched rule (`None` for the default).
+    pub fn evaluate(&self, req: &RequestInfo<'_>) -> (&Action<G>, Option<&Rule<G>>) {
         for rule in &self.rules {
             if rule.matches(req) {
-                return (&rule.action, Some(rule.priority));
+                return (&rule.action, Some(rule));
             }
         }
         (&self.default_action, None)
@@ -292,6 +412,7 @@ impl<G> RuleSet<G> {
                     priority: r.priority,
                     conditions: r.conditions.clone(),
                     action: r.action.map_groups(f),
+                    transforms: r.transforms.clone(),
                 })
                 .collect(),
             default_action: self.default_action.map_groups(f),
@@ -493,7 +614,7 @@ mod tests {
     #[test]
     fn host_patterns_are_case_insensitive_and_portless() {
         let h: [crate::headers::Header<'_>; 0] = [];
-        let cond = Condition::HostHeader(vec![Pattern::case_insensitive("*.example.com")]);
+        let cond = Condition::HostHeader(vec![Pattern::case_insensitive("*.example.com")].into());
         for (host, want) in [
             ("api.example.com", true),
             ("API.Example.COM:8080", true),
@@ -506,6 +627,185 @@ mod tests {
             };
             assert_eq!(cond.matches(&r), want, "{host}");
         }
+    }
+
+    fn regexes(patterns: &[&str], case_insensitive: bool) -> Values {
+        Values {
+            wildcards: Vec::new(),
+            regexes: patterns
+                .iter()
+                .map(|p| RegexValue::new(p, case_insensitive).unwrap())
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn path_regexes_match_anywhere_in_the_path_and_are_case_sensitive() {
+        let h: [crate::headers::Header<'_>; 0] = [];
+        let cases: &[(&str, &str, bool)] = &[
+            // Not anchored: a match anywhere in the path is enough...
+            ("/v[0-9]+/", "/x/api/v2/users", true),
+            ("users", "/api/users/7", true),
+            // ...and `^`/`$` anchor it, as AWS's examples write.
+            ("^/api/v[0-9]+/", "/api/v2/users", true),
+            ("^/api/v[0-9]+/", "/x/api/v2/", false),
+            (r"^/img/.*\.png$", "/img/a.png", true),
+            (r"^/img/.*\.png$", "/img/a.png.bak", false),
+            (r"^/dp/([A-Za-z0-9]+)/?$", "/dp/B09G3HRMW", true),
+            (r"^/dp/([A-Za-z0-9]+)/?$", "/dp/B09-3HRMW", false),
+            // Case-sensitive as path wildcards, unless the regex says otherwise.
+            ("^/api/", "/API/x", false),
+            ("(?i)^/api/", "/API/x", true),
+            // The path only, never the query string.
+            ("x=1", "/a", false),
+        ];
+        for (pattern, path, want) in cases {
+            let cond = Condition::PathPattern(regexes(&[pattern], false));
+            let r = RequestInfo {
+                path,
+                query: Some("x=1"),
+                ..req(&h)
+            };
+            assert_eq!(cond.matches(&r), *want, "{pattern} ~ {path}");
+        }
+    }
+
+    #[test]
+    fn host_regexes_are_case_insensitive_and_see_the_port() {
+        let h: [crate::headers::Header<'_>; 0] = [];
+        let cases: &[(&str, &str, bool)] = &[
+            (r"^api\.example\.com$", "API.Example.COM", true),
+            (r"^(a|b)\.example\.com$", "b.example.com", true),
+            (r"^(a|b)\.example\.com$", "c.example.com", false),
+            ("example", "www.example.org", true),
+            // The whole Host value: a port is part of it (ALB: use regex values to
+            // match a non-standard port).
+            (r"^api\.example\.com$", "api.example.com:8443", false),
+            (r"^api\.example\.com:8443$", "api.example.com:8443", true),
+            (r":8443$", "api.example.com:443", false),
+        ];
+        for (pattern, host, want) in cases {
+            let cond = Condition::HostHeader(regexes(&[pattern], true));
+            let r = RequestInfo {
+                host: Some(host),
+                ..req(&h)
+            };
+            assert_eq!(cond.matches(&r), *want, "{pattern} ~ {host}");
+        }
+        let cond = Condition::HostHeader(regexes(&["."], true));
+        assert!(!cond.matches(&req(&h)), "no Host, no match");
+    }
+
+    #[test]
+    fn header_regexes_are_case_insensitive_on_any_line_of_the_header() {
+        use crate::headers::Header;
+        let cond = |p: &str| Condition::HttpHeader {
+            name: http::HeaderName::from_static("x-env"),
+            values: regexes(&[p], true),
+        };
+        let cases: &[(&str, &[&str], bool)] = &[
+            ("^blue-[0-9]+$", &["Blue-12"], true),
+            ("^blue-[0-9]+$", &["blue-x"], false),
+            ("^blue-[0-9]+$", &["green", "blue-1"], true),
+            ("blue", &["dark-blue-ish"], true),
+            ("^blue$", &["dark-blue"], false),
+            ("^blue$", &[], false),
+        ];
+        for (pattern, values, want) in cases {
+            let lines: Vec<Header<'_>> = values
+                .iter()
+                .map(|v| Header {
+                    name: "X-Env",
+                    value: v.as_bytes(),
+                })
+                .collect();
+            assert_eq!(
+                cond(pattern).matches(&req(&lines)),
+                *want,
+                "{pattern} ~ {values:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn wildcard_and_regex_values_of_one_condition_are_ored() {
+        let h: [crate::headers::Header<'_>; 0] = [];
+        let values = Values {
+            wildcards: vec![Pattern::case_sensitive("/static/*")],
+            regexes: vec![RegexValue::new("^/img/[0-9]+$", false).unwrap()],
+        };
+        let cond = Condition::PathPattern(values);
+        for (path, want) in [
+            ("/static/app.js", true),
+            ("/img/42", true),
+            ("/img/x", false),
+            ("/other", false),
+        ] {
+            let r = RequestInfo { path, ..req(&h) };
+            assert_eq!(cond.matches(&r), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn regex_conditions_and_other_kinds_are_anded() {
+        let h: [crate::headers::Header<'_>; 0] = [];
+        let rule = Rule {
+            priority: 1,
+            conditions: vec![
+                Condition::PathPattern(regexes(&["^/api/v[12]/"], false)),
+                Condition::HostHeader(vec![Pattern::case_insensitive("*.example.com")].into()),
+                Condition::HttpRequestMethod(vec!["GET".into()]),
+            ],
+            action: Action::Forward(Forward::single(0usize)),
+            transforms: Transforms::default(),
+        };
+        for (method, path, host, want) in [
+            ("GET", "/api/v1/x", "a.example.com", true),
+            ("GET", "/api/v3/x", "a.example.com", false),
+            ("GET", "/api/v1/x", "a.example.org", false),
+            ("POST", "/api/v1/x", "a.example.com", false),
+        ] {
+            let r = RequestInfo {
+                method,
+                path,
+                host: Some(host),
+                ..req(&h)
+            };
+            assert_eq!(rule.matches(&r), want, "{method} {host}{path}");
+        }
+    }
+
+    #[test]
+    fn regexes_beyond_albs_dialect_are_refused() {
+        let refused = |p: &str| match RegexValue::new(p, false) {
+            Ok(_) => panic!("{p} accepted"),
+            Err(e) => e,
+        };
+        assert!(
+            refused("^/a(?=b)").contains("look-around"),
+            "{}",
+            refused("^/a(?=b)")
+        );
+        assert!(refused("^/a(?<!b)").contains("look-around"));
+        assert!(
+            refused(r"^/(a)\1").contains("backreferences"),
+            "{}",
+            refused(r"^/(a)\1")
+        );
+        assert!(refused(r"^/\p{L}+").contains("Unicode classes"));
+        assert!(refused(r"^/\PL").contains("Unicode classes"));
+        assert!(refused("^/(?>a)").starts_with("invalid regex \"^/(?>a)\": "));
+        assert!(refused("^/a++").contains("possessive"));
+        assert!(refused("^/a*+").contains("possessive"));
+        assert!(refused("^/a{2}+").contains("possessive"));
+        assert!(
+            RegexValue::new("^/[*+]+$", false).is_ok(),
+            "a class is not a quantifier"
+        );
+        assert!(refused("^/(a").starts_with("invalid regex"));
+        // An escaped backslash before `p` is a backslash and a `p`.
+        assert!(RegexValue::new(r"^/a\\p$", false).is_ok());
+        assert!(refused("^/a{1000}{1000}").contains("too large"));
     }
 
     #[test]

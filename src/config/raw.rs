@@ -103,6 +103,8 @@ pub(super) struct RawListener {
     pub(super) ssl_policy: Option<Spanned<String>>,
     pub(super) response_headers: Option<Spanned<RawResponseHeaders>>,
     pub(super) request_header_names: Option<Spanned<RawRequestHeaderNames>>,
+    /// Only read to refuse it: ALB allows no transforms on the default action.
+    pub(super) transforms: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -143,13 +145,29 @@ pub(super) struct RawRule {
     pub(super) priority: Spanned<u32>,
     pub(super) conditions: Spanned<RawConditions>,
     pub(super) action: Spanned<RawAction>,
+    pub(super) transforms: Option<Vec<Spanned<RawTransform>>>,
+}
+
+/// `{ url_rewrite = { regex, replace } }` or `{ host_header_rewrite = { … } }`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub(super) enum RawTransform {
+    UrlRewrite(RawRewrite),
+    HostHeaderRewrite(RawRewrite),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRewrite {
+    pub(super) regex: Spanned<String>,
+    pub(super) replace: Spanned<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConditions {
-    pub(super) path_pattern: Option<Spanned<Vec<String>>>,
-    pub(super) host_header: Option<Spanned<Vec<String>>>,
+    pub(super) path_pattern: Option<Spanned<RawValuesOrList>>,
+    pub(super) host_header: Option<Spanned<RawValuesOrList>>,
     pub(super) http_request_method: Option<Spanned<Vec<Spanned<String>>>>,
     pub(super) source_ip: Option<Spanned<Vec<Spanned<String>>>>,
     pub(super) http_header: Option<Vec<Spanned<RawHeaderCondition>>>,
@@ -160,7 +178,51 @@ pub(super) struct RawConditions {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawHeaderCondition {
     pub(super) name: Spanned<String>,
-    pub(super) values: Vec<String>,
+    #[serde(default)]
+    pub(super) values: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) regex_values: Vec<Spanned<String>>,
+}
+
+/// Wildcard and regex values of a path or host condition: `["/a/*"]` (wildcards
+/// only) or `{ values = [...], regex_values = [...] }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawValues {
+    #[serde(default)]
+    pub(super) values: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) regex_values: Vec<Spanned<String>>,
+}
+
+/// The two spellings of [`RawValues`].
+#[derive(Debug)]
+pub(super) struct RawValuesOrList(pub(super) RawValues);
+
+impl<'de> Deserialize<'de> for RawValuesOrList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawValuesOrList;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array of patterns or { values = [...], regex_values = [...] }")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<RawValuesOrList, A::Error> {
+                let values = Vec::<Spanned<String>>::deserialize(
+                    de::value::SeqAccessDeserializer::new(seq),
+                )?;
+                Ok(RawValuesOrList(RawValues {
+                    values,
+                    regex_values: Vec::new(),
+                }))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawValuesOrList, A::Error> {
+                RawValues::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawValuesOrList)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Deserialize)]

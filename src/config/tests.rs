@@ -614,3 +614,151 @@ fn slow_start_does_not_go_with_least_outstanding_requests() {
 fn a_toml_syntax_error_has_a_place_too() {
     rejects("[[listener]\nport = 8080\n", "1:11: ");
 }
+
+// === Regex values and transforms ===
+
+use crate::rules::Condition;
+
+/// One listener whose one rule (priority 1, forward to "web") ends with `rule_lines`
+/// from line 7 on.
+fn with_rule(rule_lines: &str) -> String {
+    format!(
+        "[[listener]]\nport = 8080\ndefault_action = {{ forward = \"web\" }}\n[[listener.rule]]\npriority = 1\naction = {{ forward = \"web\" }}\n{rule_lines}\n[target_group.web]\ntargets = []\n"
+    )
+}
+
+#[test]
+fn regex_values_and_transforms_are_accepted_in_every_form() {
+    let c = parse(&with_rule(concat!(
+        "conditions = { path_pattern = { values = [\"/static/*\"], regex_values = [\"^/img/[0-9]+$\"] }, ",
+        "host_header = { regex_values = [\"^api\\\\.example\\\\.com(:[0-9]+)?$\"] }, ",
+        "http_header = [{ name = \"X-Env\", values = [\"blue*\"], regex_values = [\"^green-[0-9]$\"] }, { name = \"X-Tier\", regex_values = [\"^gold$\"] }] }\n",
+        "transforms = [{ url_rewrite = { regex = \"^/img/([0-9]+)$\", replace = \"/images?id=$1\" } }, { host_header_rewrite = { regex = \"^api\\\\.(.*)$\", replace = \"internal.${1}\" } }]",
+    )))
+    .unwrap();
+    let rule = &c.listeners[0].rules.rules()[0];
+    assert_eq!(rule.conditions.len(), 4);
+    let Condition::PathPattern(path) = &rule.conditions[0] else {
+        panic!("{:?}", rule.conditions[0]);
+    };
+    assert_eq!((path.wildcards.len(), path.regexes.len()), (1, 1));
+    assert!(rule.transforms.url.is_some() && rule.transforms.host.is_some());
+    let out = rule
+        .transforms
+        .apply("/img/7", None, Some("api.example.com"))
+        .unwrap();
+    assert_eq!(out.url.as_deref(), Some("/images?id=7"));
+    assert_eq!(out.host.as_deref(), Some("internal.example.com"));
+    // The plain array still means wildcard values.
+    let c = parse(&with_rule(
+        "conditions = { host_header = [\"*.example.com\"] }",
+    ))
+    .unwrap();
+    let Condition::HostHeader(host) = &c.listeners[0].rules.rules()[0].conditions[0] else {
+        panic!("not a host condition");
+    };
+    assert_eq!((host.wildcards.len(), host.regexes.len()), (1, 0));
+}
+
+#[test]
+fn transforms_on_the_default_action_are_refused() {
+    rejects(
+        "[[listener]]\nport = 8080\ndefault_action = { forward = \"web\" }\ntransforms = [{ url_rewrite = { regex = \"a\", replace = \"/b\" } }]\n[target_group.web]\ntargets = []\n",
+        "4:14: transforms go on a [[listener.rule]]: ALB allows none on the default action",
+    );
+}
+
+#[test]
+fn a_misspelt_rewrite_key_is_an_unknown_field() {
+    let (line, column, message) = err_at(&with_rule(
+        "conditions = { path_pattern = [\"/a\"] }\ntransforms = [{ url_rewrite = { regex = \"a\", replacement = \"/b\" } }]",
+    ));
+    assert_eq!(line, 8, "{message}");
+    assert!(
+        message.contains("unknown field `replacement`"),
+        "{column}: {message}"
+    );
+}
+
+#[test]
+fn a_bad_path_regex_is_reported_at_its_value() {
+    rejects(
+        &with_rule("conditions = { path_pattern = { regex_values = [\"^/(a\"] } }"),
+        "7:49: invalid regex \"^/(a\": unclosed group",
+    );
+}
+
+#[test]
+fn a_regex_value_over_128_characters_is_refused() {
+    rejects(
+        &with_rule(&format!(
+            "conditions = {{ host_header = {{ regex_values = [\"^/{}\"] }} }}",
+            "a".repeat(127)
+        )),
+        "7:48: regex value is longer than 128 characters",
+    );
+}
+
+#[test]
+fn a_look_ahead_in_a_header_regex_is_refused() {
+    rejects(
+        &with_rule("conditions = { http_header = [{ name = \"X-Env\", regex_values = [\"^blue(?=-)\"] }] }"),
+        "7:65: invalid regex \"^blue(?=-)\": look-around",
+    );
+}
+
+#[test]
+fn a_unicode_class_is_refused_as_on_alb() {
+    rejects(
+        &with_rule("conditions = { path_pattern = { regex_values = [\"^/\\\\p{L}+$\"] } }"),
+        "7:49: invalid regex \"^/\\p{L}+$\": Unicode classes",
+    );
+}
+
+#[test]
+fn a_condition_with_regex_values_takes_three_values_in_all() {
+    rejects(
+        &with_rule("conditions = { path_pattern = { values = [\"/a\", \"/b\"], regex_values = [\"^/c\", \"^/d\"] } }"),
+        "7:79: path_pattern takes at most 3 values and regex_values together",
+    );
+}
+
+#[test]
+fn a_rule_takes_five_regex_values_in_all() {
+    rejects(
+        &with_rule("conditions = { path_pattern = { regex_values = [\"^/a\", \"^/b\", \"^/c\"] }, host_header = { regex_values = [\"^a\", \"^b\"] }, http_header = [{ name = \"X-A\", regex_values = [\"^x\"] }] }"),
+        "7:167: a rule takes at most 5 regex values in all",
+    );
+}
+
+#[test]
+fn an_empty_values_table_needs_a_value() {
+    rejects(
+        &with_rule("conditions = { host_header = { } }"),
+        "7:30: host_header needs at least one value",
+    );
+}
+
+#[test]
+fn a_second_url_rewrite_is_refused() {
+    rejects(
+        &with_rule("conditions = { path_pattern = [\"/a\"] }\ntransforms = [{ url_rewrite = { regex = \"a\", replace = \"/b\" } }, { url_rewrite = { regex = \"c\", replace = \"/d\" } }]"),
+        "8:66: a rule takes at most one url_rewrite",
+    );
+}
+
+#[test]
+fn a_replace_naming_a_missing_group_is_reported_at_the_replace() {
+    rejects(
+        &with_rule("conditions = { path_pattern = [\"/a\"] }\ntransforms = [{ host_header_rewrite = { regex = \"^(.+)\\\\.example\\\\.com$\", replace = \"$1.$2.internal\" } }]"),
+        "8:85: replace refers to group 2 but the regex has 1 group(s)",
+    );
+}
+
+#[test]
+fn a_bad_transform_regex_is_reported_at_the_regex() {
+    rejects(
+        &with_rule("conditions = { path_pattern = [\"/a\"] }\ntransforms = [{ url_rewrite = { regex = \"^/(?<=x)\", replace = \"/\" } }]"),
+        "8:41: invalid regex \"^/(?<=x)\": look-around",
+    );
+}

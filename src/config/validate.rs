@@ -10,13 +10,15 @@ use std::time::Duration;
 use toml::Spanned;
 
 use crate::rules::{
-    Action, Condition, FixedResponse, Forward, Pattern, Redirect, Rule, RuleSet, WeightedGroup,
+    Action, Condition, FixedResponse, Forward, Pattern, Redirect, RegexValue, Rule, RuleSet,
+    Values, WeightedGroup, MAX_CONDITION_REGEX,
 };
 use crate::settings::{
     Algorithm, DesyncMode, HealthCheck, Lifecycle, Matcher, MinHealthy, PassiveHealth, Protocol,
     SocketIo, Stickiness, StickinessKind, UpstreamTls, DEFAULT_CLIENT_HEADER_TIMEOUT,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_DEREGISTRATION_DELAY, DEFAULT_STICKINESS, MAX_STICKINESS,
 };
+use crate::transform::{Rewrite, RewriteError, Transforms};
 
 use super::raw::*;
 use super::*;
@@ -201,11 +203,22 @@ pub(super) fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config
             }
             let conditions = build_conditions(ctx, r.conditions)?;
             let action = build_action(ctx, r.action, &group_names)?;
+            let transforms = match r.transforms {
+                Some(t) => build_transforms(ctx, t)?,
+                None => Transforms::default(),
+            };
             rules.push(Rule {
                 priority: p,
                 conditions,
                 action,
+                transforms,
             });
+        }
+        if let Some(t) = &l.transforms {
+            return Err(ctx.err(
+                t.span(),
+                "transforms go on a [[listener.rule]]: ALB allows none on the default action",
+            ));
         }
         let default_action = build_action(ctx, l.default_action, &group_names)?;
         listeners.push(ListenerConfig {
@@ -665,6 +678,85 @@ fn non_empty<T>(ctx: &Ctx<'_>, v: &Spanned<Vec<T>>, what: &str) -> Result<(), Co
     }
 }
 
+/// ALB's match evaluations per condition ("Condition types for listener rules").
+const MAX_EVALUATIONS_PER_CONDITION: usize = 3;
+/// ALB's match evaluations per rule.
+const MAX_EVALUATIONS_PER_RULE: usize = 5;
+
+/// The wildcard and regex values of a path, host or header condition. A condition
+/// with regex values takes at most 3 values in all, as on ALB; wildcard-only
+/// conditions keep tether's earlier (unlimited) count.
+fn build_values(
+    ctx: &Ctx<'_>,
+    what: &str,
+    raw: &RawValues,
+    span: Range<usize>,
+    case_insensitive: bool,
+) -> Result<Values, ConfigError> {
+    if raw.values.is_empty() && raw.regex_values.is_empty() {
+        return Err(ctx.err(span, format!("{what} needs at least one value")));
+    }
+    if !raw.regex_values.is_empty() {
+        let extra = raw
+            .values
+            .iter()
+            .chain(&raw.regex_values)
+            .nth(MAX_EVALUATIONS_PER_CONDITION);
+        if let Some(extra) = extra {
+            return Err(ctx.err(
+                extra.span(),
+                format!("{what} takes at most {MAX_EVALUATIONS_PER_CONDITION} values and regex_values together (ALB's match evaluations per condition)"),
+            ));
+        }
+    }
+    let pattern = if case_insensitive {
+        Pattern::case_insensitive
+    } else {
+        Pattern::case_sensitive
+    };
+    let mut values = Values {
+        wildcards: raw.values.iter().map(|p| pattern(p.get_ref())).collect(),
+        regexes: Vec::new(),
+    };
+    for r in &raw.regex_values {
+        if r.get_ref().chars().count() > MAX_CONDITION_REGEX {
+            return Err(ctx.err(
+                r.span(),
+                format!("regex value is longer than {MAX_CONDITION_REGEX} characters"),
+            ));
+        }
+        let regex =
+            RegexValue::new(r.get_ref(), case_insensitive).map_err(|m| ctx.err(r.span(), m))?;
+        values.regexes.push(regex);
+    }
+    Ok(values)
+}
+
+/// A rule's transforms: at most one of each kind.
+fn build_transforms(
+    ctx: &Ctx<'_>,
+    raw: Vec<Spanned<RawTransform>>,
+) -> Result<Transforms, ConfigError> {
+    let mut out = Transforms::default();
+    for t in raw {
+        let span = t.span();
+        let (slot, rw, what, case_insensitive) = match t.into_inner() {
+            RawTransform::UrlRewrite(rw) => (&mut out.url, rw, "url_rewrite", false),
+            RawTransform::HostHeaderRewrite(rw) => (&mut out.host, rw, "host_header_rewrite", true),
+        };
+        if slot.is_some() {
+            return Err(ctx.err(span, format!("a rule takes at most one {what}")));
+        }
+        let rewrite = Rewrite::new(rw.regex.get_ref(), rw.replace.get_ref(), case_insensitive)
+            .map_err(|e| match e {
+                RewriteError::Regex(m) => ctx.err(rw.regex.span(), m),
+                RewriteError::Replace(m) => ctx.err(rw.replace.span(), m),
+            })?;
+        *slot = Some(rewrite);
+    }
+    Ok(out)
+}
+
 fn build_conditions(
     ctx: &Ctx<'_>,
     raw: Spanned<RawConditions>,
@@ -672,23 +764,19 @@ fn build_conditions(
     let span = raw.span();
     let raw = raw.into_inner();
     let mut out = Vec::new();
+    // ALB's match evaluations per rule, counted over regex values.
+    let mut regexes = Vec::new();
     if let Some(v) = raw.path_pattern {
-        non_empty(ctx, &v, "path_pattern")?;
-        out.push(Condition::PathPattern(
-            v.get_ref()
-                .iter()
-                .map(|p| Pattern::case_sensitive(p))
-                .collect(),
-        ));
+        let span = v.span();
+        let values = build_values(ctx, "path_pattern", &v.get_ref().0, span, false)?;
+        regexes.extend(v.get_ref().0.regex_values.iter().map(|r| r.span()));
+        out.push(Condition::PathPattern(values));
     }
     if let Some(v) = raw.host_header {
-        non_empty(ctx, &v, "host_header")?;
-        out.push(Condition::HostHeader(
-            v.get_ref()
-                .iter()
-                .map(|p| Pattern::case_insensitive(p))
-                .collect(),
-        ));
+        let span = v.span();
+        let values = build_values(ctx, "host_header", &v.get_ref().0, span, true)?;
+        regexes.extend(v.get_ref().0.regex_values.iter().map(|r| r.span()));
+        out.push(Condition::HostHeader(values));
     }
     if let Some(v) = raw.http_request_method {
         non_empty(ctx, &v, "http_request_method")?;
@@ -730,17 +818,19 @@ fn build_conditions(
                 format!("invalid header name \"{}\"", h.name.get_ref()),
             )
         })?;
-        if h.values.is_empty() {
-            return Err(ctx.err(span, "http_header needs at least one value"));
-        }
-        out.push(Condition::HttpHeader {
-            name,
-            values: h
-                .values
-                .iter()
-                .map(|p| Pattern::case_insensitive(p))
-                .collect(),
-        });
+        let raw_values = RawValues {
+            values: h.values,
+            regex_values: h.regex_values,
+        };
+        let values = build_values(ctx, "http_header", &raw_values, span, true)?;
+        regexes.extend(raw_values.regex_values.iter().map(|r| r.span()));
+        out.push(Condition::HttpHeader { name, values });
+    }
+    if let Some(extra) = regexes.get(MAX_EVALUATIONS_PER_RULE) {
+        return Err(ctx.err(
+            extra.clone(),
+            format!("a rule takes at most {MAX_EVALUATIONS_PER_RULE} regex values in all (ALB's match evaluations per rule)"),
+        ));
     }
     if let Some(v) = raw.query_string {
         non_empty(ctx, &v, "query_string")?;

@@ -345,14 +345,19 @@ pub fn prepare(app: &Http1App, head: &[u8], client: &ClientConn) -> Result<Prepa
     );
 
     let mut upstream_head = Vec::new();
-    if let Decision::Forward(_) = decision {
+    if let Decision::Forward(ex) = &decision {
         upstream_head.reserve(len + 256);
         upstream_head.extend_from_slice(method.as_bytes());
         upstream_head.push(b' ');
-        if origin.starts_with('?') {
-            upstream_head.push(b'/');
+        match ex.rewritten_url() {
+            Some(url) => upstream_head.extend_from_slice(url.as_bytes()),
+            None => {
+                if origin.starts_with('?') {
+                    upstream_head.push(b'/');
+                }
+                upstream_head.extend_from_slice(origin.as_bytes());
+            }
         }
-        upstream_head.extend_from_slice(origin.as_bytes());
         upstream_head.extend_from_slice(if http10 {
             b" HTTP/1.0\r\n"
         } else {
@@ -361,27 +366,37 @@ pub fn prepare(app: &Http1App, head: &[u8], client: &ClientConn) -> Result<Prepa
         let shaping = &routing.shaping;
         let listener_headers = routing.headers(app.listener.index);
         let preserve_host = shaping.preserve_host_header;
-        // An absolute-form target's authority replaces the Host value (in the
-        // client's own line when it sent one).
-        if let (Some(_), Some(h), None) = (absolute, host, host_header) {
-            app.write_host_line(&mut upstream_head, b"host", h.as_bytes(), preserve_host);
+        // A rule's Host rewrite is sent as written; else an absolute-form target's
+        // authority replaces the Host value (in the client's own line when it sent
+        // one), with ALB's port rule unless the Host is preserved.
+        let rewritten_host = ex.rewritten_host();
+        let authority = absolute.and(host);
+        if host_header.is_none() {
+            if let Some(h) = rewritten_host {
+                parse::push_header(&mut upstream_head, b"host", h.as_bytes());
+            } else if let Some(h) = authority {
+                app.write_host_line(&mut upstream_head, b"host", h.as_bytes(), preserve_host);
+            }
         }
         let named_hop = scan.names_headers;
         for h in headers.iter() {
             let name = h.name;
             if name.eq_ignore_ascii_case("host") {
-                match (absolute, host) {
-                    (Some(_), Some(authority)) => app.write_host_line(
+                match (rewritten_host, authority) {
+                    (Some(new_host), _) => {
+                        parse::push_header(&mut upstream_head, name.as_bytes(), new_host.as_bytes())
+                    }
+                    (None, Some(authority)) => app.write_host_line(
                         &mut upstream_head,
                         name.as_bytes(),
                         authority.as_bytes(),
                         preserve_host,
                     ),
-                    (Some(_), None) => {}
-                    (None, _) if preserve_host => {
+                    (None, None) if absolute.is_some() => {}
+                    (None, None) if preserve_host => {
                         upstream_head.extend_from_slice(parse::raw_line(head, h))
                     }
-                    (None, _) => app.write_host_line(
+                    (None, None) => app.write_host_line(
                         &mut upstream_head,
                         name.as_bytes(),
                         h.value.trim_ascii(),
