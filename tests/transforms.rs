@@ -97,6 +97,9 @@ fn config(pki: &Pki, target: SocketAddr) -> String {
         r#"
 [load_balancer]
 threads = 2
+# The Host as the client (or a rewrite) wrote it: ALB's default appends the
+# listener port, which tests/shaping.rs covers.
+preserve_host_header = true
 
 [[listener]]
 address = "127.0.0.1"
