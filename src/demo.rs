@@ -1,109 +1,33 @@
-//! `tether demo`: a few in-process backends (hyper) behind tether, for a first look.
+//! `tether demo`: a few in-process backends (hyper) behind tether, for a first look
+//! at what tether is for: sticky sessions (`AWSALB`), Socket.IO pinning by `sid`,
+//! and websockets that stay on their backend.
 //!
-//! Each backend answers with its id (header `X-Tether-Demo-Backend` and in the body)
-//! and echoes websockets.
+//! Each backend answers with its id (header `X-Tether-Demo-Backend` and in the body),
+//! serves browsers a page at `/` naming the backend they are pinned to, echoes
+//! websockets after a greeting, and opens Engine.IO polling sessions.
 
-use std::convert::Infallible;
+mod backend;
+
 use std::net::SocketAddr;
 use std::path::Path;
 
-use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
-use http::{header, Request, Response, StatusCode};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
-use tokio_tungstenite::WebSocketStream;
 
 use crate::config::Config;
 use crate::server::Tether;
 
-pub const BACKEND_HEADER: &str = "x-tether-demo-backend";
+pub use backend::BACKEND_HEADER;
 
-/// Whether a request asks for a websocket upgrade.
-fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {
-    req.headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
-}
-
-/// Answers a websocket upgrade with 101 and echoes every text and binary message
-/// until the client closes.
-fn websocket_echo(mut req: Request<Incoming>, id: &str) -> Response<Full<Bytes>> {
-    let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
-        return Response::builder()
-            .status(StatusCode::BAD_REQUEST)
-            .body(Full::from("missing Sec-WebSocket-Key\n"))
-            .unwrap_or_default();
-    };
-    let accept = derive_accept_key(key.as_bytes());
-    let upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        let Ok(upgraded) = upgrade.await else { return };
-        let mut ws =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-        while let Some(Ok(msg)) = ws.next().await {
-            if msg.is_text() || msg.is_binary() {
-                if ws.send(msg).await.is_err() {
-                    break;
-                }
-            } else if msg.is_close() {
-                break;
-            }
-        }
-    });
-    Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::CONNECTION, "upgrade")
-        .header(header::UPGRADE, "websocket")
-        .header("sec-websocket-accept", accept)
-        .header(BACKEND_HEADER, id)
-        .body(Full::default())
-        .unwrap_or_default()
-}
-
-async fn handle(req: Request<Incoming>, id: String) -> Result<Response<Full<Bytes>>, Infallible> {
-    if is_websocket_upgrade(&req) {
-        return Ok(websocket_echo(req, &id));
-    }
-    let body = format!("hello from {id}: {} {}\n", req.method(), req.uri());
-    Ok(Response::builder()
-        .header(BACKEND_HEADER, &id)
-        .header(header::CONTENT_TYPE, "text/plain")
-        .body(Full::from(body))
-        .unwrap_or_default())
-}
-
-/// Serves one demo backend on `listener` until the runtime stops.
-async fn serve_backend(listener: TcpListener, id: String) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let id = id.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| handle(req, id.clone()));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades()
-                .await;
-        });
-    }
-}
-
-/// The demo's config: one listener, one round-robin group over the backends.
-fn demo_config(listen: SocketAddr, backends: &[SocketAddr]) -> String {
+/// The demo's config: one listener, one round-robin group over the backends with
+/// `lb_cookie` stickiness and `socketio` pinning, health checks on `/`.
+fn demo_config(listen: SocketAddr, backends: &[SocketAddr], sticky_key: &str) -> String {
     let targets: Vec<String> = backends.iter().map(|a| format!("\"{a}\"")).collect();
     format!(
         r#"[load_balancer]
 name = "demo"
 idle_timeout = "60s"
 threads = 1
+sticky_keys = ["{sticky_key}"]   # made at start: cookies last as long as this demo
 
 [[listener]]
 address = "{ip}"
@@ -119,10 +43,33 @@ default_action = {{ forward = "demo" }}
 [target_group.demo]
 algorithm = "round_robin"
 targets = [{targets}]
+stickiness = {{ type = "lb_cookie", duration = "1d" }}   # AWSALB: a browser stays on its backend
+socketio = {{ path = "/socket.io/" }}                   # clients without cookies stay by Engine.IO sid
+health_check = {{ path = "/", interval = "5s", timeout = "2s", healthy_threshold = 2 }}
 "#,
         ip = listen.ip(),
         port = listen.port(),
         targets = targets.join(", ")
+    )
+}
+
+/// What to try, printed after the first line.
+fn instructions(listen: SocketAddr) -> String {
+    let url = format!("http://{listen}/");
+    format!(
+        r#"In a browser: open {url}
+  The page names the backend tether pinned you to with its AWSALB cookie. Reload:
+  you stay there. Its websocket echo goes through tether to the same backend.
+  A private window (no cookie) may land elsewhere.
+
+With curl:
+  curl -s {url}                                   # no cookie jar: round robin, the backend changes each time
+  curl -s -b /tmp/tether-demo.jar -c /tmp/tether-demo.jar {url}   # a cookie jar: the same backend every time
+  curl -si {url} | grep -i -e x-tether-demo-backend -e set-cookie  # the backend id and the AWSALB cookie
+  curl -s '{url}socket.io/?EIO=4&transport=polling'    # a Socket.IO session: note its sid, then, without cookies:
+  curl -si '{url}socket.io/?EIO=4&transport=polling&sid=SID' | grep -i x-tether-demo-backend   # always its backend
+  curl -s {url}health                             # a fixed response made by tether itself
+"#
     )
 }
 
@@ -150,7 +97,7 @@ pub fn run(listen: SocketAddr, count: usize) -> Result<std::convert::Infallible,
             for i in 1..=count {
                 let listener = TcpListener::bind("127.0.0.1:0").await?;
                 addrs.push(listener.local_addr()?);
-                tokio::spawn(serve_backend(listener, format!("backend-{i}")));
+                tokio::spawn(backend::serve(listener, format!("backend-{i}")));
             }
             Ok::<_, std::io::Error>(addrs)
         })
@@ -158,7 +105,8 @@ pub fn run(listen: SocketAddr, count: usize) -> Result<std::convert::Infallible,
     // Keep the backends' runtime alive on its own thread for the life of the process.
     std::thread::spawn(move || runtime.block_on(std::future::pending::<()>()));
 
-    let text = demo_config(listen, &addrs);
+    let sticky_key = hex::encode(rand::random::<[u8; 32]>());
+    let text = demo_config(listen, &addrs, &sticky_key);
     let config = Config::parse(&text, Path::new("<demo>"))?;
     let tether = Tether::build(&config)?;
     // The address as bound: `--listen 127.0.0.1:0` picks a free port.
@@ -167,10 +115,8 @@ pub fn run(listen: SocketAddr, count: usize) -> Result<std::convert::Infallible,
         "tether demo: {} backends behind http://{listen}/\n",
         addrs.len()
     );
-    println!("config:\n{text}");
-    println!("try:");
-    println!("  curl -si http://{listen}/ | grep -i x-tether-demo-backend   # run it a few times: the backend changes");
-    println!("  curl -s http://{listen}/health                             # a fixed response made by tether itself");
-    println!("\nCtrl-C stops it.");
+    println!("{}", instructions(listen));
+    println!("config:\n{}", text.replace(&sticky_key, "…"));
+    println!("Ctrl-C stops it.");
     tether.run()
 }
