@@ -317,3 +317,66 @@ fn listeners(text: &str) -> Vec<&str> {
         .filter(|l| l.starts_with("listener "))
         .collect()
 }
+
+#[tokio::test]
+async fn it_should_ignore_a_sigquit_when_no_new_tether_waits_for_the_sockets() {
+    let backend = Backend::start("a").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("upgrade.sock");
+    let socket_arg = socket.to_str().expect("a UTF-8 temp path");
+    let mut lb = TetherProc::start_with_args(
+        &config(backend.addr),
+        &[],
+        &["--upgrade-socket", socket_arg],
+    )
+    .await;
+    lb.signal("QUIT");
+    // Unguarded, pingora tries to send for about 6 s, waits its 5 s hand-over and
+    // stops accepting: still serving after that means the SIGQUIT was ignored.
+    tokio::time::sleep(Duration::from_millis(12_500)).await;
+    assert!(
+        lb.child.try_wait().expect("wait").is_none(),
+        "tether exited"
+    );
+    let reply = Client::connect(lb.addr()).await.get("/").await;
+    assert_eq!(reply.status, 200);
+}
+
+#[tokio::test]
+async fn it_should_close_websockets_with_1001_at_once_and_exit_on_sigterm() {
+    let backend = Backend::start("a").await;
+    let mut lb = TetherProc::start(&config(backend.addr).replace("\"2s\"", "\"30s\"")).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", lb.addr()))
+        .await
+        .expect("websocket");
+    ws.send(Message::text("hello")).await.expect("send");
+    ws.next().await.expect("open").expect("echo");
+    let term_at = Instant::now();
+    lb.signal("TERM");
+    // The grace is for upgrades: a stop closes websockets at once.
+    let frame = tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                other => panic!("websocket ended without a Close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("a Close frame within 1 s");
+    assert_eq!(frame.map(|f| u16::from(f.code)), Some(1001));
+    // Nothing open: the process exits without sleeping out pingora's grace period.
+    let status = loop {
+        if let Some(status) = lb.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            term_at.elapsed() < Duration::from_secs(4),
+            "tether still running {:?} after SIGTERM",
+            term_at.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status}");
+}
