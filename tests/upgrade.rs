@@ -380,3 +380,62 @@ async fn it_should_close_websockets_with_1001_at_once_and_exit_on_sigterm() {
     };
     assert!(status.success(), "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn it_should_hand_over_a_fixed_port_listener() {
+    let backend = Backend::start("a").await;
+    // A fixed port, as deployments have (the other tests use port 0).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let fixed = config(backend.addr).replace("port = {port}", &format!("port = {port}"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("upgrade.sock");
+    let socket_arg = socket.to_str().expect("a UTF-8 temp path");
+    let mut old = TetherProc::start_with_args(&fixed, &[], &["--upgrade-socket", socket_arg]).await;
+    let addr = old.addr();
+    assert_eq!(addr.port(), port);
+
+    let load = Arc::new(Load::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers = [
+        tokio::spawn(keep_alive_loop(addr, load.clone(), stop.clone())),
+        tokio::spawn(new_connection_loop(addr, load.clone(), stop.clone())),
+    ];
+    let mut new = old.spawn_upgrade(&["--upgrade-socket", socket_arg]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the new tether made no upgrade socket"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    old.signal("QUIT");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while old.child.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "the old tether did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let at_exit = load.ok.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.expect("worker");
+    }
+    assert!(
+        new.0.try_wait().expect("wait").is_none(),
+        "the new tether exited"
+    );
+    assert_eq!(load.failed.load(Ordering::Relaxed), 0, "failed requests");
+    assert_eq!(
+        load.refused.load(Ordering::Relaxed),
+        0,
+        "refused connections"
+    );
+    assert!(
+        load.ok.load(Ordering::Relaxed) > at_exit,
+        "nothing served after the old tether exited"
+    );
+}
