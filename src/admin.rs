@@ -168,8 +168,27 @@ pub struct AdminService {
 
 impl AdminService {
     /// Binds the admin address (port 0: any free port; see [`AdminService::addr`]).
-    pub fn bind(addr: SocketAddr, reloader: Reloader) -> std::io::Result<AdminService> {
-        let listener = std::net::TcpListener::bind(addr)?;
+    /// The socket has `SO_REUSEPORT`, so that the new process of an upgrade
+    /// (`upgrade`) binds it while the old one still serves; outside an upgrade a plain
+    /// bind first makes a port in use an error, as for the listeners.
+    pub fn bind(
+        addr: SocketAddr,
+        upgrade: bool,
+        reloader: Reloader,
+    ) -> std::io::Result<AdminService> {
+        if !upgrade && addr.port() != 0 {
+            drop(std::net::TcpListener::bind(addr)?);
+        }
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
+        let listener = std::net::TcpListener::from(socket);
         listener.set_nonblocking(true)?;
         Ok(AdminService {
             addr: listener.local_addr()?,

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tether::config::Config;
 use tether::server::Tether;
+use tether::upgrade::{Start, UpgradeError};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -44,6 +45,15 @@ enum Command {
         /// line): the way to learn the ports picked for `port = 0`.
         #[arg(long, value_name = "FILE")]
         addresses_file: Option<PathBuf>,
+        /// Take the listening sockets of the running tether (zero-downtime upgrade):
+        /// start this, then send SIGQUIT to the old process within 5 s. Port-0
+        /// listeners keep their ports, read from the old process's --addresses-file.
+        #[arg(long)]
+        upgrade: bool,
+        /// The Unix socket through which the listening sockets pass on an upgrade
+        /// (default: one per config file, /tmp/tether-upgrade-<hash of its path>.sock).
+        #[arg(long, value_name = "PATH")]
+        upgrade_socket: Option<PathBuf>,
     },
     /// Validate a config file: exit 0 with a summary, or 2 with FILE:LINE:COLUMN: message.
     Check {
@@ -97,10 +107,12 @@ fn main() -> ExitCode {
             }
         },
         Command::Run {
-            config,
+            config: path,
             addresses_file,
+            upgrade,
+            upgrade_socket,
         } => {
-            let config = match Config::load(&config) {
+            let config = match Config::load(&path) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");
@@ -110,7 +122,19 @@ fn main() -> ExitCode {
             for w in &config.warnings {
                 tracing::warn!("{w}");
             }
-            match Tether::build(&config) {
+            let start = match start(
+                &config,
+                upgrade,
+                upgrade_socket.unwrap_or_else(|| tether::upgrade::default_socket(&path)),
+                addresses_file.as_deref(),
+            ) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("tether: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match Tether::build_with(&config, &start) {
                 Ok(t) => {
                     tracing::info!("{}", config.summary());
                     for line in t.addresses().lines() {
@@ -204,6 +228,29 @@ fn targets(path: Option<&std::path::Path>, admin: Option<SocketAddr>, json: bool
             ExitCode::FAILURE
         }
     }
+}
+
+/// How `tether run` starts: on an upgrade, with the running tether's addresses for
+/// the listeners configured with port 0.
+fn start(
+    config: &Config,
+    upgrade: bool,
+    upgrade_socket: PathBuf,
+    addresses_file: Option<&std::path::Path>,
+) -> Result<Start, UpgradeError> {
+    let mut start = Start {
+        upgrade_socket: Some(upgrade_socket),
+        upgrade,
+        previous: Vec::new(),
+    };
+    let listeners: Vec<SocketAddr> = config.listeners.iter().map(|l| l.addr).collect();
+    if upgrade && listeners.iter().any(|a| a.port() == 0) {
+        if let Some(file) = addresses_file {
+            start.previous = tether::upgrade::read_previous(file)?;
+        }
+        tether::upgrade::check_previous(&listeners, &start.previous, addresses_file)?;
+    }
+    Ok(start)
 }
 
 /// Writes `text` to `path` through a temporary file and a rename, so that a reader

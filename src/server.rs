@@ -2,12 +2,13 @@
 //! listener, all reading one routing snapshot, and a reloader that swaps it.
 
 use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
-use pingora::server::{Server, ShutdownWatch};
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 
 use crate::config::Config;
@@ -18,6 +19,7 @@ use crate::reload::Reloader;
 use crate::routing::{Routing, SharedRouting};
 use crate::settings::Protocol;
 use crate::tls::{CertResolver, CertStore};
+use crate::upgrade::Start;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::ListenerConfig;
 use pingora::listeners::TcpSocketOptions;
@@ -52,6 +54,8 @@ pub struct Tether {
     pub listeners: Vec<(Protocol, SocketAddr)>,
     /// The admin API's address as bound.
     pub admin: Option<SocketAddr>,
+    /// Where the listening sockets pass on an upgrade.
+    upgrade_socket: Option<PathBuf>,
     /// Ports picked for port-0 listeners, held until the process exits (see
     /// [`reserve_port`]).
     _reserved: Vec<socket2::Socket>,
@@ -79,17 +83,28 @@ fn reserve_port(addr: SocketAddr) -> std::io::Result<(socket2::Socket, SocketAdd
 }
 
 impl Tether {
-    /// Builds the services. Listener addresses are checked up front so that a port in
-    /// use is a clear error rather than a failure deep inside the engine.
+    /// Builds the services of a fresh start (no upgrade socket).
     pub fn build(config: &Config) -> Result<Tether, ServerError> {
+        Self::build_with(config, &Start::default())
+    }
+
+    /// Builds the services. Listener addresses are checked up front so that a port in
+    /// use is a clear error rather than a failure deep inside the engine. On an
+    /// upgrade ([`Start::upgrade`]) this waits (up to about 6 s, pingora's limit) for
+    /// the running tether, sent SIGQUIT, to hand over its listening sockets.
+    pub fn build_with(config: &Config, start: &Start) -> Result<Tether, ServerError> {
         let mut reserved = Vec::new();
         let mut bound = Vec::new();
-        for l in &config.listeners {
+        for (i, l) in config.listeners.iter().enumerate() {
             let bind_err = |source| ServerError::Bind {
                 addr: l.addr,
                 source,
             };
-            if l.addr.port() == 0 {
+            if start.upgrade {
+                // The running tether holds the port; its socket comes over the
+                // upgrade socket, known by the address it was bound with.
+                bound.push(start.inherited(i, l.addr).unwrap_or(l.addr));
+            } else if l.addr.port() == 0 {
                 let (socket, addr) = reserve_port(l.addr).map_err(bind_err)?;
                 reserved.push(socket);
                 bound.push(addr);
@@ -99,16 +114,37 @@ impl Tether {
             }
         }
         let threads = config.load_balancer.threads;
-        let conf = ServerConf {
+        let grace = config.load_balancer.upgrade_grace;
+        let mut conf = ServerConf {
             threads,
             // Work stealing gained nothing in measurements and moves tasks between
             // cores; keep each connection on its thread.
             work_stealing: false,
-            grace_period_seconds: Some(0),
+            // The longest the old process lives once its listeners stop: the
+            // websockets' grace, then the linger for what is still closing. The
+            // shutdown service exits sooner when nothing is open.
+            grace_period_seconds: Some(
+                (grace + crate::shutdown::LINGER).as_secs_f64().ceil() as u64 + 1,
+            ),
             graceful_shutdown_timeout_seconds: Some(5),
             ..ServerConf::default()
         };
-        let mut server = Server::new_with_opt_and_conf(None, conf);
+        if let Some(path) = &start.upgrade_socket {
+            conf.upgrade_sock = path.to_string_lossy().into_owned();
+        }
+        let opt = pingora::server::configuration::Opt {
+            upgrade: start.upgrade,
+            ..Default::default()
+        };
+        let mut server = Server::new_with_opt_and_conf(opt, conf);
+        let phases = server.watch_execution_phase();
+        if start.upgrade {
+            tracing::info!(
+                "waiting on {} for the running tether's listening sockets (send it SIGQUIT)",
+                server.configuration.upgrade_sock
+            );
+        }
+        // On an upgrade pingora exits with status 1 when no sockets come.
         server.bootstrap();
 
         let discovered: DiscoveredTargets = Arc::default();
@@ -181,8 +217,12 @@ impl Tether {
         ));
         let reloader = Reloader::new(config, discovered.clone(), resolvers, routing.clone());
         let mut admin = None;
+        server.add_service(background_service(
+            "shutdown",
+            crate::shutdown::ShutdownService::new(routing.clone(), grace, phases),
+        ));
         if let Some(addr) = config.load_balancer.admin {
-            let service = crate::admin::AdminService::bind(addr, reloader.clone())
+            let service = crate::admin::AdminService::bind(addr, start.upgrade, reloader.clone())
                 .map_err(|source| ServerError::Bind { addr, source })?;
             admin = Some(service.addr);
             server.add_service(background_service("admin", service));
@@ -215,6 +255,7 @@ impl Tether {
             routing,
             listeners,
             admin,
+            upgrade_socket: start.upgrade_socket.clone(),
             _reserved: reserved,
         })
     }
@@ -232,9 +273,61 @@ impl Tether {
         out
     }
 
-    /// Serves until a signal stops the process (SIGTERM graceful, SIGINT fast).
+    /// Serves until a signal stops the process: SIGQUIT hands the listening sockets
+    /// to a new tether waiting on the upgrade socket, then stops gracefully; SIGTERM
+    /// stops gracefully; SIGINT at once.
     pub fn run(self) -> ! {
-        self.server.run_forever()
+        let signals = Signals {
+            upgrade_socket: self.upgrade_socket.clone(),
+        };
+        self.server.run(RunArgs {
+            shutdown_signal: Box::new(signals),
+        });
+        std::process::exit(0)
+    }
+}
+
+/// pingora's signals, less a SIGQUIT that no new process waits for: pingora would
+/// try to send the sockets for a few seconds and then stop serving anyway.
+struct Signals {
+    upgrade_socket: Option<PathBuf>,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> ShutdownSignal {
+        use std::os::unix::fs::FileTypeExt;
+        use tokio::signal::unix::{signal, SignalKind};
+        let (mut quit, mut term, mut int) = match (
+            signal(SignalKind::quit()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(q), Ok(t), Ok(i)) => (q, t, i),
+            _ => {
+                tracing::error!("cannot watch signals: only SIGKILL stops this process");
+                return std::future::pending().await;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = quit.recv() => match &self.upgrade_socket {
+                    Some(path)
+                        if std::fs::metadata(path).is_ok_and(|m| m.file_type().is_socket()) =>
+                    {
+                        tracing::info!("SIGQUIT: handing the listeners to the new tether");
+                        return ShutdownSignal::GracefulUpgrade;
+                    }
+                    Some(path) => tracing::error!(
+                        "SIGQUIT ignored: no new tether waits on {} (start `tether run --upgrade` first)",
+                        path.display()
+                    ),
+                    None => tracing::error!("SIGQUIT ignored: this tether has no upgrade socket"),
+                },
+                _ = term.recv() => return ShutdownSignal::GracefulTerminate,
+                _ = int.recv() => return ShutdownSignal::FastShutdown,
+            }
+        }
     }
 }
 

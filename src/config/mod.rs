@@ -115,6 +115,11 @@ pub struct LoadBalancer {
     pub client_keep_alive: Duration,
     /// HTTPS listeners offer `h2` in ALPN (default true).
     pub http2_enabled: bool,
+    /// After a graceful upgrade hands the listeners to a new process (or a SIGTERM),
+    /// how long the old process keeps its websockets before closing them with Close
+    /// 1001 (0 s – 1 h; default the longest `deregistration_delay` among the target
+    /// groups, 300 s without groups). Read at start: a reload does not change it.
+    pub upgrade_grace: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -88,6 +88,7 @@ pub(super) struct RawLoadBalancer {
     pub(super) tls_version_and_cipher_headers: Option<bool>,
     pub(super) client_keep_alive: Option<Spanned<HumanDuration>>,
     pub(super) http2_enabled: Option<bool>,
+    pub(super) upgrade_grace: Option<Spanned<HumanDuration>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -762,3 +762,28 @@ fn a_bad_transform_regex_is_reported_at_the_regex() {
         "8:41: invalid regex \"^/(?<=x)\": look-around",
     );
 }
+
+// === Upgrade grace ===
+
+#[test]
+fn the_upgrade_grace_defaults_to_the_longest_deregistration_delay() {
+    let c = parse(
+        "[[listener]]\nport = 8080\ndefault_action = { forward = \"a\" }\n\
+         [target_group.a]\nderegistration_delay = \"20s\"\n\
+         [target_group.b]\nderegistration_delay = \"90s\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.load_balancer.upgrade_grace, Duration::from_secs(90));
+    let c = parse(&with_attributes("", "")).unwrap();
+    assert_eq!(c.load_balancer.upgrade_grace, Duration::from_secs(300));
+    let c = parse(&with_attributes("upgrade_grace = \"2s\"", "")).unwrap();
+    assert_eq!(c.load_balancer.upgrade_grace, Duration::from_secs(2));
+}
+
+#[test]
+fn the_upgrade_grace_is_at_most_1h() {
+    rejects(
+        "[load_balancer]\nupgrade_grace = \"2h\"\n",
+        "2:17: upgrade_grace must be between 0s and 1h",
+    );
+}

@@ -90,7 +90,17 @@ pub(super) fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config
     };
     let alb_limits = lb.alb_limits.unwrap_or(true);
     let attributes = super::attributes::build_lb_attributes(ctx, lb, alb_limits)?;
-    let load_balancer = LoadBalancer {
+    let upgrade_grace = match &lb.upgrade_grace {
+        Some(d) => Some(check_duration(
+            ctx,
+            d,
+            "upgrade_grace",
+            Duration::ZERO,
+            Duration::from_secs(3600),
+        )?),
+        None => None,
+    };
+    let mut load_balancer = LoadBalancer {
         name: lb.name.clone().unwrap_or_else(|| "tether".to_string()),
         idle_timeout,
         threads,
@@ -101,6 +111,7 @@ pub(super) fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config
         shaping: attributes.shaping,
         client_keep_alive: attributes.client_keep_alive,
         http2_enabled: attributes.http2_enabled,
+        upgrade_grace: upgrade_grace.unwrap_or(DEFAULT_DEREGISTRATION_DELAY),
     };
 
     let mut target_groups = Vec::new();
@@ -230,6 +241,16 @@ pub(super) fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config
         });
     }
 
+    if upgrade_grace.is_none() {
+        // A websocket gets as long from an upgrade as from its target's deregistration.
+        if let Some(longest) = target_groups
+            .iter()
+            .map(|g| g.lifecycle.deregistration_delay)
+            .max()
+        {
+            load_balancer.upgrade_grace = longest;
+        }
+    }
     Ok(Config {
         warnings,
         path: path.to_path_buf(),

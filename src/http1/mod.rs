@@ -468,9 +468,11 @@ impl Conn<'_> {
                 }
             };
             self.buf.drain(..head_len);
-            if Instant::now() >= self.keep_alive_until {
-                // The connection has been kept as long as ALB keeps one: this
-                // request is served, and its response closes the connection.
+            if Instant::now() >= self.keep_alive_until || *self.shutdown.borrow() {
+                // The connection has been kept as long as ALB keeps one, or the
+                // server is stopping (an upgrade's new process takes the next
+                // connection): this request is served, and its response says
+                // `Connection: close` and closes the connection.
                 prepared.keep_alive = false;
             }
             let keep = match prepared.decision {
@@ -491,7 +493,10 @@ impl Conn<'_> {
                     Next::Tunnel(t) => return Some(t),
                 },
             };
-            if !keep || *self.shutdown.borrow() {
+            // A stop that came after the response said keep-alive closes the
+            // connection only after the next response, which says so: closing now
+            // would race the client's next request.
+            if !keep {
                 return None;
             }
             if self.buf.is_empty() {
@@ -524,8 +529,9 @@ impl Conn<'_> {
                 Some(t) => t + self.app.client_header_timeout,
                 None => Instant::now() + idle,
             };
-            // Between requests pingora's graceful shutdown ends the connection (after
-            // its timeout); a request that arrives first is served.
+            // Between requests a graceful stop ends the connection when the process
+            // exits (src/shutdown.rs); a request that arrives first is served, with
+            // `Connection: close`.
             let read = match self
                 .timer
                 .run(deadline, relay::read_into(&mut self.io, &mut self.buf))

@@ -310,6 +310,8 @@ pub struct TetherProc {
     /// Port substituted for `{admin}` in the config.
     pub admin_port: u16,
     pub config_path: PathBuf,
+    /// The file `--addresses-file` writes.
+    pub addresses_path: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -322,6 +324,11 @@ impl TetherProc {
 
     /// As [`TetherProc::start`], with extra environment variables.
     pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> TetherProc {
+        Self::start_with_args(config, env, &[]).await
+    }
+
+    /// As [`TetherProc::start_with_env`], with extra `tether run` arguments.
+    pub async fn start_with_args(config: &str, env: &[(&str, &str)], args: &[&str]) -> TetherProc {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("tether.toml");
         std::fs::write(&config_path, Self::fill(config)).expect("write config");
@@ -331,6 +338,7 @@ impl TetherProc {
             .arg(&config_path)
             .arg("--addresses-file")
             .arg(&addresses)
+            .args(args)
             .env("TETHER_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
@@ -350,6 +358,7 @@ impl TetherProc {
             port,
             admin_port,
             config_path,
+            addresses_path: addresses,
             _dir: dir,
         };
         proc.wait_ready().await;
@@ -411,6 +420,45 @@ impl TetherProc {
             .status()
             .expect("kill -HUP");
         assert!(status.success());
+    }
+}
+
+impl TetherProc {
+    /// Starts `tether run --upgrade` on this tether's config and addresses file, with
+    /// `args` (the upgrade socket), and returns it, killed when dropped. It waits on
+    /// the upgrade socket for this tether's listening sockets (send SIGQUIT).
+    pub fn spawn_upgrade(&self, args: &[&str]) -> KillOnDrop {
+        let child = Command::new(env!("CARGO_BIN_EXE_tether"))
+            .args(["run", "--upgrade", "--config"])
+            .arg(&self.config_path)
+            .arg("--addresses-file")
+            .arg(&self.addresses_path)
+            .args(args)
+            .env("TETHER_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn tether --upgrade");
+        KillOnDrop(child)
+    }
+
+    /// Sends `signal` (`"QUIT"`, `"TERM"`, …) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+}
+
+/// A child process killed when dropped.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
