@@ -101,6 +101,9 @@ pub struct LoadBalancer {
     pub sticky_keys: Vec<Vec<u8>>,
     /// Admin API address (target health, reload); none by default.
     pub admin: Option<SocketAddr>,
+    /// The bearer token admin writes (`POST /reload`) need; required when `admin`
+    /// is not loopback, none by default.
+    pub admin_token: Option<AdminToken>,
     /// A client that has not sent a whole request head this long after it began one
     /// (or after connecting) is closed (default 60 s, 1 s – 4000 s).
     pub client_header_timeout: Duration,
@@ -115,6 +118,27 @@ pub struct LoadBalancer {
     pub client_keep_alive: Duration,
     /// HTTPS listeners offer `h2` in ALPN (default true).
     pub http2_enabled: bool,
+}
+
+/// The admin API's bearer token. Its `Debug` does not show it, so that a config
+/// printed in a log does not leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    pub fn new(token: &str) -> AdminToken {
+        AdminToken(token.to_string())
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(..)")
+    }
 }
 
 #[derive(Debug, Clone)]
