@@ -11,7 +11,7 @@ use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 
 use crate::config::Config;
-use crate::discovery::{DiscoveredTargets, DiscoveryService};
+use crate::discovery::{DiscoveredTargets, DiscoveryService, DiscoveryStatus};
 use crate::exchange::ListenerInfo;
 use crate::http1::Http1App;
 use crate::reload::Reloader;
@@ -180,10 +180,22 @@ impl Tether {
             crate::lifecycle::LifecycleService::new(routing.clone()),
         ));
         let reloader = Reloader::new(config, discovered.clone(), resolvers, routing.clone());
+        let discovery_status = DiscoveryStatus::default();
         let mut admin = None;
         if let Some(addr) = config.load_balancer.admin {
-            let service = crate::admin::AdminService::bind(addr, reloader.clone())
-                .map_err(|source| ServerError::Bind { addr, source })?;
+            let listeners = config
+                .listeners
+                .iter()
+                .zip(&bound)
+                .map(|(l, addr)| (l.protocol, *addr))
+                .collect();
+            let service = crate::admin::AdminService::bind(
+                addr,
+                reloader.clone(),
+                listeners,
+                discovery_status.clone(),
+            )
+            .map_err(|source| ServerError::Bind { addr, source })?;
             admin = Some(service.addr);
             server.add_service(background_service("admin", service));
         }
@@ -200,6 +212,7 @@ impl Tether {
                     groups: ecs_groups,
                     discovered,
                     rebuild: Arc::new(move || rebuilder.rebuild()),
+                    status: discovery_status,
                 },
             ));
         }
