@@ -189,6 +189,11 @@ targets = ["{}"]
         "{phone}"
     );
     assert_eq!(phone["viewport"], "width=device-width, initial-scale=1");
+    // Not a six-column table squeezed into 390 px: each cell gets the row's width.
+    assert!(
+        phone["cellShare"].as_f64().is_some_and(|s| s > 0.9),
+        "{phone}"
+    );
     assert!(
         std::fs::metadata(&screenshot).is_ok_and(|m| m.len() > 10_000),
         "no screenshot at {}",

@@ -56,6 +56,9 @@ function line() {
       scrollWidth: document.documentElement.scrollWidth,
       innerWidth: window.innerWidth,
       viewport: document.querySelector('meta[name="viewport"]')?.content,
+      // Each target row as a card: its cells one under the other, full width.
+      cellShare: Math.min(...[...document.querySelectorAll("tr[data-target] td")].map((td) =>
+        td.getBoundingClientRect().width / td.closest("tr").getBoundingClientRect().width)),
     }));
     console.log(JSON.stringify({ phase: 2, states: after, rate, phone }));
   } catch (e) {
