@@ -51,7 +51,9 @@ function line() {
     await page.waitForFunction((r) => document.body.dataset.refreshed !== r, { timeout: 5000 }, refreshed);
     await page.screenshot({ path: screenshot, fullPage: true });
     const rate = await page.$eval(`tr[data-target="${targets[1]}"] td:last-child`, (td) => td.textContent);
+    // isMobile reloads the page: wait for its first render.
     await page.setViewport({ width: 390, height: 844, isMobile: true, deviceScaleFactor: 2 });
+    await page.waitForSelector("tr[data-target]", { timeout: 10000 });
     const phone = await page.evaluate(() => ({
       scrollWidth: document.documentElement.scrollWidth,
       innerWidth: window.innerWidth,
