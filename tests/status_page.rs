@@ -120,6 +120,11 @@ targets = ["{}"]
         }
     });
 
+    // An open websocket to c (api), for the websockets column.
+    let (_ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/api/ws"))
+        .await
+        .expect("websocket through tether");
+
     let dir = tempfile::tempdir().expect("tempdir");
     let screenshot = std::env::var_os("STATUS_PAGE_SCREENSHOT")
         .map(PathBuf::from)
@@ -177,6 +182,7 @@ targets = ["{}"]
         Some("healthy"),
         "{second}"
     );
+    assert_eq!(second["websockets"], "1", "c's open websocket: {second}");
     let rate: f64 = second["rate"]
         .as_str()
         .and_then(|r| r.parse().ok())

@@ -3,8 +3,9 @@
 //   node page.js URL SCREENSHOT TARGET...
 // 1. waits until every TARGET (ip:port) shows "healthy" and prints one JSON line;
 // 2. reads a line on stdin (the test has stopped the first TARGET's backend), waits
-//    until the first TARGET shows "unhealthy", saves SCREENSHOT, checks the page fits
-//    a phone's width, and prints a second JSON line.
+//    until the first TARGET shows "unhealthy", saves SCREENSHOT, reads the second
+//    TARGET's request rate and the third's open websockets, checks the page fits a
+//    phone's width, and prints a second JSON line.
 "use strict";
 const puppeteer = require("puppeteer-core");
 
@@ -51,6 +52,7 @@ function line() {
     await page.waitForFunction((r) => document.body.dataset.refreshed !== r, { timeout: 5000 }, refreshed);
     await page.screenshot({ path: screenshot, fullPage: true });
     const rate = await page.$eval(`tr[data-target="${targets[1]}"] td:last-child`, (td) => td.textContent);
+    const websockets = await page.$eval(`tr[data-target="${targets[2]}"] td[data-label="websockets"]`, (td) => td.textContent);
     // isMobile reloads the page: wait for its first render.
     await page.setViewport({ width: 390, height: 844, isMobile: true, deviceScaleFactor: 2 });
     await page.waitForSelector("tr[data-target]", { timeout: 10000 });
@@ -62,7 +64,7 @@ function line() {
       cellShare: Math.min(...[...document.querySelectorAll("tr[data-target] td")].map((td) =>
         td.getBoundingClientRect().width / td.closest("tr").getBoundingClientRect().width)),
     }));
-    console.log(JSON.stringify({ phase: 2, states: after, rate, phone }));
+    console.log(JSON.stringify({ phase: 2, states: after, rate, websockets, phone }));
   } catch (e) {
     console.log(JSON.stringify({ ok: false, error: String(e && e.stack || e) }));
   } finally {
