@@ -1,9 +1,16 @@
 //! The admin API (hyper), off the data path, on `[load_balancer] admin`:
 //!
+//! - `GET /`: the status page (HTML, refreshing itself from `GET /status`);
+//! - `GET /status`: listeners, rules, target health and discovery, as JSON;
 //! - `GET /targets`: every group's targets with state and reason, as JSON (what
 //!   `tether targets` prints, like `aws elbv2 describe-target-health`);
 //! - `POST /reload`: reload the config file (as SIGHUP does);
 //! - `GET /healthz`: 200 while the process serves.
+//!
+//! Reads are open; writes need the admin token when one is set ([`auth`]).
+
+mod auth;
+pub mod status;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -20,8 +27,10 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use serde::{Deserialize, Serialize};
 
+use crate::discovery::DiscoveryStatus;
 use crate::reload::Reloader;
 use crate::routing::Routing;
+use crate::settings::Protocol;
 use crate::target_group::{Target, TargetGroup};
 
 /// One target, as `describe-target-health` shows it.
@@ -34,6 +43,12 @@ pub struct TargetHealth {
     pub description: String,
     /// In-flight requests plus open websockets.
     pub connections: u64,
+    /// Open websockets (counted in `connections` too).
+    #[serde(default)]
+    pub websockets: u64,
+    /// Requests sent to the target since it was registered.
+    #[serde(default)]
+    pub requests: u64,
     /// The ECS task behind the target, when discovered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_arn: Option<String>,
@@ -55,6 +70,8 @@ fn target_health(t: &Target) -> TargetHealth {
         reason: reason.code().to_string(),
         description: reason.description().to_string(),
         connections: t.connections(),
+        websockets: t.websockets(),
+        requests: t.requests(),
         task_arn: t.label(),
     }
 }
@@ -133,26 +150,86 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp
     r
 }
 
+fn json(value: &impl Serialize) -> Response<Full<Bytes>> {
+    match serde_json::to_vec_pretty(value) {
+        Ok(json) => reply(StatusCode::OK, "application/json", json),
+        Err(e) => reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            e.to_string(),
+        ),
+    }
+}
+
+/// A write goes ahead only if [`auth::authorize_write`] says so.
+fn refuse_write(req: &Request<Incoming>, admin: &AdminService) -> Option<Response<Full<Bytes>>> {
+    let config = admin.reloader.config();
+    let authorization = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    let refusal = auth::authorize_write(
+        admin.addr,
+        config.load_balancer.admin_token.as_ref(),
+        authorization,
+    )
+    .err()?;
+    tracing::warn!(
+        "admin API: {} {} refused: {refusal}",
+        req.method(),
+        req.uri().path()
+    );
+    let mut r = match refusal {
+        auth::Refusal::Unauthorized => reply(
+            StatusCode::UNAUTHORIZED,
+            "text/plain",
+            format!("{refusal}\n"),
+        ),
+        auth::Refusal::NoTokenOffLoopback => {
+            reply(StatusCode::FORBIDDEN, "text/plain", format!("{refusal}\n"))
+        }
+    };
+    if refusal == auth::Refusal::Unauthorized {
+        r.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer realm=\"tether admin\""),
+        );
+    }
+    Some(r)
+}
+
 async fn handle(
     req: Request<Incoming>,
     admin: Arc<AdminService>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     Ok(match (req.method(), req.uri().path()) {
-        (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n"),
-        (&Method::GET, "/targets") => {
-            let groups = describe(&admin.reloader.routing.load());
-            match serde_json::to_vec_pretty(&groups) {
-                Ok(json) => reply(StatusCode::OK, "application/json", json),
-                Err(e) => reply(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "text/plain",
-                    e.to_string(),
-                ),
-            }
+        (&Method::GET, "/") => {
+            let mut r = reply(StatusCode::OK, "text/html; charset=utf-8", status::PAGE);
+            // The page holds no secret, but it must not be framed by another site.
+            r.headers_mut().insert(
+                http::header::X_FRAME_OPTIONS,
+                http::HeaderValue::from_static("DENY"),
+            );
+            r
         }
-        (&Method::POST, "/reload") => match admin.reloader.reload() {
-            Ok(summary) => reply(StatusCode::OK, "text/plain", format!("{summary}\n")),
-            Err(e) => reply(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n")),
+        (&Method::GET, "/status") => {
+            let routing = admin.reloader.routing.load();
+            json(&status::snapshot(
+                &admin.reloader.config().load_balancer.name,
+                &routing,
+                &admin.listeners,
+                &admin.discovery.snapshot(),
+                std::time::SystemTime::now(),
+            ))
+        }
+        (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n"),
+        (&Method::GET, "/targets") => json(&describe(&admin.reloader.routing.load())),
+        (&Method::POST, "/reload") => match refuse_write(&req, &admin) {
+            Some(refused) => refused,
+            None => match admin.reloader.reload() {
+                Ok(summary) => reply(StatusCode::OK, "text/plain", format!("{summary}\n")),
+                Err(e) => reply(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n")),
+            },
         },
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     })
@@ -164,17 +241,24 @@ pub struct AdminService {
     listener: parking_lot::Mutex<Option<std::net::TcpListener>>,
     pub addr: SocketAddr,
     reloader: Reloader,
+    /// The listeners as bound, in config order (for the status page).
+    listeners: Vec<(Protocol, SocketAddr)>,
+    discovery: DiscoveryStatus,
 }
 
 impl AdminService {
     /// Binds the admin address (port 0: any free port; see [`AdminService::addr`]).
-    /// The socket has `SO_REUSEPORT`, so that the new process of an upgrade
-    /// (`upgrade`) binds it while the old one still serves; outside an upgrade a plain
-    /// bind first makes a port in use an error, as for the listeners.
+    /// `listeners` are the proxy's listeners as bound; `discovery` what the
+    /// discovery loops last saw. The socket has `SO_REUSEPORT`, so that the new
+    /// process of an upgrade (`upgrade`) binds it while the old one still serves;
+    /// outside an upgrade a plain bind first makes a port in use an error, as for
+    /// the listeners.
     pub fn bind(
         addr: SocketAddr,
         upgrade: bool,
         reloader: Reloader,
+        listeners: Vec<(Protocol, SocketAddr)>,
+        discovery: DiscoveryStatus,
     ) -> std::io::Result<AdminService> {
         if !upgrade && addr.port() != 0 {
             drop(std::net::TcpListener::bind(addr)?);
@@ -194,6 +278,8 @@ impl AdminService {
             addr: listener.local_addr()?,
             listener: parking_lot::Mutex::new(Some(listener)),
             reloader,
+            listeners,
+            discovery,
         })
     }
 }
@@ -215,6 +301,8 @@ impl BackgroundService for AdminService {
             listener: parking_lot::Mutex::new(None),
             addr: self.addr,
             reloader: self.reloader.clone(),
+            listeners: self.listeners.clone(),
+            discovery: self.discovery.clone(),
         });
         loop {
             let stream = tokio::select! {

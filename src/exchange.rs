@@ -199,6 +199,8 @@ pub fn decide(routing: &Arc<Routing>, listener: &ListenerInfo, req: &RequestHead
 }
 
 /// The group an `AWSALBTG` cookie pins the client to, if valid for this forward.
+/// A group whose weight went to 0 still takes the clients pinned to it until their
+/// pins expire: that is how a blue/green shift lets sessions finish on blue.
 fn pinned_group<'a>(
     headers: Headers<'_>,
     forward: &'a Forward,
@@ -214,7 +216,7 @@ fn pinned_group<'a>(
     forward
         .groups
         .iter()
-        .find(|g| g.weight > 0 && g.group.name == pin.group)
+        .find(|g| g.group.name == pin.group)
         .map(|g| &g.group)
 }
 

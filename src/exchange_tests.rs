@@ -84,6 +84,11 @@ default_action = { forward = "web" }
   action = { forward = "web" }
   transforms = [{ url_rewrite = { regex = '^/rwbad/', replace = 'no-slash/' } }]
 
+  [[listener.rule]]
+  priority = 12
+  conditions = { path_pattern = ["/cutover/*"] }
+  action = { forward = { target_groups = [{ name = "blue", weight = 0 }, { name = "green", weight = 100 }], stickiness = { duration = "1h" } } }
+
 [target_group.web]
 targets = ["127.0.0.1:7000", "127.0.0.1:7001"]
 health_check = { enabled = false }
@@ -673,6 +678,35 @@ fn it_should_forward_to_the_group_a_valid_awsalbtg_names() {
         assert_eq!(ex.group.name, "green");
         assert_eq!(ex.addr(), addr(7401));
     }
+}
+
+#[test]
+fn it_should_keep_a_pinned_client_on_a_group_whose_weight_went_to_zero() {
+    // Blue/green: after the shift to 0/100, clients pinned to blue finish their
+    // sessions there for the stickiness duration; new clients all go green.
+    let r = routing();
+    let pin = Pin {
+        group: "blue".into(),
+        target: None,
+        issued: now_secs() - 60,
+    };
+    let header = format!("AWSALBTG={}", r.keys.seal(Purpose::TargetGroup, &pin));
+    let headers = cookie_header(&header);
+    for _ in 0..20 {
+        let ex = forwarded(decide_get(&r, "/cutover/x", None, &headers));
+        assert_eq!(ex.group.name, "blue");
+        let new_client = forwarded(decide_get(&r, "/cutover/x", None, &[]));
+        assert_eq!(new_client.group.name, "green");
+    }
+    // Once the pin is older than the duration, the weights decide.
+    let expired = Pin {
+        issued: now_secs() - 3601,
+        ..pin
+    };
+    let header = format!("AWSALBTG={}", r.keys.seal(Purpose::TargetGroup, &expired));
+    let headers = cookie_header(&header);
+    let ex = forwarded(decide_get(&r, "/cutover/x", None, &headers));
+    assert_eq!(ex.group.name, "green");
 }
 
 #[test]

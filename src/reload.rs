@@ -27,6 +27,10 @@ pub enum ReloadError {
     /// ALPN is fixed when HTTPS listeners start.
     #[error("{}: http2_enabled changed; restart to change it", .0.display())]
     Http2Changed(PathBuf),
+    /// The admin API is bound at start; its address decides whether writes need a
+    /// token, so a reload that moves it would leave the check out of step.
+    #[error("{}: the admin address changed; restart to change it", .0.display())]
+    AdminChanged(PathBuf),
     /// A listener's new certificate files do not load.
     #[error(transparent)]
     Certificates(#[from] TlsError),
@@ -99,6 +103,9 @@ impl Reloader {
         if config.load_balancer.http2_enabled != self.config.load().load_balancer.http2_enabled {
             return Err(ReloadError::Http2Changed(self.path.clone()));
         }
+        if config.load_balancer.admin != self.config.load().load_balancer.admin {
+            return Err(ReloadError::AdminChanged(self.path.clone()));
+        }
         // New certificates first: a file that fails to load keeps the running ones.
         for (i, resolver) in &self.resolvers {
             let Some(tls) = config.listeners.get(*i).and_then(|l| l.tls.as_ref()) else {
@@ -124,6 +131,12 @@ fn discovery_of(config: &Config) -> Vec<(String, Option<crate::discovery::EcsDis
 }
 
 impl Reloader {
+    /// The config in force (the admin API reads its token from it, so that a reload
+    /// rotates the token).
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
     /// Rebuilds routing from the config in force and the discovered targets.
     pub fn rebuild(&self) {
         let _one_at_a_time = self.rebuilding.lock();

@@ -101,6 +101,17 @@ impl Pattern {
     }
 }
 
+/// The pattern as written (lowercased when case-insensitive), for the status page.
+impl std::fmt::Display for Pattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.text))?;
+        if self.kind == PatternKind::Prefix {
+            f.write_str("*")?;
+        }
+        Ok(())
+    }
+}
+
 /// Iterative wildcard match with single-star backtracking: linear in practice, never
 /// exponential.
 fn glob(pattern: &[u8], value: &[u8], eq: impl Fn(u8, u8) -> bool) -> bool {
@@ -155,6 +166,12 @@ impl RegexValue {
 
     pub fn matches(&self, value: &[u8]) -> bool {
         self.0.is_match(value)
+    }
+}
+
+impl std::fmt::Display for RegexValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.as_str())
     }
 }
 

@@ -12,7 +12,7 @@ use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, Shut
 use pingora::services::background::{background_service, BackgroundService};
 
 use crate::config::Config;
-use crate::discovery::{DiscoveredTargets, DiscoveryService};
+use crate::discovery::{DiscoveredTargets, DiscoveryService, DiscoveryStatus};
 use crate::exchange::ListenerInfo;
 use crate::http1::Http1App;
 use crate::reload::Reloader;
@@ -216,14 +216,27 @@ impl Tether {
             crate::lifecycle::LifecycleService::new(routing.clone()),
         ));
         let reloader = Reloader::new(config, discovered.clone(), resolvers, routing.clone());
+        let discovery_status = DiscoveryStatus::default();
         let mut admin = None;
         server.add_service(background_service(
             "shutdown",
             crate::shutdown::ShutdownService::new(routing.clone(), grace, phases),
         ));
         if let Some(addr) = config.load_balancer.admin {
-            let service = crate::admin::AdminService::bind(addr, start.upgrade, reloader.clone())
-                .map_err(|source| ServerError::Bind { addr, source })?;
+            let listeners = config
+                .listeners
+                .iter()
+                .zip(&bound)
+                .map(|(l, addr)| (l.protocol, *addr))
+                .collect();
+            let service = crate::admin::AdminService::bind(
+                addr,
+                start.upgrade,
+                reloader.clone(),
+                listeners,
+                discovery_status.clone(),
+            )
+            .map_err(|source| ServerError::Bind { addr, source })?;
             admin = Some(service.addr);
             server.add_service(background_service("admin", service));
         }
@@ -240,6 +253,7 @@ impl Tether {
                     groups: ecs_groups,
                     discovered,
                     rebuild: Arc::new(move || rebuilder.rebuild()),
+                    status: discovery_status,
                 },
             ));
         }

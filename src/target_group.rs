@@ -35,6 +35,9 @@ pub struct Target {
     outstanding: AtomicU64,
     /// Open websockets (upgraded connections).
     tunnels: AtomicU64,
+    /// Requests sent to this target since it was registered (the status page's
+    /// request rate is the change of it between two looks).
+    requests: AtomicU64,
     state: AtomicU8,
     reason: AtomicU8,
     /// When the target last became healthy ([`now_ms`]), for slow start.
@@ -56,6 +59,7 @@ impl Target {
             addr,
             outstanding: AtomicU64::new(0),
             tunnels: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
             state: AtomicU8::new(State::Initial as u8),
             reason: AtomicU8::new(Reason::InitialHealthChecking as u8),
             healthy_since: AtomicU64::new(0),
@@ -84,6 +88,16 @@ impl Target {
     /// Open connections in use: in-flight requests and open websockets.
     pub fn connections(&self) -> u64 {
         self.outstanding() + self.tunnels.load(Ordering::Relaxed)
+    }
+
+    /// Open websockets.
+    pub fn websockets(&self) -> u64 {
+        self.tunnels.load(Ordering::Relaxed)
+    }
+
+    /// Requests sent to this target since it was registered.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 
     pub fn state(&self) -> (State, Reason) {
@@ -178,6 +192,7 @@ pub struct Outstanding {
 impl Outstanding {
     pub fn new(target: Arc<Target>) -> Self {
         target.outstanding.fetch_add(1, Ordering::Relaxed);
+        target.requests.fetch_add(1, Ordering::Relaxed);
         Outstanding {
             target,
             upgraded: false,

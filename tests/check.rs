@@ -152,3 +152,38 @@ fn it_should_refuse_to_run_a_bad_config_with_the_same_message() {
         "{stderr}"
     );
 }
+
+#[test]
+fn it_should_refuse_an_admin_address_that_is_not_loopback_without_a_token() {
+    let exposed = format!("[load_balancer]\nadmin = \"0.0.0.0:9900\"\n{GOOD}");
+    let (code, stdout, stderr, path) = check(&exposed);
+    assert_eq!(code, 2, "stderr: {stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        stderr.starts_with(&format!(
+            "{path}:2:9: admin address 0.0.0.0:9900 is not loopback: set admin_token"
+        )),
+        "{stderr}"
+    );
+    // The same address with a token (here from the environment) is accepted.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("exposed.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[load_balancer]\nadmin = \"0.0.0.0:9900\"\nadmin_token = \"env:TETHER_CHECK_ADMIN_TOKEN\"\n{GOOD}"
+        ),
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .env("TETHER_CHECK_ADMIN_TOKEN", "a-long-enough-admin-token")
+        .output()
+        .expect("run tether check");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

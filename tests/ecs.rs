@@ -381,6 +381,19 @@ fn awsvpc(arn: &str, ip: &str, last: &'static str, desired: &'static str) -> Fak
     }
 }
 
+/// What the admin API's status page shows of `group`'s discovery.
+async fn discovery_status(lb: &TetherProc, group: &str) -> tether::admin::status::DiscoveryView {
+    let mut admin = Client::connect(SocketAddr::from(([127, 0, 0, 1], lb.admin_port))).await;
+    let reply = admin.get("/status").await;
+    let status: tether::admin::status::Status =
+        serde_json::from_slice(&reply.body).expect("/status JSON");
+    status
+        .discovery
+        .into_iter()
+        .find(|d| d.group == group)
+        .unwrap_or_else(|| panic!("no discovery status for {group}"))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn it_should_follow_ecs_tasks_through_scale_up_draining_and_api_failures() {
     // Three task addresses with the same container port, as awsvpc tasks have.
@@ -465,6 +478,17 @@ default_action = {{ forward = "socket" }}
     fake.lock().unwrap().down = true;
     wait_two_calls_failed(&fake, "down").await;
     assert_eq!(both(served_by(&lb, "/", 12).await), ["task-3", "task-4"]);
+    // The status page shows the outage: since when, and the last error.
+    let outage = discovery_status(&lb, "socket").await;
+    let (since, success) = (outage.failing_since_ms, outage.last_success_ms);
+    assert!(
+        since.is_some() && success.is_some() && since >= success,
+        "{outage:?}"
+    );
+    assert!(
+        outage.failures >= 2 && outage.last_error.is_some(),
+        "{outage:?}"
+    );
     let calls_during_outage = fake
         .lock()
         .unwrap()
@@ -482,6 +506,9 @@ default_action = {{ forward = "socket" }}
             .retain(|t| t.arn != "arn:task-3" && t.arn != "arn:task-2");
     }
     wait_served(&lb, "/", &["task-4"]).await;
+    let back = discovery_status(&lb, "socket").await;
+    assert_eq!(back.failing_since_ms, None, "{back:?}");
+    assert!(back.last_success_ms > since, "{back:?}");
     assert!(
         fake.lock()
             .unwrap()

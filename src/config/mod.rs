@@ -101,6 +101,9 @@ pub struct LoadBalancer {
     pub sticky_keys: Vec<Vec<u8>>,
     /// Admin API address (target health, reload); none by default.
     pub admin: Option<SocketAddr>,
+    /// The bearer token admin writes (`POST /reload`) need; required when `admin`
+    /// is not loopback, none by default.
+    pub admin_token: Option<AdminToken>,
     /// A client that has not sent a whole request head this long after it began one
     /// (or after connecting) is closed (default 60 s, 1 s – 4000 s).
     pub client_header_timeout: Duration,
@@ -120,6 +123,27 @@ pub struct LoadBalancer {
     /// 1001 (0 s – 1 h; default the longest `deregistration_delay` among the target
     /// groups, 300 s without groups). Read at start: a reload does not change it.
     pub upgrade_grace: Duration,
+}
+
+/// The admin API's bearer token. Its `Debug` does not show it, so that a config
+/// printed in a log does not leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    pub fn new(token: &str) -> AdminToken {
+        AdminToken(token.to_string())
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(..)")
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -79,6 +79,7 @@ pub(super) struct RawLoadBalancer {
     pub(super) sticky_keys: Vec<Spanned<String>>,
     pub(super) alb_limits: Option<bool>,
     pub(super) admin: Option<Spanned<String>>,
+    pub(super) admin_token: Option<Spanned<String>>,
     pub(super) client_header_timeout: Option<Spanned<HumanDuration>>,
     pub(super) desync_mitigation_mode: Option<Spanned<String>>,
     pub(super) xff_header_processing: Option<Spanned<String>>,

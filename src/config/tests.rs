@@ -787,3 +787,86 @@ fn the_upgrade_grace_is_at_most_1h() {
         "2:17: upgrade_grace must be between 0s and 1h",
     );
 }
+
+// === admin API ===
+
+const LISTENER: &str =
+    "[[listener]]\nport = 80\ndefault_action = { fixed_response = { status = 200 } }\n";
+
+#[test]
+fn an_admin_address_that_is_not_loopback_needs_a_token() {
+    rejects(
+        "[load_balancer]\nadmin = \"0.0.0.0:9900\"\n",
+        "2:9: admin address 0.0.0.0:9900 is not loopback: set admin_token",
+    );
+    rejects(
+        "[load_balancer]\nadmin = \"[::]:9900\"\n",
+        "2:9: admin address [::]:9900 is not loopback",
+    );
+    rejects(
+        "[load_balancer]\nadmin = \"10.0.3.7:9900\"\n",
+        "2:9: admin address 10.0.3.7:9900 is not loopback",
+    );
+}
+
+#[test]
+fn a_loopback_admin_address_needs_no_token() {
+    for addr in ["127.0.0.1:9900", "[::1]:9900", "127.0.0.2:0"] {
+        let c = parse(&format!("[load_balancer]\nadmin = \"{addr}\"\n{LISTENER}")).unwrap();
+        assert_eq!(c.load_balancer.admin_token, None, "{addr}");
+    }
+}
+
+#[test]
+fn an_admin_address_that_is_not_loopback_is_accepted_with_a_token() {
+    let c = parse(&format!(
+        "[load_balancer]\nadmin = \"0.0.0.0:9900\"\nadmin_token = \"0123456789abcdef0123\"\n{LISTENER}"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.load_balancer.admin_token,
+        Some(AdminToken::new("0123456789abcdef0123"))
+    );
+    // Its Debug (a config in a log) does not show it.
+    assert!(!format!("{:?}", c.load_balancer).contains("0123456789abcdef0123"));
+}
+
+#[test]
+fn an_admin_token_is_read_from_a_file_next_to_the_config_without_its_newline() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("admin.token"), "s3cret-token-from-a-file\n").unwrap();
+    let path = dir.path().join("t.toml");
+    let c = Config::parse(
+        &format!("[load_balancer]\nadmin = \"0.0.0.0:9900\"\nadmin_token = \"file:admin.token\"\n{LISTENER}"),
+        &path,
+    )
+    .unwrap();
+    assert_eq!(
+        c.load_balancer.admin_token,
+        Some(AdminToken::new("s3cret-token-from-a-file"))
+    );
+}
+
+#[test]
+fn an_admin_token_from_an_unset_variable_names_it() {
+    rejects(
+        "[load_balancer]\nadmin = \"0.0.0.0:9900\"\nadmin_token = \"env:TETHER_TEST_SURELY_UNSET\"\n",
+        "3:15: admin_token \"env:TETHER_TEST_SURELY_UNSET\": environment variable TETHER_TEST_SURELY_UNSET is not set",
+    );
+}
+
+#[test]
+fn a_short_admin_token_is_refused() {
+    rejects(
+        "[load_balancer]\nadmin = \"127.0.0.1:9900\"\nadmin_token = \"hunter2\"\n",
+        "3:15: admin_token (literal): expected at least 16 visible ASCII characters",
+    );
+}
+
+#[test]
+fn an_admin_token_without_an_admin_api_is_refused() {
+    rejects(
+        "[load_balancer]\nadmin_token = \"0123456789abcdef0123\"\n",
+        "2:15: admin_token without admin",
+    );
+}

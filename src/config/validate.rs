@@ -42,7 +42,8 @@ pub(super) fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config
     };
     let mut sticky_keys = Vec::new();
     for k in &lb.sticky_keys {
-        let material = read_key_source(path, k.get_ref()).map_err(|m| ctx.err(k.span(), m))?;
+        let material =
+            read_key_source(path, k.get_ref(), "sticky key").map_err(|m| ctx.err(k.span(), m))?;
         let key = crate::sticky::decode_key_material(&material).map_err(|e| {
             ctx.err(
                 k.span(),
@@ -63,6 +64,7 @@ pub(super) fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config
         })?),
         None => None,
     };
+    let admin_token = build_admin_token(ctx, lb, admin, path)?;
     let client_header_timeout = match &lb.client_header_timeout {
         Some(t) => {
             let d = t.get_ref().0;
@@ -106,6 +108,7 @@ pub(super) fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config
         threads,
         sticky_keys,
         admin,
+        admin_token,
         client_header_timeout,
         desync_mitigation_mode,
         shaping: attributes.shaping,
@@ -349,13 +352,12 @@ fn describe_key_source(source: &str) -> String {
     }
 }
 
-/// Reads a key source: `env:NAME`, `file:PATH` (relative to the config file) or the
-/// literal material.
-fn read_key_source(config_path: &Path, source: &str) -> Result<String, String> {
+/// Reads a secret's source (`what` names it in errors: "sticky key"): `env:NAME`,
+/// `file:PATH` (relative to the config file) or the literal material.
+fn read_key_source(config_path: &Path, source: &str, what: &str) -> Result<String, String> {
     if let Some(name) = source.strip_prefix("env:") {
-        return std::env::var(name).map_err(|_| {
-            format!("sticky key \"{source}\": environment variable {name} is not set")
-        });
+        return std::env::var(name)
+            .map_err(|_| format!("{what} \"{source}\": environment variable {name} is not set"));
     }
     if let Some(file) = source.strip_prefix("file:") {
         let p = Path::new(file);
@@ -365,9 +367,56 @@ fn read_key_source(config_path: &Path, source: &str) -> Result<String, String> {
             p.to_path_buf()
         };
         return std::fs::read_to_string(&p)
-            .map_err(|e| format!("sticky key \"{source}\": cannot read {}: {e}", p.display()));
+            .map_err(|e| format!("{what} \"{source}\": cannot read {}: {e}", p.display()));
     }
     Ok(source.to_string())
+}
+
+/// The shortest admin token taken: a guessable token on an exposed admin port would
+/// be worse than none, since it looks safe.
+const MIN_ADMIN_TOKEN: usize = 16;
+
+/// `admin_token` (read as sticky keys are), and the rule that makes the admin API
+/// safe to expose: an admin address that is not loopback needs a token.
+fn build_admin_token(
+    ctx: &Ctx<'_>,
+    lb: &RawLoadBalancer,
+    admin: Option<SocketAddr>,
+    path: &Path,
+) -> Result<Option<AdminToken>, ConfigError> {
+    let Some(raw) = &lb.admin_token else {
+        if let (Some(addr), Some(a)) = (admin, &lb.admin) {
+            if !addr.ip().to_canonical().is_loopback() {
+                return Err(ctx.err(
+                    a.span(),
+                    format!(
+                        "admin address {addr} is not loopback: set admin_token (\"env:NAME\", \"file:PATH\" or the token) so that writes (POST /reload) need it, or bind the admin API to 127.0.0.1"
+                    ),
+                ));
+            }
+        }
+        return Ok(None);
+    };
+    if admin.is_none() {
+        return Err(ctx.err(
+            raw.span(),
+            "admin_token without admin: there is no admin API to protect",
+        ));
+    }
+    let token =
+        read_key_source(path, raw.get_ref(), "admin_token").map_err(|m| ctx.err(raw.span(), m))?;
+    // A file's trailing newline is not part of the token.
+    let token = token.trim();
+    if token.len() < MIN_ADMIN_TOKEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ctx.err(
+            raw.span(),
+            format!(
+                "admin_token {}: expected at least {MIN_ADMIN_TOKEN} visible ASCII characters (openssl rand -hex 32)",
+                describe_key_source(raw.get_ref())
+            ),
+        ));
+    }
+    Ok(Some(AdminToken::new(token)))
 }
 
 fn build_stickiness(

@@ -16,6 +16,9 @@ use rand::Rng;
 
 #[cfg(feature = "ecs")]
 pub mod ecs;
+mod status;
+
+pub use status::{DiscoveryStatus, PollStatus};
 
 /// Where a group's targets come from in ECS (validated config).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +71,8 @@ pub struct DiscoveryService {
     pub groups: Vec<(String, EcsDiscovery)>,
     pub discovered: DiscoveredTargets,
     pub rebuild: Arc<dyn Fn() + Send + Sync>,
+    /// What each group's polls last saw, for the status page.
+    pub status: DiscoveryStatus,
 }
 
 /// The back-off after failures doubles from the interval up to 8 intervals, and
@@ -95,11 +100,13 @@ async fn follow(
     interval: Duration,
     discovered: DiscoveredTargets,
     rebuild: Arc<dyn Fn() + Send + Sync>,
+    status: DiscoveryStatus,
 ) {
     let mut failures: u32 = 0;
     loop {
         match source.poll().await {
             Ok(targets) => {
+                status.record_success(&group, std::time::SystemTime::now(), targets.len());
                 if failures > 0 {
                     tracing::info!(group = %group, "discovery works again");
                 }
@@ -119,6 +126,7 @@ async fn follow(
                 }
             }
             Err(e) => {
+                status.record_failure(&group, std::time::SystemTime::now(), &e.to_string());
                 tracing::debug!(group = %group, "discovery attempt failed: {e:?}");
                 // Keep the last known targets; say so once per outage.
                 if failures == 0 {
@@ -145,13 +153,14 @@ impl BackgroundService for DiscoveryService {
             .map(|(group, config)| {
                 let (group, config) = (group.clone(), config.clone());
                 let (discovered, rebuild) = (self.discovered.clone(), self.rebuild.clone());
+                let status = self.status.clone();
                 tokio::spawn(async move {
                     let interval = config.interval;
                     #[cfg(feature = "ecs")]
                     let source = ecs::EcsSource::new(config).await;
                     #[cfg(not(feature = "ecs"))]
                     let source = Unavailable(config);
-                    follow(group, source, interval, discovered, rebuild).await
+                    follow(group, source, interval, discovered, rebuild, status).await
                 })
             })
             .collect();

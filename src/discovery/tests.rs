@@ -42,6 +42,7 @@ fn down() -> DiscoveryError {
 
 struct Run {
     polls: Arc<Mutex<Vec<Instant>>>,
+    status: DiscoveryStatus,
     discovered: DiscoveredTargets,
     rebuilds: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
@@ -58,6 +59,7 @@ fn start(answers: Vec<Result<Vec<Discovered>, DiscoveryError>>) -> Run {
         answers: answers.into(),
         polls: polls.clone(),
     };
+    let status = DiscoveryStatus::default();
     let task = tokio::spawn(follow(
         "g".into(),
         source,
@@ -66,9 +68,11 @@ fn start(answers: Vec<Result<Vec<Discovered>, DiscoveryError>>) -> Run {
         Arc::new(move || {
             counter.fetch_add(1, Ordering::SeqCst);
         }),
+        status.clone(),
     ));
     Run {
         polls,
+        status,
         discovered,
         rebuilds,
         task,
@@ -109,6 +113,19 @@ async fn it_should_publish_a_change_once_and_keep_the_last_good_targets_while_po
     );
     assert_eq!(run.targets(), Some(a));
     assert_eq!(run.rebuilds.load(Ordering::SeqCst), 1);
+    // The status page sees the outage: since when, and why.
+    let (group, s) = run.status.snapshot().remove(0);
+    assert_eq!(group, "g");
+    assert!(
+        s.failing_since.is_some() && s.last_success.is_some(),
+        "{s:?}"
+    );
+    assert!(s.failing_since >= s.last_success, "{s:?}");
+    assert_eq!(
+        s.last_error.as_deref(),
+        Some("ListTasks: ThrottlingException")
+    );
+    assert!(s.failures >= 2, "{s:?}");
 }
 
 #[tokio::test(start_paused = true)]
