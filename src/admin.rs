@@ -308,7 +308,13 @@ impl BackgroundService for AdminService {
             let stream = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((s, _)) => s,
-                    Err(_) => continue,
+                    Err(e) => {
+                        // Out of descriptors (or another accept error): back off
+                        // instead of retrying at once, which would spin a core.
+                        tracing::debug!("admin API accept: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
                 },
                 _ = shutdown.changed() => return,
             };
