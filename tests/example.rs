@@ -12,12 +12,12 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use common::Client;
@@ -34,31 +34,8 @@ fn example_dir() -> PathBuf {
             && dir.join("node_modules/puppeteer-core").exists(),
         "examples/socketio-chat/node_modules is missing: run scripts/setup --tests (npm ci)"
     );
-    for tool in ["node", "redis-server", "openssl", "python3", "chromium"] {
-        assert!(
-            Command::new("sh")
-                .args(["-c", &format!("command -v {tool}")])
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success()),
-            "{tool} is missing: run scripts/setup --tests"
-        );
-    }
+    common::require_tools(&["node", "redis-server", "openssl", "python3", "chromium"]);
     dir
-}
-
-/// Lines of a child's stdout, read on a thread so that reads can time out.
-fn lines_of(stdout: impl std::io::Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 /// Sends `signal` to the process group `pgid`.
@@ -109,7 +86,7 @@ impl Example {
             .process_group(0)
             .spawn()
             .expect("start examples/socketio-chat/run");
-        let lines = lines_of(child.stdout.take().expect("stdout"));
+        let lines = common::lines_of(child.stdout.take().expect("stdout"));
         let deadline = Instant::now() + Duration::from_secs(90);
         let https = loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -249,7 +226,7 @@ impl Swarm {
             .spawn()
             .expect("node test/swarm.js");
         let stdin = child.stdin.take().expect("stdin");
-        let lines = lines_of(child.stdout.take().expect("stdout"));
+        let lines = common::lines_of(child.stdout.take().expect("stdout"));
         Swarm {
             child,
             stdin,

@@ -10,10 +10,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
+use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 use common::{Backend, Client, TetherProc};
@@ -27,30 +27,8 @@ fn puppeteer_modules() -> PathBuf {
         "{} has no puppeteer-core: run scripts/setup --tests (npm ci)",
         modules.display()
     );
-    for tool in ["node", "chromium"] {
-        assert!(
-            Command::new("sh")
-                .args(["-c", &format!("command -v {tool}")])
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success()),
-            "{tool} is missing: run scripts/setup --tests"
-        );
-    }
+    common::require_tools(&["node", "chromium"]);
     modules
-}
-
-fn lines_of(stdout: impl std::io::Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 /// The next JSON line the script prints (60 s at most).
@@ -141,7 +119,7 @@ targets = ["{}"]
         .stderr(Stdio::inherit())
         .spawn()
         .expect("node tests/status/page.js");
-    let lines = lines_of(node.stdout.take().expect("stdout"));
+    let lines = common::lines_of(node.stdout.take().expect("stdout"));
 
     let first = next_json(&lines);
     for t in [a.addr, b.addr, c.addr] {

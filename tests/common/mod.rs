@@ -857,3 +857,34 @@ pub const AWS_ENV: &[(&str, &str)] = &[
     ("AWS_CONFIG_FILE", "/nonexistent/tether-test"),
     ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/tether-test"),
 ];
+
+// === Child processes ===
+
+/// Panics with the setup hint unless every tool is on the PATH (tests never skip).
+pub fn require_tools(tools: &[&str]) {
+    for tool in tools {
+        assert!(
+            Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success()),
+            "{tool} is missing: run scripts/setup --tests"
+        );
+    }
+}
+
+/// Lines of a child's stdout, read on a thread so that reads can time out.
+pub fn lines_of(stdout: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
