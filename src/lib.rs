@@ -8,6 +8,7 @@
 #![deny(rust_2018_idioms)]
 #![deny(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
 pub mod config;
 pub mod demo;
