@@ -54,6 +54,7 @@ fn bench(c: &mut Criterion) {
         ip: Some("203.0.113.7".parse::<IpAddr>().expect("ip")),
         port: 51234,
         tls: None,
+        server_name: None,
     };
     let config = Config::parse(CONFIG, std::path::Path::new("bench.toml")).expect("config");
     let routing = Arc::new(ArcSwap::from_pointee(Routing::build(

@@ -5,6 +5,8 @@
 //! - `GET /targets`: every group's targets with state and reason, as JSON (what
 //!   `tether targets` prints, like `aws elbv2 describe-target-health`);
 //! - `POST /reload`: reload the config file (as SIGHUP does);
+//! - `GET /metrics`: the metrics, in ALB's CloudWatch names, in Prometheus's text
+//!   format ([`crate::metrics`]);
 //! - `GET /healthz`: 200 while the process serves.
 //!
 //! Reads are open; writes need the admin token when one is set ([`auth`]).
@@ -28,6 +30,7 @@ use pingora::services::background::BackgroundService;
 use serde::{Deserialize, Serialize};
 
 use crate::discovery::DiscoveryStatus;
+use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::routing::Routing;
 use crate::settings::Protocol;
@@ -223,6 +226,11 @@ async fn handle(
             ))
         }
         (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n"),
+        (&Method::GET, "/metrics") => reply(
+            StatusCode::OK,
+            crate::metrics::CONTENT_TYPE,
+            admin.metrics.render(),
+        ),
         (&Method::GET, "/targets") => json(&describe(&admin.reloader.routing.load())),
         (&Method::POST, "/reload") => match refuse_write(&req, &admin) {
             Some(refused) => refused,
@@ -244,6 +252,7 @@ pub struct AdminService {
     /// The listeners as bound, in config order (for the status page).
     listeners: Vec<(Protocol, SocketAddr)>,
     discovery: DiscoveryStatus,
+    metrics: Metrics,
 }
 
 impl AdminService {
@@ -259,6 +268,7 @@ impl AdminService {
         reloader: Reloader,
         listeners: Vec<(Protocol, SocketAddr)>,
         discovery: DiscoveryStatus,
+        metrics: Metrics,
     ) -> std::io::Result<AdminService> {
         if !upgrade && addr.port() != 0 {
             drop(std::net::TcpListener::bind(addr)?);
@@ -280,6 +290,7 @@ impl AdminService {
             reloader,
             listeners,
             discovery,
+            metrics,
         })
     }
 }
@@ -303,6 +314,7 @@ impl BackgroundService for AdminService {
             reloader: self.reloader.clone(),
             listeners: self.listeners.clone(),
             discovery: self.discovery.clone(),
+            metrics: self.metrics.clone(),
         });
         loop {
             let stream = tokio::select! {

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 
+use crate::access_log::{AccessLog, ActionKind};
 use crate::headers::Headers;
+use crate::metrics::ListenerStats;
 use crate::routing::Routing;
 use crate::rules::{Action, Forward, RedirectInput, RequestInfo};
 use crate::settings::{Protocol, StickinessKind, UpstreamTls};
@@ -36,6 +38,10 @@ pub struct ListenerInfo {
     /// `X-Forwarded-Port` and `-Proto` values, made once.
     pub forwarded_port: Box<[u8]>,
     pub forwarded_proto: &'static [u8],
+    /// The listener's counters (`GET /metrics`).
+    pub stats: Arc<ListenerStats>,
+    /// The access log, when one is configured.
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
 impl ListenerInfo {
@@ -49,6 +55,8 @@ impl ListenerInfo {
                 Protocol::Http => b"http",
                 Protocol::Https => b"https",
             },
+            stats: Arc::default(),
+            access_log: None,
         }
     }
 }
@@ -80,6 +88,10 @@ pub struct LbResponse {
     /// Close the client connection after it (errors do; fixed responses and
     /// redirects keep it).
     pub close: bool,
+    /// The action that made it (none for an error).
+    pub action: Option<ActionKind>,
+    /// The priority of the rule that matched (0: the default action).
+    pub rule_priority: Option<u32>,
 }
 
 impl LbResponse {
@@ -91,6 +103,8 @@ impl LbResponse {
             body: error_page(status),
             location: None,
             close: true,
+            action: None,
+            rule_priority: None,
         }
     }
 }
@@ -124,6 +138,7 @@ pub enum Decision {
 
 /// Decides a request: an answer of tether's own, or a forward to a target.
 pub fn decide(routing: &Arc<Routing>, listener: &ListenerInfo, req: &RequestHead<'_>) -> Decision {
+    ListenerStats::add(&listener.stats.requests, 1);
     if req.method == "TRACE" {
         return Decision::Respond(LbResponse::error(405));
     }
@@ -143,6 +158,7 @@ pub fn decide(routing: &Arc<Routing>, listener: &ListenerInfo, req: &RequestHead
         return Decision::Respond(LbResponse::error(500));
     };
     let (action, rule) = rules.evaluate(&info);
+    let rule_priority = Some(rule.map_or(0, |r| r.priority));
     match action {
         Action::Forward(forward) => {
             // Transforms rewrite what the target sees, after the routing decision.
@@ -167,19 +183,29 @@ pub fn decide(routing: &Arc<Routing>, listener: &ListenerInfo, req: &RequestHead
             match Exchange::start(routing.clone(), group.clone(), group_sticky, req) {
                 Some(mut exchange) => {
                     exchange.rewritten = rewritten;
+                    exchange.rule_priority = rule_priority;
+                    if exchange.non_sticky {
+                        ListenerStats::add(&listener.stats.non_sticky, 1);
+                    }
                     Decision::Forward(Box::new(exchange))
                 }
                 None => Decision::Respond(LbResponse::error(503)),
             }
         }
-        Action::FixedResponse(fixed) => Decision::Respond(LbResponse {
-            status: fixed.status,
-            content_type: fixed.content_type.clone(),
-            body: Bytes::from(fixed.body.clone()),
-            location: None,
-            close: false,
-        }),
+        Action::FixedResponse(fixed) => {
+            ListenerStats::add(&listener.stats.fixed_responses, 1);
+            Decision::Respond(LbResponse {
+                status: fixed.status,
+                content_type: fixed.content_type.clone(),
+                body: Bytes::from(fixed.body.clone()),
+                location: None,
+                close: false,
+                action: Some(ActionKind::FixedResponse),
+                rule_priority,
+            })
+        }
         Action::Redirect(redirect) => {
+            ListenerStats::add(&listener.stats.redirects, 1);
             let location = redirect.location(&RedirectInput {
                 protocol: listener.protocol.as_str(),
                 host: req.host.unwrap_or(""),
@@ -193,6 +219,8 @@ pub fn decide(routing: &Arc<Routing>, listener: &ListenerInfo, req: &RequestHead
                 body: error_page(redirect.status),
                 location: Some(location),
                 close: false,
+                action: Some(ActionKind::Redirect),
+                rule_priority,
             })
         }
     }
@@ -342,6 +370,14 @@ pub struct Exchange {
     retried_same: bool,
     /// The URL and Host the rule's transforms made for the target.
     rewritten: Rewritten,
+    /// The priority of the rule that matched (0: the default action).
+    pub rule_priority: Option<u32>,
+    /// The group is sticky but the request carried no usable pin.
+    pub non_sticky: bool,
+    /// When the request went to the target (for `TargetResponseTime`).
+    sent_at: Option<Instant>,
+    /// The target's status (its response head), once known.
+    pub target_status: Option<u16>,
 }
 
 impl Exchange {
@@ -370,6 +406,7 @@ impl Exchange {
             }
         }
         let outstanding = Outstanding::new(target.clone());
+        let group_is_sticky = group.stickiness.is_some();
         Some(Exchange {
             routing,
             group,
@@ -383,6 +420,10 @@ impl Exchange {
             failed: None,
             retried_same: false,
             rewritten: Rewritten::default(),
+            rule_priority: None,
+            non_sticky: group_is_sticky && picked_by == PickedBy::Algorithm,
+            sent_at: None,
+            target_status: None,
         })
     }
 
@@ -422,6 +463,7 @@ impl Exchange {
     /// marks the target, and any method may go to another target, once.
     pub fn connect_failed(&mut self) -> Retry {
         let target = self.target().clone();
+        target.stats.connection_error();
         let passive = self.group.lifecycle.passive;
         target.mark_failure(&passive);
         if passive.enabled && self.failed.is_none() && self.group.has_alternative(target.addr) {
@@ -497,9 +539,24 @@ impl Exchange {
         Retry::Elsewhere
     }
 
+    /// The request (its head, and its body when it came with it) went to the target:
+    /// `TargetResponseTime` runs from here.
+    pub fn request_sent(&mut self) {
+        self.sent_at = Some(Instant::now());
+    }
+
+    /// The targets tried, in order: the one that failed (when the request moved
+    /// elsewhere) and the one that answered.
+    pub fn tried(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.failed.into_iter().chain(std::iter::once(self.addr()))
+    }
+
     /// A response head came from the target.
     pub fn response_started(&mut self, status: u16) {
         self.target().mark_success();
+        self.target_status = Some(status);
+        let elapsed = self.sent_at.map_or(Duration::ZERO, |t| t.elapsed());
+        self.target().stats.responded(status, elapsed);
         if status == 101 {
             self.upgraded = true;
             self.outstanding.upgraded();

@@ -319,6 +319,8 @@ fn it_should_answer_a_fixed_response_rule_and_keep_the_connection() {
             body: Bytes::from_static(br#"{"error":"nope"}"#),
             location: None,
             close: false,
+            action: Some(crate::access_log::ActionKind::FixedResponse),
+            rule_priority: Some(1),
         }
     );
 }

@@ -199,6 +199,15 @@ pub fn write_headers<'a>(
 
 const TRACE_PART_LEN: usize = 2 + 8 + 1 + 24;
 
+/// The `X-Amzn-Trace-Id` value in a head [`write_headers`] ended (for the access
+/// log).
+pub fn sent_trace_id(head: &[u8]) -> Option<&str> {
+    const LINE: &[u8] = b"\r\nx-amzn-trace-id: ";
+    let at = memchr::memmem::rfind(head, LINE)? + LINE.len();
+    let len = memchr::memchr(b'\r', &head[at..])?;
+    std::str::from_utf8(&head[at..at + len]).ok()
+}
+
 /// A new trace id part, `1-<8 hex seconds>-<24 hex random>`, written into the
 /// first [`TRACE_PART_LEN`] bytes of `out`.
 fn write_trace_part(out: &mut [u8]) {

@@ -16,6 +16,7 @@ use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use tokio::io::AsyncWriteExt;
 
+use crate::access_log::Kind;
 use crate::exchange::{self, Decision, Exchange, Failure, LbResponse, RequestHead, Retry};
 use crate::forwarded;
 use crate::headers::{Header, Headers};
@@ -24,6 +25,7 @@ use crate::http1::upstream::{self, TargetConn};
 use crate::http1::{
     chunked, connect_target, read_response_head, response_status, ClientConn, Http1App,
 };
+use crate::observe::{self, Detail, Record};
 use crate::settings::ListenerHeaders;
 
 type Body = BoxBody<Bytes, std::io::Error>;
@@ -41,6 +43,7 @@ pub async fn serve(
     let io = hyper_util::rt::TokioIo::new(stream);
     let service = hyper::service::service_fn(move |req| {
         let app = app.clone();
+        let client = client.clone();
         async move { Ok::<_, Infallible>(handle(app, client, req).await) }
     });
     let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
@@ -104,6 +107,23 @@ fn error(status: u16) -> Response<Body> {
 
 async fn handle(app: Arc<Http1App>, client: ClientConn, req: Request<Incoming>) -> Response<Body> {
     let (parts, body) = req.into_parts();
+    let logging = app.listener.access_log.is_some();
+    // HTTP/2 heads are HPACK-compressed: the bytes counted are those of the head
+    // as HTTP/1.1 would carry it, as ALB's `received_bytes` does not say either.
+    let head_bytes = parts
+        .headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + parts.method.as_str().len()
+        + parts.uri.path_and_query().map_or(1, |pq| pq.as_str().len())
+        + 13;
+    let mut rec = Record::new(
+        Kind::H2,
+        std::time::SystemTime::now(),
+        std::time::Instant::now(),
+        head_bytes as u64,
+    );
     let head_request = parts.method == http::Method::HEAD;
     let idempotent = exchange::is_idempotent(parts.method.as_str());
     let routing = app.routing.load_full();
@@ -136,15 +156,29 @@ async fn handle(app: Arc<Http1App>, client: ClientConn, req: Request<Incoming>) 
                 client_ip: client.ip,
             },
         );
+        if logging {
+            let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+            rec.detail = Some(Box::new(Detail {
+                request: Some(
+                    app.request_line(parts.method.as_str(), host, target, "2.0")
+                        .into(),
+                ),
+                user_agent: headers.get_str("user-agent").map(Box::from),
+                trace_id: None,
+                classification: None,
+            }));
+        }
         let Decision::Forward(ex) = &decision else {
             let Decision::Respond(resp) = decision else {
                 return error(500);
             };
-            return lb_response(&resp, head_request, listener);
+            return own_response(&app, &client, rec, &resp, head_request, listener);
         };
         let length = match parse::content_length(headers) {
             Ok(l) => l,
-            Err(_) => return lb_response(&LbResponse::error(400), false, listener),
+            Err(_) => {
+                return own_response(&app, &client, rec, &LbResponse::error(400), false, listener)
+            }
         };
         let framing = match length {
             Some(0) => Framing::None,
@@ -183,48 +217,102 @@ async fn handle(app: Arc<Http1App>, client: ClientConn, req: Request<Incoming>) 
             out.extend_from_slice(b"transfer-encoding: chunked\r\n");
         }
         app.end_upstream_head(&mut out, &client, headers, &routing);
+        if let Some(d) = rec.detail.as_mut() {
+            d.trace_id = forwarded::sent_trace_id(&out).map(Box::from);
+        }
         (decision, out, framing)
     };
     let Decision::Forward(ex) = decision else {
         return error(500);
     };
-    let index = app.listener.index;
-    match forward(
-        *ex,
-        index,
-        upstream_head,
+    let mut ex = *ex;
+    let sent = Sent {
+        head: upstream_head,
         framing,
-        body,
         head_request,
         idempotent,
-    )
-    .await
-    {
-        Ok(resp) => resp,
+    };
+    match forward(&mut ex, &app, sent, body, &mut rec).await {
+        Ok((builder, body)) => {
+            rec.forwarded(&ex, logging);
+            let mut state = body;
+            state.ex = Some(ex);
+            state.record = Some((Box::new(rec), app.clone(), client.clone()));
+            let stream = futures_util::stream::unfold(state, |mut s| async move {
+                match s.next().await {
+                    Ok(Some(data)) => Some((Ok(Frame::data(data)), s)),
+                    Ok(None) => None,
+                    Err(e) => Some((Err(e), s.end())),
+                }
+            });
+            builder
+                .body(StreamBody::new(stream).boxed())
+                .unwrap_or_else(|_| error(502))
+        }
         Err(failure) => {
+            rec.forwarded(&ex, logging);
+            rec.error_reason = Some(observe::error_reason(failure));
             let status = failure.status().unwrap_or(502);
-            lb_response(&LbResponse::error(status), head_request, listener)
+            own_response(
+                &app,
+                &client,
+                rec,
+                &LbResponse::error(status),
+                head_request,
+                listener,
+            )
         }
     }
 }
 
-/// Sends the request to its target and returns the response, its body streamed.
-async fn forward(
-    mut ex: Exchange,
-    listener: usize,
+/// One of tether's own responses, counted and logged.
+fn own_response(
+    app: &Http1App,
+    client: &ClientConn,
+    mut rec: Record,
+    resp: &LbResponse,
+    head_only: bool,
+    listener: &ListenerHeaders,
+) -> Response<Body> {
+    rec.responded(&app.listener.stats, resp);
+    if !head_only {
+        rec.tx += resp.body.len() as u64;
+    }
+    rec.finish(&app.listener, client);
+    lb_response(resp, head_only, listener)
+}
+
+/// What [`forward`] sends.
+struct Sent {
     head: Vec<u8>,
     framing: Framing,
-    mut body: Incoming,
     head_request: bool,
     idempotent: bool,
-) -> Result<Response<Body>, Failure> {
+}
+
+/// Sends the request to its target and returns the response head, with the state
+/// that streams its body (its exchange and record still to be set).
+async fn forward(
+    ex: &mut Exchange,
+    app: &Http1App,
+    sent: Sent,
+    mut body: Incoming,
+    rec: &mut Record,
+) -> Result<(http::response::Builder, BodyStream), Failure> {
+    let Sent {
+        head,
+        framing,
+        head_request,
+        idempotent,
+    } = sent;
+    let listener = app.listener.index;
     let idle = ex.idle_timeout();
     // A request without a body is sent whole at once, and can be sent again.
     let replayable = framing == Framing::None;
     let mut timer = crate::http1::relay::Timer::default();
     let mut fresh_only = false;
     let (target, mut rbuf, head_len) = loop {
-        let (mut target, reused) = connect_target(&mut ex, fresh_only).await?;
+        let (mut target, reused) = connect_target(ex, fresh_only).await?;
         if target.write_all(&head).await.is_err() {
             match ex.reset_before_response(reused, replayable, idempotent) {
                 Retry::No => return Err(Failure::TargetClosed),
@@ -234,8 +322,10 @@ async fn forward(
                 }
             }
         }
+        ex.request_sent();
+        rec.dispatched = Some(std::time::Instant::now());
         if framing != Framing::None {
-            upload(&mut body, &mut target, framing == Framing::Chunked, idle).await?;
+            rec.rx += upload(&mut body, &mut target, framing == Framing::Chunked, idle).await?;
         }
         let mut rbuf = Vec::new();
         let mut result = read_response_head(&mut target, &mut rbuf, &mut timer, idle).await;
@@ -253,7 +343,10 @@ async fn forward(
             }
         }
         match result {
-            Ok(end) => break (target, rbuf, end),
+            Ok(end) => {
+                rec.answered = Some(std::time::Instant::now());
+                break (target, rbuf, end);
+            }
             Err(f @ (Failure::TargetClosed | Failure::TargetReset)) if rbuf.is_empty() => {
                 let retry = if f == Failure::TargetReset {
                     ex.reset_before_response(reused, replayable, idempotent)
@@ -313,10 +406,13 @@ async fn forward(
     for (name, value) in listener.response.iter() {
         builder = builder.header(*name, &**value);
     }
+    rec.tx += head_len as u64;
     let rest = rbuf.split_off(head_len);
     let state = BodyStream {
         target: Some(target),
-        ex,
+        ex: None,
+        record: None,
+        sent: 0,
         framing: resp_framing,
         left: match resp_framing {
             Framing::Length(n) => n,
@@ -327,16 +423,7 @@ async fn forward(
         keep_target,
         idle,
     };
-    let stream = futures_util::stream::unfold(state, |mut s| async move {
-        match s.next().await {
-            Ok(Some(data)) => Some((Ok(Frame::data(data)), s)),
-            Ok(None) => None,
-            Err(e) => Some((Err(e), s.end())),
-        }
-    });
-    builder
-        .body(StreamBody::new(stream).boxed())
-        .map_err(|_| Failure::BadResponse)
+    Ok((builder, state))
 }
 
 /// Sends a request body from HTTP/2 DATA frames, chunked when it has no length.
@@ -345,7 +432,8 @@ async fn upload(
     target: &mut TargetConn,
     chunked: bool,
     idle: Duration,
-) -> Result<(), Failure> {
+) -> Result<u64, Failure> {
+    let mut received = 0;
     loop {
         let frame = match tokio::time::timeout(idle, body.frame()).await {
             Err(_) => return Err(Failure::ClientTimeout),
@@ -359,6 +447,7 @@ async fn upload(
         if data.is_empty() {
             continue;
         }
+        received += data.len() as u64;
         let sent = if chunked {
             let size = format!("{:x}\r\n", data.len());
             let mut out = Vec::with_capacity(size.len() + data.len() + 2);
@@ -377,13 +466,17 @@ async fn upload(
             .await
             .map_err(|_| Failure::TargetClosed)?;
     }
-    Ok(())
+    Ok(received)
 }
 
 /// A response body read from the target, decoded from its framing.
 struct BodyStream {
     target: Option<TargetConn>,
-    ex: Exchange,
+    ex: Option<Exchange>,
+    /// The request's record, finished when the body ends or is dropped (a reset).
+    record: Option<(Box<Record>, Arc<Http1App>, ClientConn)>,
+    /// Body bytes given to the client.
+    sent: u64,
     framing: Framing,
     left: u64,
     chunks: chunked::Decoder,
@@ -391,6 +484,16 @@ struct BodyStream {
     pending: Option<Vec<u8>>,
     keep_target: bool,
     idle: Duration,
+}
+
+impl Drop for BodyStream {
+    fn drop(&mut self) {
+        // The response is over (or the client reset the stream): log it.
+        if let Some((mut rec, app, client)) = self.record.take() {
+            rec.tx += self.sent;
+            rec.finish(&app.listener, &client);
+        }
+    }
 }
 
 impl BodyStream {
@@ -451,11 +554,12 @@ impl BodyStream {
                 // Bytes after the body: the connection is not reusable.
                 self.keep_target = false;
             }
-            if self.ex.wants_response_body() {
-                let end = self.done();
-                self.ex.response_body(&data, end);
+            let end = self.done();
+            if let Some(ex) = self.ex.as_mut().filter(|ex| ex.wants_response_body()) {
+                ex.response_body(&data, end);
             }
             if !data.is_empty() {
+                self.sent += data.len() as u64;
                 return Ok(Some(Bytes::from(data)));
             }
         }
@@ -474,7 +578,9 @@ impl BodyStream {
     fn finish(&mut self, clean: bool) {
         if let Some(target) = self.target.take() {
             if clean && self.keep_target {
-                upstream::put(self.ex.addr(), target);
+                if let Some(ex) = &self.ex {
+                    upstream::put(ex.addr(), target);
+                }
             }
         }
     }

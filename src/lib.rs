@@ -20,6 +20,8 @@ pub mod health;
 pub mod http1;
 mod http2;
 mod lifecycle;
+pub mod metrics;
+mod observe;
 mod reload;
 pub mod routing;
 pub mod rules;

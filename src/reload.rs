@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::{Config, ConfigError};
 use crate::discovery::DiscoveredTargets;
+use crate::metrics::ReloadStats;
 use crate::routing::{Routing, SharedRouting};
 use crate::settings::Protocol;
 use crate::tls::{CertResolver, TlsError};
@@ -52,6 +53,8 @@ pub struct Reloader {
     path: PathBuf,
     listeners: Vec<(SocketAddr, Protocol)>,
     pub routing: SharedRouting,
+    /// Reloads by result, for `GET /metrics`.
+    stats: Arc<ReloadStats>,
 }
 
 impl Reloader {
@@ -74,15 +77,28 @@ impl Reloader {
                 .map(|l| (l.addr, l.protocol))
                 .collect(),
             routing,
+            stats: Arc::default(),
         }
+    }
+
+    /// The reload counts.
+    pub fn stats(&self) -> Arc<ReloadStats> {
+        self.stats.clone()
     }
 
     /// Reads the config file and puts it in force; returns its summary, or why it
     /// was refused (the running config is then kept, and the refusal logged).
     pub fn reload(&self) -> Result<String, ReloadError> {
         let result = self.try_reload();
-        if let Err(e) = &result {
-            tracing::error!("reload refused, keeping the running config: {e}");
+        match &result {
+            Ok(_) => self.stats.record("success"),
+            Err(e) => {
+                tracing::error!("reload refused, keeping the running config: {e}");
+                self.stats.record(match e {
+                    ReloadError::Config(_) => "invalid_config",
+                    _ => "refused",
+                });
+            }
         }
         result
     }

@@ -11,10 +11,12 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 
+use crate::access_log::AccessLog;
 use crate::config::Config;
 use crate::discovery::{DiscoveredTargets, DiscoveryService, DiscoveryStatus};
 use crate::exchange::ListenerInfo;
 use crate::http1::Http1App;
+use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::routing::{Routing, SharedRouting};
 use crate::settings::Protocol;
@@ -154,14 +156,22 @@ impl Tether {
             &discovered.load(),
         )));
         crate::tls::install_provider();
+        let access_log: Option<Arc<AccessLog>> = None;
+        let mut listener_stats = Vec::new();
         let mut resolvers = Vec::new();
         for (i, (l, &addr)) in config.listeners.iter().zip(&bound).enumerate() {
             let tls13_only = l
                 .tls
                 .as_ref()
                 .is_some_and(|t| t.policy == crate::tls::SslPolicy::Tls13Only);
+            let mut listener = ListenerInfo::new(i, addr.port(), l.protocol);
+            listener.access_log = access_log.clone();
+            listener_stats.push((
+                Metrics::listener_label(l.protocol, addr.port()),
+                listener.stats.clone(),
+            ));
             let app = Http1App {
-                listener: ListenerInfo::new(i, addr.port(), l.protocol),
+                listener,
                 routing: routing.clone(),
                 client_header_timeout: config.load_balancer.client_header_timeout,
                 desync: config.load_balancer.desync_mitigation_mode,
@@ -183,12 +193,11 @@ impl Tether {
                 None => service.add_listener(endpoint),
                 Some(tls) => {
                     let store = CertStore::load(&tls.certificates).map_err(ServerError::Tls)?;
-                    let resolver = Arc::new(CertResolver::new(
-                        store,
-                        tls.certificates.clone(),
-                        tls.policy,
-                    ));
-                    let mut settings = TlsSettings::with_callbacks(Box::new(NoCallbacks))
+                    let resolver = Arc::new(
+                        CertResolver::new(store, tls.certificates.clone(), tls.policy)
+                            .counting_refusals(listener_stats.last().map(|(_, s)| s.clone())),
+                    );
+                    let mut settings = TlsSettings::with_callbacks(Box::new(KeepServerName))
                         .map_err(|e| ServerError::Engine(e.to_string()))?;
                     settings.set_cert_resolver(resolver.clone());
                     // HTTP/2 for clients that offer it (unless `http2_enabled` is
@@ -217,6 +226,14 @@ impl Tether {
         ));
         let reloader = Reloader::new(config, discovered.clone(), resolvers, routing.clone());
         let discovery_status = DiscoveryStatus::default();
+        let metrics = Metrics {
+            load_balancer: Arc::from(config.load_balancer.name.as_str()),
+            listeners: listener_stats,
+            routing: routing.clone(),
+            discovery: discovery_status.clone(),
+            reloads: reloader.stats(),
+            access_log: access_log.clone(),
+        };
         let mut admin = None;
         server.add_service(background_service(
             "shutdown",
@@ -235,6 +252,7 @@ impl Tether {
                 reloader.clone(),
                 listeners,
                 discovery_status.clone(),
+                metrics,
             )
             .map_err(|source| ServerError::Bind { addr, source })?;
             admin = Some(service.addr);
@@ -369,12 +387,24 @@ impl BackgroundService for SighupReload {
     }
 }
 
-/// No post-handshake work: pingora wants callbacks to build TLS settings with a
-/// resolver.
-struct NoCallbacks;
+/// After a handshake: keeps the client's SNI name with the connection (for the
+/// access log's `domain_name`).
+struct KeepServerName;
+
+/// The SNI name a TLS client sent, kept in pingora's TLS digest.
+#[derive(Debug)]
+pub struct ServerName(pub Box<str>);
 
 #[async_trait]
-impl pingora::listeners::TlsAccept for NoCallbacks {}
+impl pingora::listeners::TlsAccept for KeepServerName {
+    async fn handshake_complete_callback(
+        &self,
+        tls: &pingora::protocols::tls::TlsRef,
+    ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        let name = tls.server_name()?;
+        Some(Arc::new(ServerName(name.into())))
+    }
+}
 
 /// Reloads certificates when their files change (checked every two seconds); a
 /// file that fails to load keeps the running certificates and says why.

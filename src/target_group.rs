@@ -51,6 +51,8 @@ pub struct Target {
     closing: watch::Sender<bool>,
     /// Where the target comes from, when known (an ECS task ARN).
     label: Mutex<Option<String>>,
+    /// Its responses, connection errors and response times, for `GET /metrics`.
+    pub stats: crate::metrics::TargetStats,
 }
 
 impl Target {
@@ -68,6 +70,7 @@ impl Target {
             drain_deadline: AtomicU64::new(0),
             closing: watch::channel(false).0,
             label: Mutex::new(None),
+            stats: crate::metrics::TargetStats::default(),
         }
     }
 

@@ -254,6 +254,9 @@ pub struct CertResolver {
     store: ArcSwap<CertStore>,
     policy: SslPolicy,
     specs: ArcSwap<Vec<CertSpec>>,
+    /// Where hellos refused (no certificate, or no suite the policy allows) are
+    /// counted (ALB's `ClientTLSNegotiationErrorCount`).
+    refusals: Option<Arc<crate::metrics::ListenerStats>>,
 }
 
 impl CertResolver {
@@ -262,7 +265,21 @@ impl CertResolver {
             store: ArcSwap::from_pointee(store),
             policy,
             specs: ArcSwap::from_pointee(specs),
+            refusals: None,
         }
+    }
+
+    /// Counts refused hellos in `stats`.
+    pub fn counting_refusals(mut self, stats: Option<Arc<crate::metrics::ListenerStats>>) -> Self {
+        self.refusals = stats;
+        self
+    }
+
+    fn refuse(&self) -> Option<Arc<CertifiedKey>> {
+        if let Some(stats) = &self.refusals {
+            crate::metrics::ListenerStats::add(&stats.tls_negotiation_errors, 1);
+        }
+        None
     }
 
     pub fn specs(&self) -> Arc<Vec<CertSpec>> {
@@ -287,7 +304,7 @@ impl ResolvesServerCert for CertResolver {
                 .iter()
                 .any(|s| TLS13_SUITES.contains(s))
         {
-            return None;
+            return self.refuse();
         }
         let client_ecdsa = hello.signature_schemes().iter().any(|s| {
             matches!(
@@ -298,9 +315,10 @@ impl ResolvesServerCert for CertResolver {
             )
         });
         let store = self.store.load();
-        store
-            .choose(hello.server_name(), client_ecdsa)
-            .map(|c| c.key.clone())
+        match store.choose(hello.server_name(), client_ecdsa) {
+            Some(c) => Some(c.key.clone()),
+            None => self.refuse(),
+        }
     }
 }
 

@@ -267,6 +267,7 @@ targets = ["127.0.0.1:9003"]
             last_error: Some("ListTasks: ThrottlingException".into()),
             failures: 2,
             targets: 1,
+            ..PollStatus::default()
         };
         let s = snapshot("edge", &routing, &[], &[("blue".into(), poll)], at(3500));
         assert_eq!(

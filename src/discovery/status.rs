@@ -22,6 +22,9 @@ pub struct PollStatus {
     pub failures: u32,
     /// Targets in the last good answer (draining ones included).
     pub targets: usize,
+    /// Polls since start, and how many of them failed (for `GET /metrics`).
+    pub polls: u64,
+    pub poll_failures: u64,
 }
 
 /// Every discovering group's [`PollStatus`], shared by the poll loops and the admin
@@ -39,6 +42,7 @@ impl DiscoveryStatus {
         s.failing_since = None;
         s.failures = 0;
         s.targets = targets;
+        s.polls += 1;
     }
 
     /// A poll of `group` failed at `now` with `error`.
@@ -49,6 +53,8 @@ impl DiscoveryStatus {
         s.failing_since.get_or_insert(now);
         s.last_error = Some(error.to_string());
         s.failures = s.failures.saturating_add(1);
+        s.polls += 1;
+        s.poll_failures += 1;
     }
 
     /// Every group's status, by group name.

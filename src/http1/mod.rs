@@ -20,15 +20,19 @@ use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncWriteExt};
 
+use crate::access_log::Kind;
 use crate::exchange::{
     self, Decision, Exchange, Failure, LbResponse, ListenerInfo, RequestHead, Retry,
 };
 use crate::forwarded::{self, ForwardedFor};
 use crate::headers::Headers;
+use crate::metrics::{ConnectionGuard, ListenerStats};
+use crate::observe::{self, Detail, Record};
 use crate::routing::{Routing, SharedRouting};
 use crate::settings::{DesyncMode, ListenerHeaders};
 use crate::tls_session::TlsSession;
 use parse::{Framing, Verdict};
+use relay::Counted;
 use upstream::TargetConn;
 
 /// One listener's engine settings.
@@ -43,7 +47,7 @@ pub struct Http1App {
 }
 
 /// What the engines know of a client connection.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ClientConn {
     /// The socket peer (unknown for a Unix socket client).
     pub ip: Option<IpAddr>,
@@ -51,20 +55,33 @@ pub struct ClientConn {
     pub port: u16,
     /// The TLS session of an HTTPS connection, in OpenSSL's names.
     pub tls: Option<TlsSession>,
+    /// The SNI name the TLS client sent.
+    pub server_name: Option<Arc<str>>,
 }
 
 impl ClientConn {
+    /// The client's address, when known.
+    pub fn addr(&self) -> Option<std::net::SocketAddr> {
+        self.ip.map(|ip| std::net::SocketAddr::new(ip, self.port))
+    }
+
     fn of(stream: &Stream) -> ClientConn {
         let peer = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied());
-        let tls = stream
-            .get_ssl_digest()
+        let digest = stream.get_ssl_digest();
+        let tls = digest
+            .as_ref()
             .and_then(|d| TlsSession::from_rustls(&d.version, &d.cipher));
+        let server_name = digest
+            .as_ref()
+            .and_then(|d| d.extension.get::<crate::server::ServerName>())
+            .map(|n| Arc::from(&*n.0));
         ClientConn {
             ip: peer.map(|a| a.ip()),
             port: peer.map_or(0, |a| a.port()),
             tls,
+            server_name,
         }
     }
 }
@@ -76,11 +93,14 @@ impl ServerApp for Http1App {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let stats = &self.listener.stats;
         if self.tls13_only && !negotiated_tls13(&stream) {
             // The certificate resolver refuses hellos without TLS 1.3 suites; a client
             // that offered them but still settled on TLS 1.2 is closed here, unserved.
+            ListenerStats::add(&stats.tls_negotiation_errors, 1);
             return None;
         }
+        let guard = stats.connection_opened();
         let client = ClientConn::of(&stream);
         // ALB's client keep-alive runs from the connection's start.
         let keep_alive = self.routing.load().client_keep_alive;
@@ -90,7 +110,9 @@ impl ServerApp for Http1App {
         }
         let mut conn = Conn {
             app: self,
-            io: stream,
+            io: Counted::new(stream),
+            counted: (0, 0),
+            head_started: None,
             buf: Vec::new(),
             client,
             keep_alive_until: Instant::now() + keep_alive,
@@ -101,7 +123,7 @@ impl ServerApp for Http1App {
             // A websocket: its own small task from here on, so that the connection's
             // larger state (sized for parsing and forwarding) is freed.
             let Conn { io, timer, .. } = conn;
-            tokio::spawn(tunnel.run(io, timer));
+            tokio::spawn(tunnel.run(self.clone(), io, timer, guard));
         }
         None
     }
@@ -113,14 +135,28 @@ struct Tunnel {
     /// Kept for its life: it counts the websocket on its target, and forgets its
     /// Socket.IO sid when it ends.
     ex: Box<Exchange>,
+    /// The upgrade request, logged when the websocket closes (as ALB does).
+    record: Box<Record>,
+    client: ClientConn,
 }
 
 impl Tunnel {
-    async fn run(mut self, mut io: Stream, mut timer: relay::Timer) {
+    async fn run(
+        mut self,
+        app: Arc<Http1App>,
+        mut io: Counted<Stream>,
+        mut timer: relay::Timer,
+        _guard: ConnectionGuard,
+    ) {
         let idle = self.ex.idle_timeout();
         let closing = self.ex.closing();
+        let (read, written) = (io.read, io.written);
         let end = relay::tunnel(&mut io, &mut self.target, idle, &mut timer, closing).await;
         tracing::debug!("websocket to {} ended: {end:?}", self.ex.addr());
+        let mut record = *self.record;
+        record.rx += io.read - read;
+        record.tx += io.written - written;
+        record.finish(&app.listener, &self.client);
     }
 }
 
@@ -131,6 +167,8 @@ enum Next {
     Close,
     /// Relay the websocket.
     Tunnel(Box<Tunnel>),
+    /// The target answered 101: [`Conn::forward`] makes the tunnel.
+    Upgraded(TargetConn),
 }
 
 fn negotiated_tls13(stream: &Stream) -> bool {
@@ -173,6 +211,21 @@ impl Http1App {
             headers.get(forwarded::X_AMZN_TRACE_ID),
         );
         out.extend_from_slice(b"\r\n");
+    }
+
+    /// The access log's request field, as ALB writes it:
+    /// `METHOD scheme://host:port/path?query HTTP/version`.
+    pub(crate) fn request_line(
+        &self,
+        method: &str,
+        host: Option<&str>,
+        target: &str,
+        version: &str,
+    ) -> String {
+        let scheme = self.listener.protocol.as_str().to_ascii_lowercase();
+        let host = host.map_or("-", without_port);
+        let port = self.listener.port;
+        format!("{method} {scheme}://{host}:{port}{target} HTTP/{version}")
     }
 
     /// Writes the `Host` line sent to a target: `value` as it is with
@@ -235,6 +288,13 @@ pub struct Prepared {
     pub decision: Decision,
     /// The head to send to the target (forwards only).
     pub upstream_head: Vec<u8>,
+    pub plan: Plan,
+    /// What the access log wants of the request (when it is on).
+    detail: Option<Box<Detail>>,
+}
+
+/// How a prepared request is carried.
+pub struct Plan {
     pub body: Framing,
     /// The client wants the connection kept after this exchange.
     keep_alive: bool,
@@ -283,7 +343,11 @@ pub fn prepare(app: &Http1App, head: &[u8], client: &ClientConn) -> Result<Prepa
     let http10 = version == 0;
 
     // Desync classes, with ALB's action table.
-    let tier = parse::desync_tier(head, method, target, http10, headers);
+    let (tier, reason) = parse::desync_class(head, method, target, http10, headers);
+    let class = parse::tier_name(tier).map(|tier| (tier, reason));
+    if class.is_some() {
+        ListenerStats::add(&app.listener.stats.desync_non_compliant, 1);
+    }
     let mut close_after = match parse::desync_verdict(app.desync, tier) {
         Verdict::Pass => false,
         Verdict::PassThenClose => true,
@@ -344,6 +408,17 @@ pub fn prepare(app: &Http1App, head: &[u8], client: &ClientConn) -> Result<Prepa
         },
     );
 
+    let mut detail = app.listener.access_log.as_ref().map(|_| {
+        Box::new(Detail {
+            request: Some(
+                app.request_line(method, host, origin, if http10 { "1.0" } else { "1.1" })
+                    .into(),
+            ),
+            user_agent: headers.get_str("user-agent").map(Box::from),
+            trace_id: None,
+            classification: class,
+        })
+    });
     let mut upstream_head = Vec::new();
     if let Decision::Forward(ex) = &decision {
         upstream_head.reserve(len + 256);
@@ -419,25 +494,35 @@ pub fn prepare(app: &Http1App, head: &[u8], client: &ClientConn) -> Result<Prepa
             upstream_head.extend_from_slice(b"connection: upgrade\r\n");
         }
         app.end_upstream_head(&mut upstream_head, client, headers, &routing);
+        if let Some(d) = detail.as_mut() {
+            d.trace_id = forwarded::sent_trace_id(&upstream_head).map(Box::from);
+        }
     }
     Ok(Prepared {
         decision,
         upstream_head,
-        body,
-        keep_alive,
-        close_after,
-        head_request: method == "HEAD",
-        idempotent: exchange::is_idempotent(method),
-        expect_continue,
-        upgrade,
-        http10,
+        detail,
+        plan: Plan {
+            body,
+            keep_alive,
+            close_after,
+            head_request: method == "HEAD",
+            idempotent: exchange::is_idempotent(method),
+            expect_continue,
+            upgrade,
+            http10,
+        },
     })
 }
 
 /// One client connection.
 struct Conn<'a> {
     app: &'a Arc<Http1App>,
-    io: Stream,
+    io: Counted<Stream>,
+    /// The stream's byte counts when the current request began.
+    counted: (u64, u64),
+    /// When the first byte of the request head being read came.
+    head_started: Option<Instant>,
     /// Bytes read from the client and not yet used (the next pipelined request).
     buf: Vec<u8>,
     client: ClientConn,
@@ -456,43 +541,61 @@ impl Conn<'_> {
                 Ok(n) => n,
                 Err(Refused::Close) => return None,
                 Err(Refused::Status(status)) => {
-                    let _ = self.respond(&LbResponse::error(status), false, false).await;
+                    let mut rec = self.record();
+                    let _ = self
+                        .respond(&mut rec, &LbResponse::error(status), false, false)
+                        .await;
+                    self.finish(rec);
                     return None;
                 }
             };
-            let mut prepared = match self.prepare(head_len) {
+            let mut rec = self.record();
+            let prepared = match self.prepare(head_len) {
                 Ok(p) => p,
                 Err(status) => {
-                    let _ = self.respond(&LbResponse::error(status), false, false).await;
+                    let _ = self
+                        .respond(&mut rec, &LbResponse::error(status), false, false)
+                        .await;
+                    self.finish(rec);
                     return None;
                 }
             };
             self.buf.drain(..head_len);
+            let Prepared {
+                decision,
+                upstream_head,
+                mut plan,
+                detail,
+            } = prepared;
+            rec.detail = detail;
             if Instant::now() >= self.keep_alive_until || *self.shutdown.borrow() {
                 // The connection has been kept as long as ALB keeps one, or the
                 // server is stopping (an upgrade's new process takes the next
                 // connection): this request is served, and its response says
                 // `Connection: close` and closes the connection.
-                prepared.keep_alive = false;
+                plan.keep_alive = false;
             }
-            let keep = match prepared.decision {
-                Decision::Respond(ref resp) => {
+            let keep = match decision {
+                Decision::Respond(resp) => {
                     // A body the client sent along is not read: close after answering.
-                    let keep = prepared.keep_alive
-                        && !prepared.close_after
+                    let keep = plan.keep_alive
+                        && !plan.close_after
                         && !resp.close
-                        && prepared.body == Framing::None;
+                        && plan.body == Framing::None;
                     let sent = self
-                        .respond(resp, prepared.head_request, !keep || prepared.http10)
+                        .respond(&mut rec, &resp, plan.head_request, !keep || plan.http10)
                         .await;
                     keep && sent.is_ok()
                 }
-                Decision::Forward(_) => match self.forward(prepared).await {
-                    Next::Request => true,
-                    Next::Close => false,
-                    Next::Tunnel(t) => return Some(t),
-                },
+                Decision::Forward(ex) => {
+                    match self.forward(ex, upstream_head, plan, &mut rec).await {
+                        Next::Request => true,
+                        Next::Close | Next::Upgraded(_) => false,
+                        Next::Tunnel(t) => return Some(t),
+                    }
+                }
             };
+            self.finish(rec);
             // A stop that came after the response said keep-alive closes the
             // connection only after the next response, which says so: closing now
             // would race the client's next request.
@@ -506,11 +609,31 @@ impl Conn<'_> {
         }
     }
 
+    /// A record for the request whose head was just read.
+    fn record(&mut self) -> Record {
+        let now = Instant::now();
+        let started = self.head_started.take().unwrap_or(now);
+        let kind = match self.app.listener.protocol {
+            crate::settings::Protocol::Http => Kind::Http,
+            crate::settings::Protocol::Https => Kind::Https,
+        };
+        Record::new(kind, observe::wall_clock_before(started.elapsed()), now, 0)
+    }
+
+    /// The request is over: its bytes, its counts and its log line.
+    fn finish(&mut self, mut rec: Record) {
+        rec.rx += self.io.read - self.counted.0;
+        rec.tx += self.io.written - self.counted.1;
+        self.counted = (self.io.read, self.io.written);
+        rec.finish(&self.app.listener, &self.client);
+    }
+
     /// Reads until `buf` holds a whole request head; returns its length. The header
     /// timeout runs from the head's first byte; before it, the idle timeout.
     async fn read_head(&mut self) -> Result<usize, Refused> {
         let idle = self.app.routing.load().idle_timeout;
         let mut started = (!self.buf.is_empty()).then(Instant::now);
+        self.head_started = started;
         let mut scanned = 0;
         loop {
             if !self.buf.is_empty() {
@@ -546,7 +669,10 @@ impl Conn<'_> {
             match read {
                 Ok(0) | Err(_) => return Err(Refused::Close),
                 Ok(_) => {
-                    started.get_or_insert_with(Instant::now);
+                    if started.is_none() {
+                        started = Some(Instant::now());
+                        self.head_started = started;
+                    }
                 }
             }
         }
@@ -559,10 +685,12 @@ impl Conn<'_> {
     /// Writes one of tether's own responses.
     async fn respond(
         &mut self,
+        rec: &mut Record,
         resp: &LbResponse,
         head_only: bool,
         close: bool,
     ) -> std::io::Result<()> {
+        rec.responded(&self.app.listener.stats, resp);
         let routing = self.app.routing.load();
         let listener = routing.headers(self.app.listener.index);
         let out = lb_response_bytes(resp, head_only, close || resp.close, listener);
@@ -572,20 +700,62 @@ impl Conn<'_> {
 
     /// Forwards a request and relays its response; returns whether the client
     /// connection may carry another request.
-    async fn forward(&mut self, p: Prepared) -> Next {
-        let Decision::Forward(mut ex) = p.decision else {
-            return Next::Close;
-        };
+    async fn forward(
+        &mut self,
+        mut ex: Box<Exchange>,
+        upstream_head: Vec<u8>,
+        p: Plan,
+        rec: &mut Record,
+    ) -> Next {
+        let next = self.exchange(&mut ex, upstream_head, p, rec).await;
+        rec.forwarded(&ex, self.app.listener.access_log.is_some());
+        match next {
+            Next::Upgraded(target) => {
+                let kind = if rec.kind == Kind::Https {
+                    Kind::Wss
+                } else {
+                    Kind::Ws
+                };
+                let mut record = Box::new(std::mem::replace(
+                    rec,
+                    Record::new(kind, rec.created, rec.received, 0),
+                ));
+                record.kind = kind;
+                // The upgrade's own bytes so far; the relay's are added at its end.
+                record.rx += self.io.read - self.counted.0;
+                record.tx += self.io.written - self.counted.1;
+                self.counted = (self.io.read, self.io.written);
+                Next::Tunnel(Box::new(Tunnel {
+                    target,
+                    ex,
+                    record,
+                    client: self.client.clone(),
+                }))
+            }
+            next => next,
+        }
+    }
+
+    /// [`Conn::forward`]'s exchange with the target.
+    async fn exchange(
+        &mut self,
+        ex: &mut Exchange,
+        upstream_head: Vec<u8>,
+        p: Plan,
+        rec: &mut Record,
+    ) -> Next {
         let mut keep = p.keep_alive && !p.close_after && !(p.http10 && p.upgrade);
         let idle = ex.idle_timeout();
 
         // The request bytes at hand: its head and whatever of its body came with it.
-        let mut out = p.upstream_head;
+        let mut out = upstream_head;
         let mut body = BodyState::new(p.body);
         match body.take(&mut self.buf, &mut out) {
             Ok(()) => {}
             Err(()) => {
-                let _ = self.respond(&LbResponse::error(400), false, true).await;
+                let _ = self
+                    .respond(rec, &LbResponse::error(400), false, true)
+                    .await;
                 return Next::Close;
             }
         }
@@ -594,32 +764,37 @@ impl Conn<'_> {
         // Connect (or reuse) and send, retrying as the core allows.
         let mut fresh_only = false;
         let (mut target, head) = loop {
-            let (mut target, reused) = match connect_target(&mut ex, fresh_only).await {
+            let (mut target, reused) = match connect_target(ex, fresh_only).await {
                 Ok(c) => c,
-                Err(failure) => return self.fail(failure, false).await,
+                Err(failure) => return self.fail(rec, failure, false).await,
             };
             if target.write_all(&out).await.is_err() {
                 // The target refused the bytes: it has closed the connection.
                 match ex.reset_before_response(reused, replayable, p.idempotent) {
-                    Retry::No => return self.fail(Failure::TargetClosed, false).await,
+                    Retry::No => return self.fail(rec, Failure::TargetClosed, false).await,
                     retry => {
                         fresh_only = retry == Retry::SameTarget;
                         continue;
                     }
                 }
             }
+            ex.request_sent();
+            rec.dispatched = Some(Instant::now());
             // Expect: 100-continue: the target's answer first, then the body.
             if !body.is_done() && !p.expect_continue {
                 match self.upload(&mut target, &mut body, idle).await {
                     Ok(()) => {}
-                    Err(UploadError::Client(f)) => return self.fail(f, false).await,
+                    Err(UploadError::Client(f)) => return self.fail(rec, f, false).await,
                     // The target stopped reading: its response may say why.
                     Err(UploadError::Target) => keep = false,
                 }
             }
             let mut rbuf = Vec::new();
             match read_response_head(&mut target, &mut rbuf, &mut self.timer, idle).await {
-                Ok(head) => break (target, (head, rbuf)),
+                Ok(head) => {
+                    rec.answered = Some(Instant::now());
+                    break (target, (head, rbuf));
+                }
                 Err(f @ (Failure::TargetClosed | Failure::TargetReset)) if rbuf.is_empty() => {
                     let retry = if f == Failure::TargetReset {
                         ex.reset_before_response(reused, replayable, p.idempotent)
@@ -627,14 +802,14 @@ impl Conn<'_> {
                         ex.closed_before_response(reused, replayable, p.idempotent)
                     };
                     match retry {
-                        Retry::No => return self.fail(f, false).await,
+                        Retry::No => return self.fail(rec, f, false).await,
                         retry => {
                             fresh_only = retry == Retry::SameTarget;
                             continue;
                         }
                     }
                 }
-                Err(f) => return self.fail(f, false).await,
+                Err(f) => return self.fail(rec, f, false).await,
             }
         };
         let (mut head_len, mut rbuf) = head;
@@ -644,7 +819,7 @@ impl Conn<'_> {
         loop {
             let status = match response_status(&rbuf[..head_len]) {
                 Some(s) => s,
-                None => return self.fail(Failure::BadResponse, wrote_any).await,
+                None => return self.fail(rec, Failure::BadResponse, wrote_any).await,
             };
             if !(100..200).contains(&status) || status == 101 {
                 break;
@@ -658,7 +833,7 @@ impl Conn<'_> {
             if status == 100 && !body.is_done() {
                 match self.upload(&mut target, &mut body, idle).await {
                     Ok(()) => {}
-                    Err(UploadError::Client(f)) => return self.fail(f, true).await,
+                    Err(UploadError::Client(f)) => return self.fail(rec, f, true).await,
                     Err(UploadError::Target) => keep = false,
                 }
             }
@@ -667,7 +842,7 @@ impl Conn<'_> {
                 None => {
                     match read_response_head(&mut target, &mut rbuf, &mut self.timer, idle).await {
                         Ok(end) => head_len = end,
-                        Err(f) => return self.fail(f, true).await,
+                        Err(f) => return self.fail(rec, f, true).await,
                     }
                 }
             }
@@ -680,7 +855,7 @@ impl Conn<'_> {
 
         let listener = self.app.listener.index;
         let resp = match response_head(
-            &ex,
+            ex,
             listener,
             &rbuf[..head_len],
             p.head_request,
@@ -688,7 +863,7 @@ impl Conn<'_> {
             p.http10,
         ) {
             Ok(r) => r,
-            Err(()) => return self.fail(Failure::BadResponse, wrote_any).await,
+            Err(()) => return self.fail(rec, Failure::BadResponse, wrote_any).await,
         };
         ex.response_started(resp.status);
         keep &= resp.keep_client;
@@ -697,7 +872,7 @@ impl Conn<'_> {
 
         if resp.status == 101 {
             if !p.upgrade {
-                return self.fail(Failure::BadResponse, wrote_any).await;
+                return self.fail(rec, Failure::BadResponse, wrote_any).await;
             }
             // The websocket: what either side sent early goes first, then the relay.
             client_head.extend_from_slice(&rest);
@@ -711,14 +886,14 @@ impl Conn<'_> {
                     return Next::Close;
                 }
             }
-            return Next::Tunnel(Box::new(Tunnel { target, ex }));
+            return Next::Upgraded(target);
         }
 
         // The body, in the target's framing.
         let mut framing = ResponseBody::new(resp.framing);
-        let (used, complete) = match framing.feed(&rest, &mut ex) {
+        let (used, complete) = match framing.feed(&rest, ex) {
             Ok(x) => x,
-            Err(()) => return self.fail(Failure::BadResponse, wrote_any).await,
+            Err(()) => return self.fail(rec, Failure::BadResponse, wrote_any).await,
         };
         client_head.extend_from_slice(&rest[..used]);
         let mut target_reusable = resp.keep_target && used == rest.len() && !p.close_after;
@@ -726,10 +901,7 @@ impl Conn<'_> {
             return Next::Close;
         }
         if !complete {
-            match self
-                .download(&mut target, &mut framing, &mut ex, idle)
-                .await
-            {
+            match self.download(&mut target, &mut framing, ex, idle).await {
                 Ok(clean) => target_reusable &= clean,
                 Err(Failure::ClientClosed) => return Next::Close,
                 // Part of the response is out: nothing to do but close.
@@ -745,7 +917,6 @@ impl Conn<'_> {
         if target_reusable && body.is_done() && resp.framing != Framing::Close {
             upstream::put(ex.addr(), target);
         }
-        drop(ex);
         if !keep {
             let _ = self.io.shutdown().await;
             return Next::Close;
@@ -822,10 +993,13 @@ impl Conn<'_> {
 
     /// Ends an exchange that failed: ALB's status to the client when nothing of the
     /// response was sent yet, then the connection is closed.
-    async fn fail(&mut self, failure: Failure, wrote_any: bool) -> Next {
+    async fn fail(&mut self, rec: &mut Record, failure: Failure, wrote_any: bool) -> Next {
         tracing::debug!("request failed: {failure:?}");
+        rec.error_reason = Some(observe::error_reason(failure));
         if let (Some(status), false) = (failure.status(), wrote_any) {
-            let _ = self.respond(&LbResponse::error(status), false, true).await;
+            let _ = self
+                .respond(rec, &LbResponse::error(status), false, true)
+                .await;
         }
         let _ = self.io.shutdown().await;
         Next::Close
@@ -1138,6 +1312,19 @@ pub(crate) fn lb_response_bytes(
     out
 }
 
+/// A Host value without its port (`[::1]:80` → `[::1]`, `a.test:80` → `a.test`).
+fn without_port(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((name, port))
+            if port.bytes().all(|b| b.is_ascii_digit())
+                && (name.ends_with(']') || !name.contains(':')) =>
+        {
+            name
+        }
+        _ => host,
+    }
+}
+
 /// Lets the HTTP/2 engine reach targets the same way.
 pub(crate) use relay::read_into;
 
@@ -1168,7 +1355,9 @@ mod tests {
         let (_tx, rx) = tokio::sync::watch::channel(false);
         let mut conn = Conn {
             app: &app,
-            io: stream,
+            io: Counted::new(stream),
+            counted: (0, 0),
+            head_started: None,
             buf: Vec::new(),
             client: ClientConn::default(),
             keep_alive_until: Instant::now(),

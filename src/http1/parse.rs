@@ -313,6 +313,18 @@ pub fn desync_tier(
     http10: bool,
     headers: Headers<'_>,
 ) -> http_desync_guardian::RequestSafetyTier {
+    desync_class(head, method, target, http10, headers).0
+}
+
+/// The desync class of a request and its reason, in ALB's names (the access log's
+/// `classification_reason`).
+pub fn desync_class(
+    head: &[u8],
+    method: &str,
+    target: &str,
+    http10: bool,
+    headers: Headers<'_>,
+) -> (http_desync_guardian::RequestSafetyTier, &'static str) {
     use http_desync_guardian::request_analyzer::{HttpHeader, HttpRequestData};
     use http_desync_guardian::RequestSafetyTier as T;
     let mut request = HttpRequestData {
@@ -324,11 +336,55 @@ pub fn desync_tier(
             .map(|h| HttpHeader::new(h.name.as_bytes(), h.value))
             .collect(),
     };
-    let tier = request.analyze_parsed_request().tier;
-    if tier < T::Acceptable && has_bare_lf(head) {
-        return T::Acceptable;
+    let analysis = request.analyze_parsed_request();
+    if analysis.tier < T::Acceptable && has_bare_lf(head) {
+        return (T::Acceptable, "NonCrLfLineTermination");
     }
-    tier
+    (analysis.tier, reason_name(analysis.reason))
+}
+
+/// A classification reason's name, as ALB's access log writes it.
+fn reason_name(reason: http_desync_guardian::ClassificationReason) -> &'static str {
+    use http_desync_guardian::ClassificationReason as R;
+    match reason {
+        R::Compliant => "Compliant",
+        R::EmptyHeader => "EmptyHeader",
+        R::SuspiciousHeader => "SuspiciousHeader",
+        R::NonCompliantHeader => "NonCompliantHeader",
+        R::BadHeader => "BadHeader",
+        R::AmbiguousUri => "AmbiguousUri",
+        R::SpaceInUri => "SpaceInUri",
+        R::BadUri => "BadUri",
+        R::NonCompliantVersion => "NonCompliantVersion",
+        R::BadVersion => "BadVersion",
+        R::GetHeadZeroContentLength => "GetHeadZeroContentLength",
+        R::UndefinedContentLengthSemantics => "UndefinedContentLengthSemantics",
+        R::MultipleContentLength => "MultipleContentLength",
+        R::DuplicateContentLength => "DuplicateContentLength",
+        R::BadContentLength => "BadContentLength",
+        R::UndefinedTransferEncodingSemantics => "UndefinedTransferEncodingSemantics",
+        R::MultipleTransferEncodingChunked => "MultipleTransferEncodingChunked",
+        R::BadTransferEncoding => "BadTransferEncoding",
+        R::BothTeClPresent => "BothTeClPresent",
+        R::BadMethod => "BadMethod",
+        R::NonCrLfLineTermination => "NonCrLfLineTermination",
+        R::MultilineHeader => "MultilineHeader",
+        R::PartialHeaderLine => "PartialHeaderLine",
+        R::MissingLastEmptyLine => "MissingLastEmptyLine",
+        R::MissingHeaderColon => "MissingHeaderColon",
+        R::MissingUri => "MissingUri",
+    }
+}
+
+/// A non-compliant tier's name, as ALB's access log writes it.
+pub fn tier_name(tier: http_desync_guardian::RequestSafetyTier) -> Option<&'static str> {
+    use http_desync_guardian::RequestSafetyTier as T;
+    match tier {
+        T::Compliant => None,
+        T::Acceptable => Some("Acceptable"),
+        T::Ambiguous => Some("Ambiguous"),
+        T::Severe => Some("Severe"),
+    }
 }
 
 /// Whether a head ends a line with LF alone.

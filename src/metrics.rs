@@ -1,0 +1,485 @@
+//! tether's metrics, named after ALB's CloudWatch metrics, for `GET /metrics`.
+//!
+//! The data path only adds to atomics it already holds: a listener's counters in its
+//! [`ListenerStats`] (reached from the engine's `ListenerInfo`), a target's in its
+//! [`TargetStats`] (reached from the exchange's target). Nothing on the data path
+//! looks a metric up by its labels. A scrape walks the routing snapshot and encodes
+//! what it finds with `prometheus-client`'s Prometheus text encoder, so a target
+//! that leaves its group leaves the exposition with it, and gauges (healthy hosts,
+//! open websockets, Socket.IO sessions) are read as they are at that moment.
+//!
+//! Names are CloudWatch's in Prometheus style with a `tether_` prefix
+//! (`HTTPCode_ELB_5XX_Count` → `tether_httpcode_elb_5xx_count_total`); the HELP
+//! text starts with the CloudWatch name. Labels are CloudWatch's dimensions:
+//! `load_balancer` everywhere, `listener` (`HTTP:80`) for what the load balancer
+//! counts, `target_group` and `target` (`ip:port`) for what targets do.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::access_log::AccessLog;
+use crate::discovery::DiscoveryStatus;
+use crate::health::State;
+use crate::routing::SharedRouting;
+use crate::settings::Protocol;
+use crate::target_group::{Target, TargetGroup};
+
+/// What the load balancer counts for one listener.
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    /// Requests the load balancer decided (answered itself or forwarded).
+    pub requests: AtomicU64,
+    pub new_connections: AtomicU64,
+    pub active_connections: AtomicI64,
+    pub rejected_connections: AtomicU64,
+    /// Bytes from and to clients, heads and bodies.
+    pub processed_bytes: AtomicU64,
+    /// The load balancer's own responses, by class (3XX, 4XX, 5XX) and for 502–504.
+    elb: [AtomicU64; 3],
+    elb_5xx: [AtomicU64; 3],
+    pub fixed_responses: AtomicU64,
+    pub redirects: AtomicU64,
+    pub tls_negotiation_errors: AtomicU64,
+    pub desync_non_compliant: AtomicU64,
+    /// Requests to a sticky group that could not use a pin and got a new target.
+    pub non_sticky: AtomicU64,
+}
+
+impl ListenerStats {
+    /// A client connection opened: counted until the guard drops.
+    pub fn connection_opened(self: &Arc<Self>) -> ConnectionGuard {
+        self.new_connections.fetch_add(1, Ordering::Relaxed);
+        self.active_connections.fetch_add(1, Ordering::Relaxed);
+        ConnectionGuard(self.clone())
+    }
+
+    /// A response of the load balancer's own (an error, a fixed response or a
+    /// redirect) with `status`.
+    pub fn lb_response(&self, status: u16) {
+        if let Some(c) = (status / 100)
+            .checked_sub(3)
+            .and_then(|i| self.elb.get(i as usize))
+        {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(c) = status
+            .checked_sub(502)
+            .and_then(|i| self.elb_5xx.get(i as usize))
+        {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Counts a client connection as active while it lives.
+#[derive(Debug)]
+pub struct ConnectionGuard(Arc<ListenerStats>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.active_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What one target's requests did. Kept with the target across reloads.
+#[derive(Debug, Default)]
+pub struct TargetStats {
+    /// Responses from the target by class: 2XX, 3XX, 4XX, 5XX.
+    codes: [AtomicU64; 4],
+    pub connection_errors: AtomicU64,
+    pub response_time: Histogram,
+}
+
+impl TargetStats {
+    /// The target answered `status` `elapsed` after the request was sent.
+    pub fn responded(&self, status: u16, elapsed: Duration) {
+        if let Some(c) = (status / 100)
+            .checked_sub(2)
+            .and_then(|i| self.codes.get(i as usize))
+        {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        self.response_time.observe(elapsed);
+    }
+
+    pub fn connection_error(&self) {
+        self.connection_errors.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Bucket bounds of `TargetResponseTime`, in seconds.
+pub const BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
+];
+
+/// A histogram of durations on atomics: one add to a bucket and one to the sum per
+/// observation, no lock.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative), the last one past every bound.
+    counts: [AtomicU64; BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = BUCKETS.partition_point(|&b| b < secs);
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(
+            d.as_micros().min(u64::MAX as u128) as u64,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The sum in seconds, the count, and the cumulative buckets (`+Inf` last).
+    pub fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let mut total = 0;
+        let mut buckets = Vec::with_capacity(BUCKETS.len() + 1);
+        for (i, c) in self.counts.iter().enumerate() {
+            total += c.load(Ordering::Relaxed);
+            buckets.push((BUCKETS.get(i).copied().unwrap_or(f64::INFINITY), total));
+        }
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        (sum, total, buckets)
+    }
+}
+
+/// Outcomes of config reloads (admin API and SIGHUP), by result.
+#[derive(Debug, Default)]
+pub struct ReloadStats {
+    counts: [AtomicU64; RELOAD_RESULTS.len()],
+}
+
+/// The `result` label values of `tether_config_reloads_total`.
+pub const RELOAD_RESULTS: [&str; 3] = ["success", "invalid_config", "refused"];
+
+impl ReloadStats {
+    /// Counts a reload with result `RELOAD_RESULTS[i]`.
+    pub fn record(&self, result: &str) {
+        if let Some(i) = RELOAD_RESULTS.iter().position(|r| *r == result) {
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Everything `GET /metrics` shows.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    pub load_balancer: Arc<str>,
+    /// Each listener's label (`HTTP:80`) and counters, in config order.
+    pub listeners: Vec<(String, Arc<ListenerStats>)>,
+    pub routing: SharedRouting,
+    pub discovery: DiscoveryStatus,
+    pub reloads: Arc<ReloadStats>,
+    pub access_log: Option<Arc<AccessLog>>,
+}
+
+impl Metrics {
+    /// The listener label: protocol and port, as ALB names a listener.
+    pub fn listener_label(protocol: Protocol, port: u16) -> String {
+        format!("{}:{port}", protocol.as_str())
+    }
+
+    /// The exposition, in Prometheus's text format (version 0.0.4).
+    pub fn render(&self) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(self.clone()));
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry) {
+            tracing::error!("metrics encoding failed: {e}");
+        }
+        out
+    }
+}
+
+/// The content type of [`Metrics::render`].
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+type Labels = Vec<(&'static str, Cow<'static, str>)>;
+
+/// One metric family under construction: its samples, then encoded at once.
+struct Family<T> {
+    name: &'static str,
+    help: &'static str,
+    samples: Vec<(Labels, T)>,
+}
+
+impl<T> Family<T> {
+    fn new(name: &'static str, help: &'static str) -> Self {
+        Family {
+            name,
+            help,
+            samples: Vec::new(),
+        }
+    }
+}
+
+fn encode_counters(
+    encoder: &mut DescriptorEncoder<'_>,
+    family: Family<u64>,
+) -> Result<(), fmt::Error> {
+    let mut metric =
+        encoder.encode_descriptor(family.name, family.help, None, MetricType::Counter)?;
+    for (labels, v) in &family.samples {
+        ConstCounter::new(*v).encode(metric.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn encode_gauges(
+    encoder: &mut DescriptorEncoder<'_>,
+    family: Family<i64>,
+) -> Result<(), fmt::Error> {
+    let mut metric =
+        encoder.encode_descriptor(family.name, family.help, None, MetricType::Gauge)?;
+    for (labels, v) in &family.samples {
+        ConstGauge::new(*v).encode(metric.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn load(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+impl Metrics {
+    fn lb(&self) -> Labels {
+        vec![("load_balancer", Cow::Owned(self.load_balancer.to_string()))]
+    }
+
+    fn listener_families(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
+        type Get = fn(&ListenerStats) -> u64;
+        let counters: [(&'static str, &'static str, Get); 15] = [
+            ("tether_request_count", "RequestCount: requests the load balancer answered or forwarded.", |s| load(&s.requests)),
+            ("tether_new_connection_count", "NewConnectionCount: client connections opened.", |s| load(&s.new_connections)),
+            ("tether_rejected_connection_count", "RejectedConnectionCount: client connections refused (tether sets no connection limit, so this stays 0).", |s| load(&s.rejected_connections)),
+            ("tether_processed_bytes", "ProcessedBytes: bytes from and to clients (heads and bodies, websocket frames included).", |s| load(&s.processed_bytes)),
+            ("tether_httpcode_elb_3xx_count", "HTTPCode_ELB_3XX_Count: 3XX responses of the load balancer's own (redirects).", |s| load(&s.elb[0])),
+            ("tether_httpcode_elb_4xx_count", "HTTPCode_ELB_4XX_Count: 4XX responses of the load balancer's own.", |s| load(&s.elb[1])),
+            ("tether_httpcode_elb_5xx_count", "HTTPCode_ELB_5XX_Count: 5XX responses of the load balancer's own.", |s| load(&s.elb[2])),
+            ("tether_httpcode_elb_502_count", "HTTPCode_ELB_502_Count: 502 responses of the load balancer's own.", |s| load(&s.elb_5xx[0])),
+            ("tether_httpcode_elb_503_count", "HTTPCode_ELB_503_Count: 503 responses of the load balancer's own.", |s| load(&s.elb_5xx[1])),
+            ("tether_httpcode_elb_504_count", "HTTPCode_ELB_504_Count: 504 responses of the load balancer's own.", |s| load(&s.elb_5xx[2])),
+            ("tether_http_fixed_response_count", "HTTP_Fixed_Response_Count: fixed-response actions answered.", |s| load(&s.fixed_responses)),
+            ("tether_http_redirect_count", "HTTP_Redirect_Count: redirect actions answered.", |s| load(&s.redirects)),
+            ("tether_client_tls_negotiation_error_count", "ClientTLSNegotiationErrorCount: TLS connections refused by the listener's certificate or policy.", |s| load(&s.tls_negotiation_errors)),
+            ("tether_desyncmitigationmode_noncompliant_request_count", "DesyncMitigationMode_NonCompliant_Request_Count: requests not compliant with RFC 7230 (acceptable, ambiguous or severe).", |s| load(&s.desync_non_compliant)),
+            ("tether_non_sticky_request_count", "NonStickyRequestCount: requests to a sticky target group that got a new target because they carried no usable pin.", |s| load(&s.non_sticky)),
+        ];
+        for (name, help, get) in counters {
+            let mut family = Family::new(name, help);
+            for (label, stats) in &self.listeners {
+                let mut labels = self.lb();
+                labels.push(("listener", Cow::Owned(label.clone())));
+                family.samples.push((labels, get(stats)));
+            }
+            encode_counters(encoder, family)?;
+        }
+        let mut active = Family::new(
+            "tether_active_connection_count",
+            "ActiveConnectionCount: client connections open now.",
+        );
+        for (label, stats) in &self.listeners {
+            let mut labels = self.lb();
+            labels.push(("listener", Cow::Owned(label.clone())));
+            active
+                .samples
+                .push((labels, stats.active_connections.load(Ordering::Relaxed)));
+        }
+        encode_gauges(encoder, active)
+    }
+
+    fn target_families(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
+        let routing = self.routing.load();
+        let groups = &routing.groups;
+        let targets = |g: &Arc<TargetGroup>| -> Vec<Arc<Target>> {
+            let mut all: Vec<Arc<Target>> = g.targets().to_vec();
+            all.extend(g.draining().iter().cloned());
+            all
+        };
+        let group_labels = |g: &TargetGroup| {
+            let mut l = self.lb();
+            l.push(("target_group", Cow::Owned(g.name.clone())));
+            l
+        };
+        let target_labels = |g: &TargetGroup, t: &Target| {
+            let mut l = group_labels(g);
+            l.push(("target", Cow::Owned(t.addr.to_string())));
+            l
+        };
+
+        type Get = fn(&Target) -> u64;
+        let counters: [(&'static str, &'static str, Get); 6] = [
+            (
+                "tether_request_count_per_target",
+                "RequestCountPerTarget: requests sent to the target.",
+                |t| t.requests(),
+            ),
+            (
+                "tether_httpcode_target_2xx_count",
+                "HTTPCode_Target_2XX_Count: 2XX responses from the target.",
+                |t| t.stats.code(0),
+            ),
+            (
+                "tether_httpcode_target_3xx_count",
+                "HTTPCode_Target_3XX_Count: 3XX responses from the target.",
+                |t| t.stats.code(1),
+            ),
+            (
+                "tether_httpcode_target_4xx_count",
+                "HTTPCode_Target_4XX_Count: 4XX responses from the target.",
+                |t| t.stats.code(2),
+            ),
+            (
+                "tether_httpcode_target_5xx_count",
+                "HTTPCode_Target_5XX_Count: 5XX responses from the target.",
+                |t| t.stats.code(3),
+            ),
+            (
+                "tether_target_connection_error_count",
+                "TargetConnectionErrorCount: connections to the target that could not be made.",
+                |t| load(&t.stats.connection_errors),
+            ),
+        ];
+        for (name, help, get) in counters {
+            let mut family = Family::new(name, help);
+            for g in groups.iter() {
+                for t in targets(g) {
+                    family.samples.push((target_labels(g, &t), get(&t)));
+                }
+            }
+            encode_counters(encoder, family)?;
+        }
+
+        let mut metric = encoder.encode_descriptor(
+            "tether_target_response_time_seconds",
+            "TargetResponseTime: seconds from the request sent to the target to its response head.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for g in groups.iter() {
+            for t in targets(g) {
+                let labels = target_labels(g, &t);
+                let (sum, count, buckets) = t.stats.response_time.snapshot();
+                metric
+                    .encode_family(&labels)?
+                    .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+            }
+        }
+
+        let mut websockets = Family::new(
+            "tether_websockets_open",
+            "Open websockets (upgraded connections) on the target.",
+        );
+        for g in groups.iter() {
+            for t in targets(g) {
+                websockets
+                    .samples
+                    .push((target_labels(g, &t), t.websockets() as i64));
+            }
+        }
+        encode_gauges(encoder, websockets)?;
+
+        let mut healthy = Family::new(
+            "tether_healthy_host_count",
+            "HealthyHostCount: targets of the group that are healthy.",
+        );
+        let mut unhealthy = Family::new(
+            "tether_unhealthy_host_count",
+            "UnHealthyHostCount: registered targets of the group that are not healthy.",
+        );
+        let mut sessions = Family::new(
+            "tether_socketio_sessions_pinned",
+            "Socket.IO sessions pinned to a target by their sid (for clients without cookies).",
+        );
+        for g in groups.iter() {
+            let all = g.targets();
+            let up = all.iter().filter(|t| t.state().0 == State::Healthy).count() as i64;
+            healthy.samples.push((group_labels(g), up));
+            unhealthy
+                .samples
+                .push((group_labels(g), all.len() as i64 - up));
+            if let Some(sio) = &g.socketio {
+                sessions
+                    .samples
+                    .push((group_labels(g), sio.sessions.len() as i64));
+            }
+        }
+        encode_gauges(encoder, healthy)?;
+        encode_gauges(encoder, unhealthy)?;
+        encode_gauges(encoder, sessions)
+    }
+
+    fn own_families(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
+        let mut polls = Family::new(
+            "tether_discovery_polls",
+            "Discovery polls (ECS) of the target group.",
+        );
+        let mut failures = Family::new(
+            "tether_discovery_poll_failures",
+            "Discovery polls of the target group that failed (the last good targets were kept).",
+        );
+        for (group, status) in self.discovery.snapshot() {
+            let mut labels = self.lb();
+            labels.push(("target_group", Cow::Owned(group)));
+            polls.samples.push((labels.clone(), status.polls));
+            failures.samples.push((labels, status.poll_failures));
+        }
+        encode_counters(encoder, polls)?;
+        encode_counters(encoder, failures)?;
+
+        let mut reloads = Family::new(
+            "tether_config_reloads",
+            "Config reloads (admin API or SIGHUP) by result: success, invalid_config, refused.",
+        );
+        for (result, count) in RELOAD_RESULTS.iter().zip(&self.reloads.counts) {
+            let mut labels = self.lb();
+            labels.push(("result", Cow::Borrowed(*result)));
+            reloads.samples.push((labels, load(count)));
+        }
+        encode_counters(encoder, reloads)?;
+
+        let (dropped, written) = self
+            .access_log
+            .as_ref()
+            .map_or((0, 0), |log| (log.dropped(), log.written()));
+        let mut family = Family::new(
+            "tether_access_log_lines_dropped",
+            "Access log lines dropped because the writer's queue was full or a write failed.",
+        );
+        family.samples.push((self.lb(), dropped));
+        encode_counters(encoder, family)?;
+        let mut family = Family::new("tether_access_log_lines", "Access log lines written.");
+        family.samples.push((self.lb(), written));
+        encode_counters(encoder, family)
+    }
+}
+
+impl TargetStats {
+    fn code(&self, class: usize) -> u64 {
+        self.codes.get(class).map_or(0, load)
+    }
+}
+
+impl Collector for Metrics {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
+        self.listener_families(&mut encoder)?;
+        self.target_families(&mut encoder)?;
+        self.own_families(&mut encoder)
+    }
+}
