@@ -212,6 +212,13 @@ async fn backend_handle(
             );
             r
         }
+        "/status" => {
+            // `/status?code=404`: that status, for tests that count target codes.
+            let code = query_param(&req, "code").unwrap_or(200);
+            let mut r = Response::new(full(id.clone()));
+            *r.status_mut() = StatusCode::from_u16(code as u16).unwrap_or(StatusCode::OK);
+            r
+        }
         "/slow" => {
             let ms = query_param(&req, "ms").unwrap_or(1000);
             tokio::time::sleep(Duration::from_millis(ms)).await;
