@@ -4,10 +4,45 @@
 //! The engines fill an [`Entry`] and hand it to [`AccessLog::push`]; a bounded queue
 //! takes it to a writer thread that formats and writes the line. A full queue drops
 //! the entry and counts it: logging never makes a request wait.
+//!
+//! The line has ALB's 33 fields, in ALB's order ("Access log entries" in ALB's user
+//! guide), space separated, the same fields quoted as ALB quotes them:
+//!
+//! ```text
+//! type time elb client:port target:port request_processing_time
+//! target_processing_time response_processing_time elb_status_code target_status_code
+//! received_bytes sent_bytes "request" "user_agent" ssl_cipher ssl_protocol
+//! target_group_arn "trace_id" "domain_name" "chosen_cert_arn" matched_rule_priority
+//! request_creation_time "actions_executed" "redirect_url" "error_reason"
+//! "target:port_list" "target_status_code_list" "classification"
+//! "classification_reason" conn_trace_id "transformed_host" "transformed_uri"
+//! "request_transform_status"
+//! ```
+//!
+//! Where ALB's guide is silent or tether has no such thing:
+//! - `elb` is `app/<name>/tether` ([`resource_id`]): ALB's resource id is
+//!   `app/<name>/<id>`, and log tools split it on `/`.
+//! - `target_group_arn` is `arn:tether:elasticloadbalancing:::targetgroup/<name>`, so
+//!   that tools that take the group's name out of the ARN find it.
+//! - `chosen_cert_arn` is the certificate's file (tether has no ACM).
+//! - `conn_trace_id` is `-`: tether has no connection traceability id.
+//! - `request_transform_status` is `TransformSuccess` when a transform rewrote the
+//!   host or the URL, `-` otherwise.
+//! - Escaping: ALB documents none. So that every line splits the same way, inside
+//!   quotes `"` is written `\"`, `\` is `\\` and a control byte is `\xHH`; in an
+//!   unquoted field a space, `"`, `\` or control byte is `\xHH`. An empty value is
+//!   `-`, as a missing one. A user agent is cut at 8 KB, as ALB cuts it.
+//! - Processing times are seconds with millisecond precision (`0.086`), as ALB's;
+//!   `time` and `request_creation_time` are UTC with microseconds
+//!   (`2018-07-02T22:23:00.186641Z`).
 
+use std::io::{self, BufWriter, Write};
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::tls_session::TlsSession;
 
@@ -39,6 +74,17 @@ pub enum ActionKind {
     Forward,
     FixedResponse,
     Redirect,
+}
+
+impl ActionKind {
+    /// ALB's spelling in `actions_executed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Forward => "forward",
+            ActionKind::FixedResponse => "fixed-response",
+            ActionKind::Redirect => "redirect",
+        }
+    }
 }
 
 /// The facts of one access log line, in ALB's field order. `None` is written as ALB
@@ -92,6 +138,960 @@ pub struct Entry {
     /// `Ambiguous`, `Severe`) and its reason.
     pub classification: Option<&'static str>,
     pub classification_reason: Option<&'static str>,
+    /// The `Host` a host header rewrite transform made (ALB's `transformed_host`).
+    pub transformed_host: Option<Box<str>>,
+    /// The path and query a URL rewrite transform made (ALB's `transformed_uri`).
+    pub transformed_uri: Option<Box<str>>,
+}
+
+// === The line ===
+
+/// ALB cuts a longer user agent.
+const MAX_USER_AGENT: usize = 8 * 1024;
+
+/// ALB's `elb` field for a load balancer named `name`: `app/<name>/tether`, the shape
+/// of ALB's `app/<name>/<id>`.
+pub fn resource_id(name: &str) -> String {
+    format!("app/{name}/tether")
+}
+
+impl Entry {
+    /// Appends this entry's line, in ALB's format and ending in `\n`, to `out`; `elb`
+    /// is the load balancer's [`resource_id`].
+    pub fn write_line(&self, elb: &str, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.kind.as_str().as_bytes());
+        out.push(b' ');
+        timestamp(out, self.time);
+        out.push(b' ');
+        bare(out, elb);
+        out.push(b' ');
+        address(out, self.client);
+        out.push(b' ');
+        address(out, self.target);
+        for t in [
+            self.request_processing,
+            self.target_processing,
+            self.response_processing,
+        ] {
+            out.push(b' ');
+            seconds(out, t);
+        }
+        out.push(b' ');
+        status(out, self.elb_status);
+        out.push(b' ');
+        status(out, self.target_status);
+        out.push(b' ');
+        number(out, self.received_bytes);
+        out.push(b' ');
+        number(out, self.sent_bytes);
+        out.push(b' ');
+        match &self.request {
+            Some(r) => quoted(out, Some(r)),
+            // ALB's request of a request it could not parse.
+            None => out.extend_from_slice(b"\"- - - \""),
+        }
+        out.push(b' ');
+        let ua = self.user_agent.as_deref().map(|ua| cut(ua, MAX_USER_AGENT));
+        quoted(out, ua);
+        out.push(b' ');
+        bare(out, self.tls.map_or("", |t| t.cipher_suite));
+        out.push(b' ');
+        bare(out, self.tls.map_or("", |t| t.version));
+        out.push(b' ');
+        match &self.target_group {
+            Some(name) => {
+                out.extend_from_slice(b"arn:tether:elasticloadbalancing:::targetgroup/");
+                bare(out, name);
+            }
+            None => out.push(b'-'),
+        }
+        out.push(b' ');
+        quoted(out, self.trace_id.as_deref());
+        out.push(b' ');
+        quoted(out, self.domain_name.as_deref());
+        out.push(b' ');
+        quoted(out, self.chosen_cert.as_deref());
+        out.push(b' ');
+        match self.matched_rule_priority {
+            Some(p) => number(out, u64::from(p)),
+            None => out.push(b'-'),
+        }
+        out.push(b' ');
+        timestamp(out, self.request_creation_time);
+        out.push(b' ');
+        quoted(out, self.actions_executed.map(ActionKind::as_str));
+        out.push(b' ');
+        quoted(out, self.redirect_url.as_deref());
+        out.push(b' ');
+        quoted(out, self.error_reason);
+        out.push(b' ');
+        self.target_lists(out);
+        out.push(b' ');
+        quoted(out, self.classification);
+        out.push(b' ');
+        quoted(out, self.classification_reason);
+        // conn_trace_id: tether has no connection traceability id.
+        out.extend_from_slice(b" - ");
+        quoted(out, self.transformed_host.as_deref());
+        out.push(b' ');
+        quoted(out, self.transformed_uri.as_deref());
+        out.push(b' ');
+        let transformed = self.transformed_host.is_some() || self.transformed_uri.is_some();
+        quoted(out, transformed.then_some("TransformSuccess"));
+        out.push(b'\n');
+    }
+
+    /// `"target:port_list" "target_status_code_list"`: space separated, `-` when empty.
+    fn target_lists(&self, out: &mut Vec<u8>) {
+        out.push(b'"');
+        if self.targets.is_empty() {
+            out.push(b'-');
+        }
+        for (i, t) in self.targets.iter().enumerate() {
+            if i > 0 {
+                out.push(b' ');
+            }
+            address(out, Some(*t));
+        }
+        out.extend_from_slice(b"\" \"");
+        if self.target_statuses.is_empty() {
+            out.push(b'-');
+        }
+        for (i, s) in self.target_statuses.iter().enumerate() {
+            if i > 0 {
+                out.push(b' ');
+            }
+            status(out, *s);
+        }
+        out.push(b'"');
+    }
+}
+
+fn number(out: &mut Vec<u8>, n: u64) {
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{n}");
+}
+
+fn status(out: &mut Vec<u8>, s: Option<u16>) {
+    match s {
+        Some(s) => number(out, u64::from(s)),
+        None => out.push(b'-'),
+    }
+}
+
+fn address(out: &mut Vec<u8>, a: Option<SocketAddr>) {
+    match a {
+        Some(a) => {
+            let _ = write!(out, "{a}");
+        }
+        None => out.push(b'-'),
+    }
+}
+
+/// Seconds with millisecond precision, or ALB's `-1` for a step that did not happen.
+fn seconds(out: &mut Vec<u8>, d: Option<Duration>) {
+    match d {
+        Some(d) => {
+            let ms = (d.as_micros() + 500) / 1000;
+            let _ = write!(out, "{}.{:03}", ms / 1000, ms % 1000);
+        }
+        None => out.extend_from_slice(b"-1"),
+    }
+}
+
+/// ISO 8601, UTC, microseconds: `2018-07-02T22:23:00.186641Z`.
+fn timestamp(out: &mut Vec<u8>, t: SystemTime) {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    let _ = write!(
+        out,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        since.subsec_micros()
+    );
+}
+
+/// The proleptic Gregorian date of a day count from 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+fn hex(out: &mut Vec<u8>, b: u8) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.extend_from_slice(&[
+        b'\\',
+        b'x',
+        DIGITS[usize::from(b >> 4)],
+        DIGITS[usize::from(b & 15)],
+    ]);
+}
+
+/// An unquoted field: `-` when empty; a space, `"`, `\` or control byte as `\xHH`.
+fn bare(out: &mut Vec<u8>, s: &str) {
+    if s.is_empty() {
+        out.push(b'-');
+    }
+    for &b in s.as_bytes() {
+        if b <= b' ' || b == b'"' || b == b'\\' || b == 0x7f {
+            hex(out, b);
+        } else {
+            out.push(b);
+        }
+    }
+}
+
+/// A quoted field: `"-"` when missing or empty; `"` as `\"`, `\` as `\\`, a control
+/// byte as `\xHH`.
+fn quoted(out: &mut Vec<u8>, s: Option<&str>) {
+    out.push(b'"');
+    match s {
+        None | Some("") => out.push(b'-'),
+        Some(s) => {
+            for &b in s.as_bytes() {
+                match b {
+                    b'"' => out.extend_from_slice(b"\\\""),
+                    b'\\' => out.extend_from_slice(b"\\\\"),
+                    b if b < b' ' || b == 0x7f => hex(out, b),
+                    b => out.push(b),
+                }
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+// === The writer ===
+
+/// Where the lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    Stdout,
+    /// A file, appended to (made when missing); reopened on SIGUSR1.
+    File(PathBuf),
+}
+
+impl LogTarget {
+    fn open(&self) -> io::Result<Box<dyn Write + Send>> {
+        Ok(match self {
+            LogTarget::Stdout => Box::new(io::stdout()),
+            LogTarget::File(path) => Box::new(open_append(path)?),
+        })
+    }
+}
+
+fn open_append(path: &std::path::Path) -> io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+}
+
+/// Entries the queue holds: past this many waiting, entries are dropped and counted.
+/// Entries are boxed, so the empty queue is 1 MB of slots; a full one holds some
+/// 40 MB of entries (about 460 bytes each, and their strings).
+pub const QUEUE_CAPACITY: usize = 64 * 1024;
+/// The writer's buffer; it is flushed whenever the queue runs empty.
+const BUFFER: usize = 64 * 1024;
+/// How often an idle writer looks for a SIGUSR1.
+const REOPEN_POLL: Duration = Duration::from_millis(500);
+/// At most one warning about write errors this often.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+enum Message {
+    Entry(Box<Entry>),
+    /// Write out everything queued before, then answer.
+    Flush(mpsc::Sender<()>),
+    /// Write out everything queued before, answer, and end the writer.
+    Stop(mpsc::Sender<()>),
+}
+
+#[derive(Default)]
+struct Counters {
+    written: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// The access log: a bounded queue to a writer thread (a std thread, off the
+/// runtime). Dropping the last `Arc` ends the thread once it has written what was
+/// queued.
+pub struct AccessLog {
+    queue: SyncSender<Message>,
+    counters: Arc<Counters>,
+    signal: Option<signal_hook::SigId>,
+}
+
+impl AccessLog {
+    /// Opens `target` and starts the writer; `load_balancer` is the load balancer's
+    /// name (the `elb` field is its [`resource_id`]). SIGUSR1 then makes the writer
+    /// reopen a file target at the same path (logrotate's `postrotate`).
+    pub fn start(target: LogTarget, load_balancer: &str) -> io::Result<Arc<AccessLog>> {
+        let out = target.open()?;
+        let reopen = Arc::new(AtomicBool::new(false));
+        let signal = signal_hook::flag::register(signal_hook::consts::SIGUSR1, reopen.clone())?;
+        let path = match target {
+            LogTarget::File(path) => Some(path),
+            LogTarget::Stdout => None,
+        };
+        let log = Self::spawn(
+            out,
+            path,
+            resource_id(load_balancer),
+            reopen,
+            QUEUE_CAPACITY,
+        );
+        match log {
+            Ok(mut log) => {
+                log.signal = Some(signal);
+                Ok(Arc::new(log))
+            }
+            Err(e) => {
+                signal_hook::low_level::unregister(signal);
+                Err(e)
+            }
+        }
+    }
+
+    /// The writer thread over `out`; `path` is what a reopen opens.
+    fn spawn(
+        out: Box<dyn Write + Send>,
+        path: Option<PathBuf>,
+        elb: String,
+        reopen: Arc<AtomicBool>,
+        capacity: usize,
+    ) -> io::Result<AccessLog> {
+        let (queue, rx) = mpsc::sync_channel(capacity);
+        let counters = Arc::new(Counters::default());
+        let writer = Writer {
+            out: BufWriter::with_capacity(BUFFER, out),
+            path,
+            elb,
+            line: Vec::with_capacity(1024),
+            reopen,
+            counters: counters.clone(),
+            last_warning: None,
+        };
+        std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || writer.run(rx))?;
+        Ok(AccessLog {
+            queue,
+            counters,
+            signal: None,
+        })
+    }
+
+    /// Queues `entry` for the writer. Never blocks: when the queue is full (the
+    /// writer is behind), the entry is dropped and counted in [`Self::dropped`].
+    pub fn push(&self, entry: Entry) {
+        if self
+            .queue
+            .try_send(Message::Entry(Box::new(entry)))
+            .is_err()
+        {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Entries dropped: the queue was full, the writer had stopped, or the write
+    /// failed.
+    pub fn dropped(&self) -> u64 {
+        self.counters.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Lines handed to the output (written, or in its buffer until the queue runs
+    /// empty).
+    pub fn written(&self) -> u64 {
+        self.counters.written.load(Ordering::Relaxed)
+    }
+
+    /// Waits until what was queued before is written and flushed; false if that took
+    /// longer than `timeout` (a stuck output). For tests and shutdown.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        self.control(Message::Flush, timeout)
+    }
+
+    /// Writes and flushes what was queued, then ends the writer: later entries are
+    /// dropped. False if that took longer than `timeout`. For shutdown.
+    pub fn stop(&self, timeout: Duration) -> bool {
+        self.control(Message::Stop, timeout)
+    }
+
+    fn control(&self, message: fn(mpsc::Sender<()>) -> Message, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let (done, answer) = mpsc::channel();
+        let mut message = message(done);
+        loop {
+            match self.queue.try_send(message) {
+                Ok(()) => break,
+                // Already stopped: nothing is left to write.
+                Err(TrySendError::Disconnected(_)) => return true,
+                Err(TrySendError::Full(m)) if Instant::now() < deadline => {
+                    message = m;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(TrySendError::Full(_)) => return false,
+            }
+        }
+        answer
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
+    }
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        if let Some(signal) = self.signal.take() {
+            signal_hook::low_level::unregister(signal);
+        }
+    }
+}
+
+/// The writer thread's state.
+struct Writer {
+    out: BufWriter<Box<dyn Write + Send>>,
+    /// The file a SIGUSR1 reopens; none for stdout.
+    path: Option<PathBuf>,
+    elb: String,
+    line: Vec<u8>,
+    reopen: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+    last_warning: Option<Instant>,
+}
+
+impl Writer {
+    /// Writes entries until the queue's senders are gone (after writing what they
+    /// queued) or a stop; flushes whenever the queue runs empty, so lines appear
+    /// promptly.
+    fn run(mut self, rx: Receiver<Message>) {
+        loop {
+            let mut next = match rx.recv_timeout(REOPEN_POLL) {
+                Ok(m) => Some(m),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            self.reopen_if_asked();
+            while let Some(message) = next {
+                match message {
+                    Message::Entry(entry) => self.write(&entry),
+                    Message::Flush(done) => {
+                        self.flush();
+                        let _ = done.send(());
+                    }
+                    Message::Stop(done) => {
+                        self.flush();
+                        // Entries queued after the stop are not written; once the
+                        // queue is closed, pushes count their own.
+                        let late = rx
+                            .try_iter()
+                            .filter(|m| matches!(m, Message::Entry(_)))
+                            .count();
+                        drop(rx);
+                        self.counters
+                            .dropped
+                            .fetch_add(late as u64, Ordering::Relaxed);
+                        let _ = done.send(());
+                        return;
+                    }
+                }
+                next = match rx.try_recv() {
+                    Ok(m) => {
+                        self.reopen_if_asked();
+                        Some(m)
+                    }
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
+                };
+            }
+            self.flush();
+        }
+        self.flush();
+    }
+
+    fn write(&mut self, entry: &Entry) {
+        self.line.clear();
+        entry.write_line(&self.elb, &mut self.line);
+        match self.out.write_all(&self.line) {
+            Ok(()) => {
+                self.counters.written.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                self.warn("cannot write", &e);
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Err(e) = self.out.flush() {
+            self.warn("cannot write", &e);
+        }
+    }
+
+    /// After a SIGUSR1: flush, and reopen the file at its path (logrotate moved the
+    /// old one away). A file that does not open keeps the old one.
+    fn reopen_if_asked(&mut self) {
+        if !self.reopen.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let Some(path) = self.path.clone() else {
+            return;
+        };
+        self.flush();
+        match open_append(&path) {
+            Ok(file) => {
+                let file: Box<dyn Write + Send> = Box::new(file);
+                let old = std::mem::replace(&mut self.out, BufWriter::with_capacity(BUFFER, file));
+                // Flushed above; what could not be written is dropped with it.
+                let _ = old.into_parts();
+            }
+            Err(e) => tracing::warn!(
+                "access log: cannot reopen {}: {e}; writing on to the old file",
+                path.display()
+            ),
+        }
+    }
+
+    /// A write error, at most once a minute: a full disk would otherwise log a
+    /// warning per request.
+    fn warn(&mut self, what: &str, e: &io::Error) {
+        let now = Instant::now();
+        if self
+            .last_warning
+            .is_some_and(|t| now.duration_since(t) < WARN_EVERY)
+        {
+            return;
+        }
+        self.last_warning = Some(now);
+        let path = self
+            .path
+            .as_ref()
+            .map_or_else(|| "stdout".to_string(), |p| p.display().to_string());
+        tracing::warn!(
+            "access log: {what} to {path}: {e} ({} entries dropped so far)",
+            self.counters.dropped.load(Ordering::Relaxed)
+        );
+    }
+}
+
+/// The strict parser the integration tests use, written apart from this writer:
+/// every line the tests below make must pass it.
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../tests/common/alb_log.rs"]
+mod alb_log;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Condvar, Mutex};
+
+    const ELB: &str = "app/demo/tether";
+
+    /// 2018-07-02T22:23:00.186641Z plus `micros`.
+    fn at(micros: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_530_570_180) + Duration::from_micros(186_641 + micros)
+    }
+
+    /// An HTTPS request forwarded by rule 1 to a target that answered 200.
+    fn https_forward() -> Entry {
+        Entry {
+            kind: Kind::Https,
+            time: at(0),
+            client: Some("192.168.131.39:2817".parse().unwrap()),
+            target: Some("10.0.0.1:80".parse().unwrap()),
+            request_processing: Some(Duration::from_micros(86_400)),
+            target_processing: Some(Duration::from_micros(48_000)),
+            response_processing: Some(Duration::from_micros(37_499)),
+            elb_status: Some(200),
+            target_status: Some(200),
+            received_bytes: 0,
+            sent_bytes: 57,
+            request: Some("GET https://www.example.com:443/ HTTP/1.1".into()),
+            user_agent: Some("curl/7.46.0".into()),
+            tls: Some(TlsSession {
+                version: "TLSv1.2",
+                cipher_suite: "ECDHE-RSA-AES128-GCM-SHA256",
+            }),
+            target_group: Some("web".into()),
+            trace_id: Some("Root=1-58337281-1d84f3d73c47ec4e58577259".into()),
+            domain_name: Some("www.example.com".into()),
+            chosen_cert: Some("/etc/tether/site.pem".into()),
+            matched_rule_priority: Some(1),
+            request_creation_time: at(0) - Duration::from_micros(11_822_641),
+            actions_executed: Some(ActionKind::Forward),
+            redirect_url: None,
+            error_reason: None,
+            targets: vec!["10.0.0.1:80".parse().unwrap()],
+            target_statuses: vec![Some(200)],
+            classification: None,
+            classification_reason: None,
+            transformed_host: None,
+            transformed_uri: None,
+        }
+    }
+
+    fn line(e: &Entry) -> String {
+        let mut out = Vec::new();
+        e.write_line(ELB, &mut out);
+        let line = String::from_utf8(out).unwrap();
+        if let Err(why) = alb_log::parse(&line) {
+            panic!("the strict parser refuses {line:?}: {why}");
+        }
+        line
+    }
+
+    #[test]
+    fn an_https_forward_is_written_field_by_field_as_alb_writes_it() {
+        let want = [
+            "https",
+            "2018-07-02T22:23:00.186641Z",
+            "app/demo/tether",
+            "192.168.131.39:2817",
+            "10.0.0.1:80",
+            "0.086",
+            "0.048",
+            "0.037",
+            "200",
+            "200",
+            "0",
+            "57",
+            "\"GET https://www.example.com:443/ HTTP/1.1\"",
+            "\"curl/7.46.0\"",
+            "ECDHE-RSA-AES128-GCM-SHA256",
+            "TLSv1.2",
+            "arn:tether:elasticloadbalancing:::targetgroup/web",
+            "\"Root=1-58337281-1d84f3d73c47ec4e58577259\"",
+            "\"www.example.com\"",
+            "\"/etc/tether/site.pem\"",
+            "1",
+            "2018-07-02T22:22:48.364000Z",
+            "\"forward\"",
+            "\"-\"",
+            "\"-\"",
+            "\"10.0.0.1:80\"",
+            "\"200\"",
+            "\"-\"",
+            "\"-\"",
+            "-",
+            "\"-\"",
+            "\"-\"",
+            "\"-\"",
+        ]
+        .join(" ")
+            + "\n";
+        assert_eq!(line(&https_forward()), want);
+    }
+
+    #[test]
+    fn a_fixed_response_has_no_target_and_minus_one_times() {
+        let e = Entry {
+            kind: Kind::Http,
+            target: None,
+            request_processing: None,
+            target_processing: None,
+            response_processing: None,
+            elb_status: Some(503),
+            target_status: None,
+            tls: None,
+            target_group: None,
+            trace_id: None,
+            domain_name: None,
+            chosen_cert: None,
+            matched_rule_priority: Some(20),
+            actions_executed: Some(ActionKind::FixedResponse),
+            targets: Vec::new(),
+            target_statuses: Vec::new(),
+            request: Some("GET http://www.example.com:80/maint HTTP/1.1".into()),
+            ..https_forward()
+        };
+        let l = line(&e);
+        assert!(
+            l.starts_with("http 2018-07-02T22:23:00.186641Z app/demo/tether 192.168.131.39:2817 - -1 -1 -1 503 - 0 57 "),
+            "{l}"
+        );
+        assert!(
+            l.ends_with(" - - - \"-\" \"-\" \"-\" 20 2018-07-02T22:22:48.364000Z \"fixed-response\" \"-\" \"-\" \"-\" \"-\" \"-\" \"-\" - \"-\" \"-\" \"-\"\n"),
+            "{l}"
+        );
+        let p = alb_log::parse(&l).unwrap();
+        assert_eq!(p.target, None);
+        assert_eq!(p.request_processing_time, None);
+        assert_eq!(p.actions_executed, ["fixed-response"]);
+    }
+
+    #[test]
+    fn a_request_that_could_not_be_parsed_is_written_as_alb_writes_it() {
+        let e = Entry {
+            request: None,
+            user_agent: None,
+            matched_rule_priority: None,
+            actions_executed: None,
+            target: None,
+            targets: Vec::new(),
+            target_statuses: Vec::new(),
+            target_status: None,
+            target_group: None,
+            elb_status: Some(400),
+            request_processing: None,
+            target_processing: None,
+            response_processing: None,
+            ..https_forward()
+        };
+        let l = line(&e);
+        assert!(l.contains(" 400 - 0 57 \"- - - \" \"-\" "), "{l}");
+        assert!(l.contains(" - 2018-07-02T22:22:48.364000Z \"-\" "), "{l}");
+    }
+
+    #[test]
+    fn quotes_and_control_bytes_are_escaped_so_the_line_still_splits() {
+        let e = Entry {
+            user_agent: Some("Mozilla \"quoted\" \\ tab\there\r\n".into()),
+            trace_id: Some(String::new().into()),
+            ..https_forward()
+        };
+        let l = line(&e);
+        assert!(
+            l.contains(r#" "Mozilla \"quoted\" \\ tab\x09here\x0d\x0a" "#),
+            "{l}"
+        );
+        assert_eq!(l.matches('\n').count(), 1);
+        let p = alb_log::parse(&l).unwrap();
+        assert_eq!(
+            p.user_agent.as_deref(),
+            Some("Mozilla \"quoted\" \\ tab\there\r\n")
+        );
+        // An empty value is written as a missing one.
+        assert_eq!(p.trace_id, None);
+        // An unquoted field cannot hold a space.
+        let mut out = Vec::new();
+        https_forward().write_line("app/my lb/tether", &mut out);
+        let l = String::from_utf8(out).unwrap();
+        assert!(l.contains(r" app/my\x20lb/tether "), "{l}");
+        assert_eq!(alb_log::parse(&l).unwrap().elb, "app/my lb/tether");
+    }
+
+    #[test]
+    fn a_long_user_agent_is_cut_at_8_kb() {
+        let e = Entry {
+            user_agent: Some("é".repeat(5000).into()),
+            ..https_forward()
+        };
+        let ua = alb_log::parse(&line(&e)).unwrap().user_agent.unwrap();
+        assert_eq!(ua, "é".repeat(4096));
+    }
+
+    #[test]
+    fn retries_transforms_and_classifications_fill_their_fields() {
+        let e = Entry {
+            targets: vec!["10.0.0.1:80".parse().unwrap(), "[::1]:81".parse().unwrap()],
+            target_statuses: vec![None, Some(200)],
+            target: Some("[::1]:81".parse().unwrap()),
+            transformed_host: Some("m.example.com".into()),
+            transformed_uri: Some("/v2/items?id=1".into()),
+            classification: Some("Acceptable"),
+            classification_reason: Some("GetHeadZeroContentLength"),
+            kind: Kind::H2,
+            request: Some("GET https://www.example.com:443/items?id=1 HTTP/2.0".into()),
+            ..https_forward()
+        };
+        let l = line(&e);
+        assert!(
+            l.ends_with(" \"10.0.0.1:80 [::1]:81\" \"- 200\" \"Acceptable\" \"GetHeadZeroContentLength\" - \"m.example.com\" \"/v2/items?id=1\" \"TransformSuccess\"\n"),
+            "{l}"
+        );
+        let p = alb_log::parse(&l).unwrap();
+        assert_eq!(p.target_status_code_list, [None, Some(200)]);
+        assert_eq!(p.request.unwrap().path, "/items?id=1");
+    }
+
+    #[test]
+    fn times_are_utc_with_microseconds_across_dates() {
+        for (secs, want) in [
+            (0, "1970-01-01T00:00:00.000000Z"),
+            (951_868_799, "2000-02-29T23:59:59.000000Z"),
+            (1_735_646_400, "2024-12-31T12:00:00.000000Z"),
+        ] {
+            let mut out = Vec::new();
+            timestamp(&mut out, UNIX_EPOCH + Duration::from_secs(secs));
+            assert_eq!(String::from_utf8(out).unwrap(), want);
+        }
+    }
+
+    // === The writer ===
+
+    /// An output whose first write blocks until released: a stuck disk or a pipe
+    /// nobody reads.
+    #[derive(Clone, Default)]
+    struct Stuck {
+        state: Arc<(Mutex<StuckState>, Condvar)>,
+        written: Arc<Mutex<Vec<u8>>>,
+    }
+
+    #[derive(Default)]
+    struct StuckState {
+        entered: bool,
+        released: bool,
+    }
+
+    impl Write for Stuck {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let (lock, cond) = &*self.state;
+            let mut s = lock.lock().unwrap();
+            s.entered = true;
+            cond.notify_all();
+            while !s.released {
+                s = cond.wait(s).unwrap();
+            }
+            self.written.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Stuck {
+        fn wait_entered(&self) {
+            let (lock, cond) = &*self.state;
+            let mut s = lock.lock().unwrap();
+            while !s.entered {
+                s = cond.wait(s).unwrap();
+            }
+        }
+
+        fn release(&self) {
+            let (lock, cond) = &*self.state;
+            lock.lock().unwrap().released = true;
+            cond.notify_all();
+        }
+    }
+
+    fn log_to(out: impl Write + Send + 'static, capacity: usize) -> AccessLog {
+        AccessLog::spawn(
+            Box::new(out),
+            None,
+            ELB.to_string(),
+            Arc::default(),
+            capacity,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_without_blocking() {
+        const CAPACITY: usize = 100;
+        let out = Stuck::default();
+        let log = log_to(out.clone(), CAPACITY);
+        // The writer takes the first entry and blocks writing it.
+        log.push(https_forward());
+        out.wait_entered();
+        let extra = 2_000;
+        let started = Instant::now();
+        for _ in 0..CAPACITY + extra {
+            log.push(https_forward());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "push blocked: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(log.dropped(), extra as u64);
+        assert!(!log.flush(Duration::from_millis(50)), "a stuck output");
+        out.release();
+        assert!(log.flush(Duration::from_secs(10)));
+        assert_eq!(log.written(), 1 + CAPACITY as u64);
+        assert_eq!(log.dropped(), extra as u64);
+        let written = out.written.lock().unwrap();
+        let text = std::str::from_utf8(&written).unwrap();
+        assert_eq!(text.lines().count(), 1 + CAPACITY);
+        assert!(text.lines().all(|l| alb_log::parse(l).is_ok()));
+    }
+
+    #[test]
+    fn lines_appear_without_a_flush_once_the_queue_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let log = AccessLog::start(LogTarget::File(path.clone()), "demo").unwrap();
+        log.push(https_forward());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .is_empty()
+        {
+            assert!(Instant::now() < deadline, "no line written");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            line(&https_forward())
+        );
+    }
+
+    #[test]
+    fn a_stopped_log_writes_what_was_queued_and_drops_the_rest() {
+        let written = Stuck::default();
+        written.release();
+        let log = log_to(written.clone(), 10);
+        log.push(https_forward());
+        assert!(log.stop(Duration::from_secs(10)));
+        log.push(https_forward());
+        assert_eq!((log.written(), log.dropped()), (1, 1));
+        assert_eq!(
+            written.written.lock().unwrap().len(),
+            line(&https_forward()).len()
+        );
+    }
+
+    #[test]
+    fn sigusr1_reopens_the_file_at_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let rotated = dir.path().join("access.log.1");
+        let log = AccessLog::start(LogTarget::File(path.clone()), "demo").unwrap();
+        log.push(https_forward());
+        assert!(log.flush(Duration::from_secs(10)));
+        // logrotate moves the file away, then signals.
+        std::fs::rename(&path, &rotated).unwrap();
+        signal_hook::low_level::raise(signal_hook::consts::SIGUSR1).unwrap();
+        let second = Entry {
+            sent_bytes: 99,
+            ..https_forward()
+        };
+        log.push(second.clone());
+        assert!(log.flush(Duration::from_secs(10)));
+        assert_eq!(
+            std::fs::read_to_string(&rotated).unwrap(),
+            line(&https_forward())
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), line(&second));
+        assert_eq!((log.written(), log.dropped()), (2, 0));
+    }
 }
 
 /// Stub until the writer lands (merged from the i12log branch).

@@ -32,6 +32,9 @@ pub enum ReloadError {
     /// token, so a reload that moves it would leave the check out of step.
     #[error("{}: the admin address changed; restart to change it", .0.display())]
     AdminChanged(PathBuf),
+    /// The writer thread holds the file open from the start.
+    #[error("{}: access_log changed; restart or upgrade to change it", .0.display())]
+    AccessLogChanged(PathBuf),
     /// A listener's new certificate files do not load.
     #[error(transparent)]
     Certificates(#[from] TlsError),
@@ -122,6 +125,9 @@ impl Reloader {
         if config.load_balancer.admin != self.config.load().load_balancer.admin {
             return Err(ReloadError::AdminChanged(self.path.clone()));
         }
+        if config.load_balancer.access_log != self.config.load().load_balancer.access_log {
+            return Err(ReloadError::AccessLogChanged(self.path.clone()));
+        }
         // New certificates first: a file that fails to load keeps the running ones.
         for (i, resolver) in &self.resolvers {
             let Some(tls) = config.listeners.get(*i).and_then(|l| l.tls.as_ref()) else {
@@ -159,5 +165,48 @@ impl Reloader {
         let current = self.routing.load();
         let next = Routing::build(&self.config.load(), Some(&current), &self.discovered.load());
         self.routing.store(Arc::new(next));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const LISTENER: &str =
+        "[[listener]]\nport = 0\ndefault_action = { fixed_response = { status = 200 } }\n";
+
+    /// A reloader over `first` written to a temp file; the file then holds `second`.
+    fn reload(first: &str, second: &str) -> Result<String, ReloadError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tether.toml");
+        std::fs::write(&path, first).unwrap();
+        let config = Config::load(&path).unwrap();
+        let routing = Arc::new(ArcSwap::from_pointee(Routing::build(
+            &config,
+            None,
+            &HashMap::new(),
+        )));
+        let reloader = Reloader::new(&config, Arc::default(), Vec::new(), routing);
+        std::fs::write(&path, second).unwrap();
+        reloader.reload()
+    }
+
+    #[test]
+    fn a_reload_that_changes_the_access_log_is_refused() {
+        let with = |lb: &str| format!("[load_balancer]\n{lb}\n{LISTENER}");
+        let a = with("access_log = { path = \"a.log\" }");
+        let b = with("access_log = { path = \"b.log\" }");
+        let none = with("");
+        assert!(reload(&a, &a).is_ok());
+        for (first, second) in [(&a, &b), (&a, &none), (&none, &a)] {
+            let e = reload(first, second).unwrap_err();
+            assert!(matches!(e, ReloadError::AccessLogChanged(_)), "{e}");
+            assert!(
+                e.to_string()
+                    .ends_with("access_log changed; restart or upgrade to change it"),
+                "{e}"
+            );
+        }
     }
 }

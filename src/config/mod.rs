@@ -123,6 +123,9 @@ pub struct LoadBalancer {
     /// 1001 (0 s – 1 h; default the longest `deregistration_delay` among the target
     /// groups, 300 s without groups). Read at start: a reload does not change it.
     pub upgrade_grace: Duration,
+    /// Where ALB-format access log lines go; none by default. Fixed at start: a
+    /// reload that changes it is refused.
+    pub access_log: Option<crate::access_log::LogTarget>,
 }
 
 /// The admin API's bearer token. Its `Debug` does not show it, so that a config

@@ -90,6 +90,14 @@ pub(super) struct RawLoadBalancer {
     pub(super) client_keep_alive: Option<Spanned<HumanDuration>>,
     pub(super) http2_enabled: Option<bool>,
     pub(super) upgrade_grace: Option<Spanned<HumanDuration>>,
+    pub(super) access_log: Option<Spanned<RawAccessLog>>,
+}
+
+/// `access_log = { path = "/var/log/tether/access.log" }` (`"-"`: stdout).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAccessLog {
+    pub(super) path: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -870,3 +870,49 @@ fn an_admin_token_without_an_admin_api_is_refused() {
         "2:15: admin_token without admin",
     );
 }
+
+// === access log ===
+
+#[test]
+fn an_access_log_path_is_relative_to_the_config_file() {
+    use crate::access_log::LogTarget;
+    let at = |lb: &str| {
+        Config::parse(
+            &format!("[load_balancer]\n{lb}\n{LISTENER}"),
+            Path::new("/etc/tether/tether.toml"),
+        )
+        .unwrap()
+        .load_balancer
+        .access_log
+    };
+    assert_eq!(at(""), None);
+    assert_eq!(
+        at("access_log = { path = \"logs/access.log\" }"),
+        Some(LogTarget::File("/etc/tether/logs/access.log".into()))
+    );
+    assert_eq!(
+        at("access_log = { path = \"/var/log/tether/access.log\" }"),
+        Some(LogTarget::File("/var/log/tether/access.log".into()))
+    );
+    assert_eq!(at("access_log = { path = \"-\" }"), Some(LogTarget::Stdout));
+}
+
+#[test]
+fn an_unknown_access_log_key_is_an_error_at_its_place() {
+    rejects(
+        "[load_balancer]\naccess_log = { path = \"a.log\", format = \"json\" }\n",
+        "2:32: unknown field `format`, expected `path`",
+    );
+}
+
+#[test]
+fn an_access_log_needs_a_path() {
+    rejects(
+        "[load_balancer]\naccess_log = { path = \"\" }\n",
+        "2:23: access_log path is empty: give a file, or \"-\" for stdout",
+    );
+    rejects(
+        "[load_balancer]\naccess_log = {}\n",
+        "2:14: missing field `path`",
+    );
+}

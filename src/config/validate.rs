@@ -102,6 +102,10 @@ pub(super) fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config
         )?),
         None => None,
     };
+    let access_log = match &lb.access_log {
+        Some(a) => Some(build_access_log(ctx, a.get_ref(), path)?),
+        None => None,
+    };
     let mut load_balancer = LoadBalancer {
         name: lb.name.clone().unwrap_or_else(|| "tether".to_string()),
         idle_timeout,
@@ -115,6 +119,7 @@ pub(super) fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config
         client_keep_alive: attributes.client_keep_alive,
         http2_enabled: attributes.http2_enabled,
         upgrade_grace: upgrade_grace.unwrap_or(DEFAULT_DEREGISTRATION_DELAY),
+        access_log,
     };
 
     let mut target_groups = Vec::new();
@@ -370,6 +375,33 @@ fn read_key_source(config_path: &Path, source: &str, what: &str) -> Result<Strin
             .map_err(|e| format!("{what} \"{source}\": cannot read {}: {e}", p.display()));
     }
     Ok(source.to_string())
+}
+
+/// `access_log`'s target: `"-"` is stdout; a relative path is relative to the config
+/// file, as `file:` keys are. The file is opened when tether starts, not here, so
+/// that `tether check` on another machine does not make it.
+fn build_access_log(
+    ctx: &Ctx<'_>,
+    raw: &RawAccessLog,
+    config_path: &Path,
+) -> Result<crate::access_log::LogTarget, ConfigError> {
+    use crate::access_log::LogTarget;
+    let p = raw.path.get_ref();
+    if p.trim().is_empty() {
+        return Err(ctx.err(
+            raw.path.span(),
+            "access_log path is empty: give a file, or \"-\" for stdout",
+        ));
+    }
+    if p == "-" {
+        return Ok(LogTarget::Stdout);
+    }
+    let p = Path::new(p);
+    Ok(LogTarget::File(if p.is_relative() {
+        config_path.parent().unwrap_or(Path::new(".")).join(p)
+    } else {
+        p.to_path_buf()
+    }))
 }
 
 /// The shortest admin token taken: a guessable token on an exposed admin port would

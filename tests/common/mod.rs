@@ -2,6 +2,8 @@
 //! and a small HTTP/1.1 client. Everything listens on 127.0.0.1.
 #![allow(dead_code)]
 
+pub mod alb_log;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
