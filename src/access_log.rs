@@ -446,6 +446,15 @@ pub struct AccessLog {
     signal: Option<signal_hook::SigId>,
 }
 
+impl std::fmt::Debug for AccessLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessLog")
+            .field("written", &self.written())
+            .field("dropped", &self.dropped())
+            .finish()
+    }
+}
+
 impl AccessLog {
     /// Opens `target` and starts the writer; `load_balancer` is the load balancer's
     /// name (the `elb` field is its [`resource_id`]). SIGUSR1 then makes the writer
@@ -1092,20 +1101,4 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).unwrap(), line(&second));
         assert_eq!((log.written(), log.dropped()), (2, 0));
     }
-}
-
-/// Stub until the writer lands (merged from the i12log branch).
-#[derive(Debug)]
-pub struct AccessLog;
-
-impl AccessLog {
-    pub fn dropped(&self) -> u64 {
-        0
-    }
-    pub fn written(&self) -> u64 {
-        0
-    }
-}
-impl AccessLog {
-    pub fn push(&self, _entry: Entry) {}
 }

@@ -10,7 +10,10 @@
 //!
 //! Names are CloudWatch's in Prometheus style with a `tether_` prefix
 //! (`HTTPCode_ELB_5XX_Count` → `tether_httpcode_elb_5xx_count_total`); the HELP
-//! text starts with the CloudWatch name. Labels are CloudWatch's dimensions:
+//! text starts with the CloudWatch name. Gauges drop CloudWatch's `Count`
+//! (`ActiveConnectionCount` → `tether_active_connections`, `HealthyHostCount` →
+//! `tether_healthy_hosts`): `promtool` refuses a `_count` suffix on anything but a
+//! histogram or summary. Labels are CloudWatch's dimensions:
 //! `load_balancer` everywhere, `listener` (`HTTP:80`) for what the load balancer
 //! counts, `target_group` and `target` (`ip:port`) for what targets do.
 
@@ -146,13 +149,15 @@ impl Histogram {
         );
     }
 
-    /// The sum in seconds, the count, and the cumulative buckets (`+Inf` last).
+    /// The sum in seconds, the count, and each bucket's own count (`+Inf` last; the
+    /// encoder makes them cumulative).
     pub fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
         let mut total = 0;
         let mut buckets = Vec::with_capacity(BUCKETS.len() + 1);
         for (i, c) in self.counts.iter().enumerate() {
-            total += c.load(Ordering::Relaxed);
-            buckets.push((BUCKETS.get(i).copied().unwrap_or(f64::INFINITY), total));
+            let n = c.load(Ordering::Relaxed);
+            total += n;
+            buckets.push((BUCKETS.get(i).copied().unwrap_or(f64::INFINITY), n));
         }
         let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
         (sum, total, buckets)
@@ -291,7 +296,7 @@ impl Metrics {
             encode_counters(encoder, family)?;
         }
         let mut active = Family::new(
-            "tether_active_connection_count",
+            "tether_active_connections",
             "ActiveConnectionCount: client connections open now.",
         );
         for (label, stats) in &self.listeners {
@@ -396,11 +401,11 @@ impl Metrics {
         encode_gauges(encoder, websockets)?;
 
         let mut healthy = Family::new(
-            "tether_healthy_host_count",
+            "tether_healthy_hosts",
             "HealthyHostCount: targets of the group that are healthy.",
         );
         let mut unhealthy = Family::new(
-            "tether_unhealthy_host_count",
+            "tether_unhealthy_hosts",
             "UnHealthyHostCount: registered targets of the group that are not healthy.",
         );
         let mut sessions = Family::new(

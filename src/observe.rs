@@ -47,6 +47,9 @@ pub struct Record {
     pub target_group: Option<Arc<str>>,
     pub targets: Vec<SocketAddr>,
     pub target_status: Option<u16>,
+    /// The Host and URL a rule's transforms made (logged only).
+    pub transformed_host: Option<Box<str>>,
+    pub transformed_uri: Option<Box<str>>,
     pub detail: Option<Box<Detail>>,
 }
 
@@ -70,6 +73,8 @@ impl Record {
             target_group: None,
             targets: Vec::new(),
             target_status: None,
+            transformed_host: None,
+            transformed_uri: None,
             detail: None,
         }
     }
@@ -95,6 +100,8 @@ impl Record {
         if logging {
             self.target_group = Some(Arc::from(ex.group.name.as_str()));
             self.targets = ex.tried().collect();
+            self.transformed_host = ex.rewritten_host().map(Box::from);
+            self.transformed_uri = ex.rewritten_url().map(Box::from);
         }
     }
 
@@ -156,6 +163,8 @@ impl Record {
             target_statuses,
             classification,
             classification_reason,
+            transformed_host: self.transformed_host,
+            transformed_uri: self.transformed_uri,
         });
     }
 }

@@ -45,6 +45,11 @@ pub enum ServerError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot open the access log {target}: {source}")]
+    AccessLog {
+        target: String,
+        source: std::io::Error,
+    },
 }
 
 /// A server ready to run, with the handle to its routing snapshot.
@@ -58,6 +63,8 @@ pub struct Tether {
     pub admin: Option<SocketAddr>,
     /// Where the listening sockets pass on an upgrade.
     upgrade_socket: Option<PathBuf>,
+    /// Written out when the server stops.
+    access_log: Option<Arc<AccessLog>>,
     /// Ports picked for port-0 listeners, held until the process exits (see
     /// [`reserve_port`]).
     _reserved: Vec<socket2::Socket>,
@@ -156,7 +163,20 @@ impl Tether {
             &discovered.load(),
         )));
         crate::tls::install_provider();
-        let access_log: Option<Arc<AccessLog>> = None;
+        let access_log = match &config.load_balancer.access_log {
+            Some(target) => Some(
+                AccessLog::start(target.clone(), &config.load_balancer.name).map_err(|source| {
+                    ServerError::AccessLog {
+                        target: match target {
+                            crate::access_log::LogTarget::File(path) => path.display().to_string(),
+                            crate::access_log::LogTarget::Stdout => "(stdout)".to_string(),
+                        },
+                        source,
+                    }
+                })?,
+            ),
+            None => None,
+        };
         let mut listener_stats = Vec::new();
         let mut resolvers = Vec::new();
         for (i, (l, &addr)) in config.listeners.iter().zip(&bound).enumerate() {
@@ -288,6 +308,7 @@ impl Tether {
             listeners,
             admin,
             upgrade_socket: start.upgrade_socket.clone(),
+            access_log,
             _reserved: reserved,
         })
     }
@@ -315,6 +336,10 @@ impl Tether {
         self.server.run(RunArgs {
             shutdown_signal: Box::new(signals),
         });
+        if let Some(log) = &self.access_log {
+            // The lines of the last requests, before the process ends.
+            log.stop(std::time::Duration::from_secs(2));
+        }
         std::process::exit(0)
     }
 }

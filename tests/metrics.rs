@@ -58,10 +58,16 @@ health_check = {{ enabled = false }}
     )
 }
 
-/// The exposition's samples: `(name, labels, value)`.
-fn samples(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
+/// One sample: its name, labels and value.
+type Sample = (String, Vec<(String, String)>, f64);
+
+/// The exposition's samples.
+fn samples(text: &str) -> Vec<Sample> {
     let mut out = Vec::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         let (series, value) = line.rsplit_once(' ').expect("a sample is `series value`");
         let value: f64 = value.parse().expect("a number");
         let (name, labels) = match series.split_once('{') {
@@ -171,8 +177,14 @@ async fn it_should_count_a_known_mix_in_albs_names_and_pass_promtool() {
     drop(client);
 
     // Connection 2: a 503 (no targets). Connection 3: a 502 (connect refused).
-    assert_eq!(Client::connect(lb.addr()).await.get("/empty").await.status, 503);
-    assert_eq!(Client::connect(lb.addr()).await.get("/dead").await.status, 502);
+    assert_eq!(
+        Client::connect(lb.addr()).await.get("/empty").await.status,
+        503
+    );
+    assert_eq!(
+        Client::connect(lb.addr()).await.get("/dead").await.status,
+        502
+    );
 
     // Connection 4: bare LF line ends, which the desync classifier calls Acceptable
     // (passed in the default defensive mode, counted as non-compliant).
@@ -201,10 +213,13 @@ async fn it_should_count_a_known_mix_in_albs_names_and_pass_promtool() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let open = loop {
         let text = scrape(&lb).await;
-        if value(&text, "tether_active_connection_count", &[lb_label]) == 1.0 {
+        if value(&text, "tether_active_connections", &[lb_label]) == 1.0 {
             break text;
         }
-        assert!(Instant::now() < deadline, "connections still active:\n{text}");
+        assert!(
+            Instant::now() < deadline,
+            "connections still active:\n{text}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(value(&open, "tether_websockets_open", &web_labels), 1.0);
@@ -215,10 +230,13 @@ async fn it_should_count_a_known_mix_in_albs_names_and_pass_promtool() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let text = loop {
         let text = scrape(&lb).await;
-        if value(&text, "tether_active_connection_count", &[lb_label]) == 0.0 {
+        if value(&text, "tether_active_connections", &[lb_label]) == 0.0 {
             break text;
         }
-        assert!(Instant::now() < deadline, "connections still active:\n{text}");
+        assert!(
+            Instant::now() < deadline,
+            "connections still active:\n{text}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
 
@@ -228,7 +246,8 @@ async fn it_should_count_a_known_mix_in_albs_names_and_pass_promtool() {
     let expect = [
         // 5 + 404 + fixed + redirect + 503 + 502 + LF + websocket
         ("tether_request_count_total", 12.0),
-        ("tether_new_connection_count_total", 5.0),
+        // The five above and TetherProc::start's probe that tether listens.
+        ("tether_new_connection_count_total", 6.0),
         ("tether_rejected_connection_count_total", 0.0),
         ("tether_httpcode_elb_3xx_count_total", 1.0),
         ("tether_httpcode_elb_4xx_count_total", 0.0),
@@ -239,7 +258,10 @@ async fn it_should_count_a_known_mix_in_albs_names_and_pass_promtool() {
         ("tether_http_fixed_response_count_total", 1.0),
         ("tether_http_redirect_count_total", 1.0),
         ("tether_client_tls_negotiation_error_count_total", 0.0),
-        ("tether_desyncmitigationmode_noncompliant_request_count_total", 1.0),
+        (
+            "tether_desyncmitigationmode_noncompliant_request_count_total",
+            1.0,
+        ),
         // Only the first request came without a pin.
         ("tether_non_sticky_request_count_total", 1.0),
     ];
@@ -272,45 +294,83 @@ async fn it_should_count_a_known_mix_in_albs_names_and_pass_promtool() {
         value(&text, "tether_target_response_time_seconds_bucket", &inf),
         8.0
     );
-    assert!(value(&text, "tether_target_response_time_seconds_sum", &web_labels) > 0.0);
+    assert!(
+        value(
+            &text,
+            "tether_target_response_time_seconds_sum",
+            &web_labels
+        ) > 0.0
+    );
     let dead_target = dead.to_string();
     let dead_labels = [lb_label, ("target_group", "dead"), ("target", &dead_target)];
     assert_eq!(
-        value(&text, "tether_target_connection_error_count_total", &dead_labels),
+        value(
+            &text,
+            "tether_target_connection_error_count_total",
+            &dead_labels
+        ),
         1.0
     );
     assert_eq!(
-        value(&text, "tether_target_response_time_seconds_count", &dead_labels),
+        value(
+            &text,
+            "tether_target_response_time_seconds_count",
+            &dead_labels
+        ),
         0.0
     );
 
     // Health checks are off: ALB calls such targets healthy.
     let group = |g| [lb_label, ("target_group", g)];
     let states = common::target_states(&lb).await;
-    let web_healthy = f64::from(u8::from(states.get(&web.addr.port()).map(String::as_str) == Some("healthy")));
-    assert_eq!(value(&text, "tether_healthy_host_count", &group("web")), web_healthy);
+    let web_healthy = f64::from(u8::from(
+        states.get(&web.addr.port()).map(String::as_str) == Some("healthy"),
+    ));
     assert_eq!(
-        value(&text, "tether_healthy_host_count", &group("web"))
-            + value(&text, "tether_unhealthy_host_count", &group("web")),
+        value(&text, "tether_healthy_hosts", &group("web")),
+        web_healthy
+    );
+    assert_eq!(
+        value(&text, "tether_healthy_hosts", &group("web"))
+            + value(&text, "tether_unhealthy_hosts", &group("web")),
         1.0
     );
-    assert_eq!(value(&text, "tether_healthy_host_count", &group("empty")), 0.0);
-    assert_eq!(value(&text, "tether_unhealthy_host_count", &group("empty")), 0.0);
+    assert_eq!(value(&text, "tether_healthy_hosts", &group("empty")), 0.0);
+    assert_eq!(value(&text, "tether_unhealthy_hosts", &group("empty")), 0.0);
 
     // A reload that works and one that does not.
     let mut admin = Client::connect(SocketAddr::from(([127, 0, 0, 1], lb.admin_port))).await;
-    assert_eq!(admin.send(request("POST", "/reload", &[])).await.status, 200);
+    assert_eq!(
+        admin.send(request("POST", "/reload", &[])).await.status,
+        200
+    );
     lb.write_config("[[listener]]\nport = oops\n");
-    assert_eq!(admin.send(request("POST", "/reload", &[])).await.status, 400);
+    assert_eq!(
+        admin.send(request("POST", "/reload", &[])).await.status,
+        400
+    );
     let text = scrape(&lb).await;
     let result = |r| [lb_label, ("result", r)];
-    assert_eq!(value(&text, "tether_config_reloads_total", &result("success")), 1.0);
     assert_eq!(
-        value(&text, "tether_config_reloads_total", &result("invalid_config")),
+        value(&text, "tether_config_reloads_total", &result("success")),
         1.0
     );
-    assert_eq!(value(&text, "tether_config_reloads_total", &result("refused")), 0.0);
-    assert_eq!(value(&text, "tether_access_log_lines_dropped_total", &[lb_label]), 0.0);
+    assert_eq!(
+        value(
+            &text,
+            "tether_config_reloads_total",
+            &result("invalid_config")
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(&text, "tether_config_reloads_total", &result("refused")),
+        0.0
+    );
+    assert_eq!(
+        value(&text, "tether_access_log_lines_dropped_total", &[lb_label]),
+        0.0
+    );
 
     // Every metric says which CloudWatch metric it is.
     for cloudwatch in [
