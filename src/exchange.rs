@@ -189,7 +189,12 @@ pub fn decide(routing: &Arc<Routing>, listener: &ListenerInfo, req: &RequestHead
                     }
                     Decision::Forward(Box::new(exchange))
                 }
-                None => Decision::Respond(LbResponse::error(503)),
+                None => Decision::Respond(LbResponse {
+                    // A forward to a group with no target to take it.
+                    action: Some(ActionKind::Forward),
+                    rule_priority,
+                    ..LbResponse::error(503)
+                }),
             }
         }
         Action::FixedResponse(fixed) => {

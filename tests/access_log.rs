@@ -1,0 +1,408 @@
+//! ALB access logs through the binary: the lines of a known mix (HTTP, HTTPS, h2,
+//! ws and wss; forwards, a target's 404, a fixed response, a redirect, a 503 with no
+//! targets, a failed connect, a non-compliant request) read back by a strict parser
+//! written from AWS's field list; and a log on a pipe nobody reads, which loses no
+//! request and counts the lines it drops.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::BodyExt;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+use common::alb_log::{self, AlbLine};
+use common::{raw_exchange, request, tls_connect, Backend, Client, KeyKind, Pki, TetherProc};
+
+fn config(web: SocketAddr, dead: SocketAddr, log: &Path, cert: &(PathBuf, PathBuf)) -> String {
+    format!(
+        r#"
+[load_balancer]
+name = "edge"
+admin = "127.0.0.1:{{admin}}"
+access_log = {{ path = "{log}" }}
+[[listener]]
+address = "127.0.0.1"
+port = {{port}}
+default_action = {{ forward = "web" }}
+  [[listener.rule]]
+  priority = 10
+  conditions = {{ path_pattern = ["/fixed"] }}
+  action = {{ fixed_response = {{ status = 200, content_type = "text/plain", body = "fixed" }} }}
+  [[listener.rule]]
+  priority = 20
+  conditions = {{ path_pattern = ["/old"] }}
+  action = {{ redirect = {{ path = "/new", status = 301 }} }}
+  [[listener.rule]]
+  priority = 30
+  conditions = {{ path_pattern = ["/empty"] }}
+  action = {{ forward = "empty" }}
+  [[listener.rule]]
+  priority = 40
+  conditions = {{ path_pattern = ["/dead"] }}
+  action = {{ forward = "dead" }}
+[[listener]]
+address = "127.0.0.1"
+port = 0
+protocol = "HTTPS"
+certificates = [{{ cert = "{cert}", key = "{key}" }}]
+default_action = {{ forward = "web" }}
+[target_group.web]
+targets = ["{web}"]
+health_check = {{ enabled = false }}
+[target_group.empty]
+targets = []
+health_check = {{ enabled = false }}
+[target_group.dead]
+targets = ["{dead}"]
+health_check = {{ enabled = false }}
+"#,
+        log = log.display(),
+        cert = cert.0.display(),
+        key = cert.1.display(),
+    )
+}
+
+/// The HTTPS listener's address, from the file `--addresses-file` wrote.
+fn https_addr(lb: &TetherProc) -> SocketAddr {
+    let text = std::fs::read_to_string(&lb.addresses_path).expect("addresses");
+    text.lines()
+        .find(|l| l.starts_with("listener 1 "))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|a| a.parse().ok())
+        .expect("listener 1 in the addresses file")
+}
+
+/// Waits until the log holds `n` lines, then parses every one strictly.
+async fn lines(path: &Path, n: usize) -> Vec<AlbLine> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let count = text.lines().count();
+        if count >= n {
+            assert_eq!(count, n, "more lines than requests:\n{text}");
+            assert!(text.ends_with('\n'), "a line is cut: {text:?}");
+            return text
+                .lines()
+                .map(|l| alb_log::parse(l).unwrap_or_else(|e| panic!("{e}\nin: {l}")))
+                .collect();
+        }
+        assert!(Instant::now() < deadline, "{count} of {n} lines:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn path_of(line: &AlbLine) -> String {
+    line.request.as_ref().expect("a request").url.clone()
+}
+
+#[tokio::test]
+async fn it_should_log_every_kind_of_request_in_albs_format() {
+    let web = Backend::start("web").await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let pki = Pki::new();
+    let cert = pki.leaf("a", &["a.test"], KeyKind::Ecdsa, false);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("access.log");
+    let lb = TetherProc::start(&config(web.addr, dead, &log, &cert)).await;
+    let https = https_addr(&lb);
+    let ua = "tether-test/1 \"quoted\"";
+
+    // HTTP, one connection: a forward with a user agent, a target's 404, a fixed
+    // response, a redirect.
+    let mut client = Client::connect(lb.addr()).await;
+    let r = client
+        .send(request("GET", "/a?b=c", &[("user-agent", ua)]))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(client.get("/status?code=404").await.status, 404);
+    assert_eq!(client.get("/fixed").await.status, 200);
+    assert_eq!(client.get("/old").await.status, 301);
+    drop(client);
+    assert_eq!(
+        Client::connect(lb.addr()).await.get("/empty").await.status,
+        503
+    );
+    assert_eq!(
+        Client::connect(lb.addr()).await.get("/dead").await.status,
+        502
+    );
+    let reply = raw_exchange(
+        lb.addr(),
+        b"GET /lf HTTP/1.1\nHost: a.test\nConnection: close\n\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+
+    // A websocket (logged when it closes).
+    let url = format!("ws://{}/ws", lb.addr());
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws");
+    ws.send(Message::text("hello")).await.expect("send");
+    ws.next().await.expect("echo").expect("echo");
+    ws.close(None).await.expect("close");
+    while ws.next().await.is_some() {}
+    drop(ws);
+
+    // HTTPS over HTTP/1.1, then h2, then wss: SNI a.test.
+    let (tls, _) = tls_connect(https, "a.test", pki.client_config(&[b"http/1.1"]))
+        .await
+        .expect("tls");
+    let mut client = Client::over_io(tls, "a.test").await;
+    assert_eq!(client.get("/tls").await.status, 200);
+    drop(client);
+    let (tls, _) = tls_connect(https, "a.test", pki.client_config(&[b"h2"]))
+        .await
+        .expect("tls");
+    let (mut h2, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(conn);
+    let resp = h2
+        .send_request(
+            http::Request::get("https://a.test/h2")
+                .body(http_body_util::Empty::<Bytes>::new())
+                .expect("request"),
+        )
+        .await
+        .expect("h2 request");
+    assert_eq!(resp.status(), 200);
+    resp.into_body().collect().await.expect("body");
+    drop(h2);
+    let (tls, _) = tls_connect(https, "a.test", pki.client_config(&[b"http/1.1"]))
+        .await
+        .expect("tls");
+    let req = "wss://a.test/wss"
+        .into_client_request()
+        .expect("wss request");
+    let (mut wss, _) = tokio_tungstenite::client_async(req, tls)
+        .await
+        .expect("wss");
+    wss.send(Message::text("hello")).await.expect("send");
+    wss.next().await.expect("echo").expect("echo");
+    wss.close(None).await.expect("close");
+    while wss.next().await.is_some() {}
+    drop(wss);
+
+    let all = lines(&log, 11).await;
+    let find = |path: &str| {
+        all.iter()
+            .find(|l| path_of(l).ends_with(path))
+            .unwrap_or_else(|| panic!("no line for {path}: {all:#?}"))
+    };
+    let port = lb.addr().port();
+    for l in &all {
+        assert_eq!(l.elb, "app/edge/tether");
+        assert!(l.request_creation_time <= l.time);
+        assert!(l.client.ip().is_loopback());
+    }
+
+    let ok = find("/a?b=c");
+    assert_eq!(ok.kind, "http");
+    assert_eq!(
+        path_of(ok),
+        format!("http://127.0.0.1:{port}/a?b=c"),
+        "ALB's URL: scheme, host, listener port, path and query"
+    );
+    assert_eq!(ok.user_agent.as_deref(), Some(ua));
+    assert_eq!(
+        (ok.elb_status_code, ok.target_status_code),
+        (Some(200), Some(200))
+    );
+    assert_eq!(ok.target, Some(web.addr));
+    assert_eq!(ok.target_port_list, [web.addr]);
+    assert_eq!(ok.target_status_code_list, [Some(200)]);
+    assert_eq!(ok.actions_executed, ["forward"]);
+    assert_eq!(ok.matched_rule_priority, Some(0));
+    assert!(ok
+        .target_group_arn
+        .as_deref()
+        .is_some_and(|a| a.ends_with("targetgroup/web")));
+    assert!(ok
+        .trace_id
+        .as_deref()
+        .is_some_and(|t| t.starts_with("Root=1-")));
+    assert!(ok.request_processing_time.is_some() && ok.target_processing_time.is_some());
+    assert!(ok.received_bytes > 30 && ok.sent_bytes > 30);
+    assert_eq!(
+        (ok.ssl_cipher.as_deref(), ok.domain_name.as_deref()),
+        (None, None)
+    );
+
+    let not_found = find("/status?code=404");
+    assert_eq!(
+        (not_found.elb_status_code, not_found.target_status_code),
+        (Some(404), Some(404))
+    );
+
+    let fixed = find("/fixed");
+    assert_eq!(fixed.actions_executed, ["fixed-response"]);
+    assert_eq!(fixed.matched_rule_priority, Some(10));
+    assert_eq!(
+        (fixed.elb_status_code, fixed.target_status_code),
+        (Some(200), None)
+    );
+    assert_eq!((fixed.target, fixed.target_processing_time), (None, None));
+
+    let moved = find("/old");
+    assert_eq!(moved.actions_executed, ["redirect"]);
+    assert_eq!(moved.elb_status_code, Some(301));
+    assert_eq!(
+        moved.redirect_url.as_deref(),
+        Some(&*format!("http://127.0.0.1:{port}/new"))
+    );
+
+    let empty = find("/empty");
+    assert_eq!((empty.elb_status_code, empty.target), (Some(503), None));
+    assert_eq!(empty.matched_rule_priority, Some(30));
+
+    let refused = find("/dead");
+    assert_eq!(
+        (refused.elb_status_code, refused.target_status_code),
+        (Some(502), None)
+    );
+    assert_eq!(refused.target, Some(dead));
+    // The one target tried answered nothing: the list is `-`.
+    assert!(refused.target_status_code_list.is_empty());
+    assert_eq!(
+        refused.error_reason.as_deref(),
+        Some("TargetConnectionErrorCode")
+    );
+    assert_eq!(refused.target_processing_time, None);
+
+    let lf = find("/lf");
+    assert_eq!(lf.classification.as_deref(), Some("Acceptable"));
+    assert_eq!(
+        lf.classification_reason.as_deref(),
+        Some("NonCrLfLineTermination")
+    );
+
+    let ws = find("/ws");
+    assert_eq!(ws.kind, "ws");
+    assert_eq!(
+        (ws.elb_status_code, ws.target_status_code),
+        (Some(101), Some(101))
+    );
+    assert!(
+        ws.received_bytes > 100 && ws.sent_bytes > 100,
+        "frames counted: {ws:?}"
+    );
+
+    let https_line = find("/tls");
+    assert_eq!(https_line.kind, "https");
+    assert_eq!(
+        path_of(https_line),
+        format!("https://a.test:{}/tls", https.port())
+    );
+    assert_eq!(https_line.domain_name.as_deref(), Some("a.test"));
+    assert!(https_line
+        .ssl_protocol
+        .as_deref()
+        .is_some_and(|p| p.starts_with("TLSv1.")));
+    assert!(https_line.ssl_cipher.is_some());
+
+    let h2_line = find("/h2");
+    assert_eq!(h2_line.kind, "h2");
+    assert_eq!(
+        h2_line.request.as_ref().expect("request").version,
+        "HTTP/2.0"
+    );
+    assert_eq!(h2_line.domain_name.as_deref(), Some("a.test"));
+
+    let wss_line = find("/wss");
+    assert_eq!(wss_line.kind, "wss");
+    assert_eq!(wss_line.elb_status_code, Some(101));
+}
+
+#[tokio::test]
+async fn it_should_lose_no_request_when_the_log_cannot_keep_up_and_count_what_it_drops() {
+    let web = Backend::start("web").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("access.pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    // The read end is opened (so that tether's open of the write end returns) and
+    // never read: once the pipe's buffer is full, every write blocks.
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::File::open(fifo).expect("open the read end"))
+    };
+    let config = format!(
+        r#"
+[load_balancer]
+admin = "127.0.0.1:{{admin}}"
+access_log = {{ path = "{}" }}
+[[listener]]
+address = "127.0.0.1"
+port = {{port}}
+default_action = {{ forward = "web" }}
+[target_group.web]
+targets = ["{}"]
+health_check = {{ enabled = false }}
+"#,
+        fifo.display(),
+        web.addr
+    );
+    let lb = TetherProc::start(&config).await;
+    let _read_end = reader.join().expect("reader");
+
+    const REQUESTS: usize = 100_000;
+    const CLIENTS: usize = 16;
+    let addr = lb.addr();
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut client = Client::connect(addr).await;
+                let mut failed = 0;
+                for _ in 0..REQUESTS / CLIENTS {
+                    match client.try_send(request("GET", "/", &[])).await {
+                        Ok(r) if r.status == 200 => {}
+                        _ => failed += 1,
+                    }
+                }
+                failed
+            })
+        })
+        .collect();
+    // A logger that made requests wait would hang them: bound the whole load.
+    let all = futures_util::future::join_all(tasks);
+    let results = tokio::time::timeout(Duration::from_secs(300), all)
+        .await
+        .expect("the load did not finish in 300 s: requests waited on the log");
+    let failed: usize = results.into_iter().map(|r| r.expect("client task")).sum();
+    assert_eq!(failed, 0, "requests failed while the log was stuck");
+
+    let mut admin = Client::connect(SocketAddr::from(([127, 0, 0, 1], lb.admin_port))).await;
+    let text = admin.get("/metrics").await.text();
+    let metric = |name: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    };
+    let (dropped, written) = (
+        metric("tether_access_log_lines_dropped_total"),
+        metric("tether_access_log_lines_total"),
+    );
+    assert_eq!(metric("tether_request_count_total"), REQUESTS as u64);
+    // What the pipe took, what waits in the queue (65,536 at most) and what was
+    // dropped make every request.
+    assert!(dropped > 0, "nothing dropped: the pipe kept up?");
+    assert!(
+        written + dropped <= REQUESTS as u64 && written + dropped + 65_536 >= REQUESTS as u64,
+        "written {written}, dropped {dropped}"
+    );
+}
