@@ -406,3 +406,47 @@ health_check = {{ enabled = false }}
         "written {written}, dropped {dropped}"
     );
 }
+
+#[tokio::test]
+async fn it_should_reopen_the_log_on_sigusr1_for_logrotate() {
+    let web = Backend::start("web").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("access.log");
+    let config = format!(
+        r#"
+[load_balancer]
+access_log = {{ path = "{}" }}
+[[listener]]
+address = "127.0.0.1"
+port = {{port}}
+default_action = {{ forward = "web" }}
+[target_group.web]
+targets = ["{}"]
+health_check = {{ enabled = false }}
+"#,
+        log.display(),
+        web.addr
+    );
+    let lb = TetherProc::start(&config).await;
+    let mut client = Client::connect(lb.addr()).await;
+    assert_eq!(client.get("/before").await.status, 200);
+    lines(&log, 1).await;
+
+    // logrotate moves the file, then signals.
+    let rotated = dir.path().join("access.log.1");
+    std::fs::rename(&log, &rotated).expect("rotate");
+    lb.signal("USR1");
+    // The reopen happens on the writer's next look (at most 500 ms idle): until the
+    // new file exists, lines would still go to the rotated one.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !log.exists() {
+        assert!(Instant::now() < deadline, "no new file after SIGUSR1");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(client.get("/after").await.status, 200);
+    let new = lines(&log, 1).await;
+    assert!(path_of(&new[0]).ends_with("/after"));
+    let old = std::fs::read_to_string(&rotated).expect("rotated");
+    assert_eq!(old.lines().count(), 1);
+    assert!(old.contains("/before"));
+}
