@@ -20,52 +20,23 @@ use tokio_tungstenite::tungstenite::Message;
 use common::alb_log::{self, AlbLine};
 use common::{raw_exchange, request, tls_connect, Backend, Client, KeyKind, Pki, TetherProc};
 
+/// The mix of tests/common, logged to `log`, with an HTTPS listener too.
 fn config(web: SocketAddr, dead: SocketAddr, log: &Path, cert: &(PathBuf, PathBuf)) -> String {
-    format!(
-        r#"
-[load_balancer]
-name = "edge"
-admin = "127.0.0.1:{{admin}}"
-access_log = {{ path = "{log}" }}
-[[listener]]
-address = "127.0.0.1"
-port = {{port}}
-default_action = {{ forward = "web" }}
-  [[listener.rule]]
-  priority = 10
-  conditions = {{ path_pattern = ["/fixed"] }}
-  action = {{ fixed_response = {{ status = 200, content_type = "text/plain", body = "fixed" }} }}
-  [[listener.rule]]
-  priority = 20
-  conditions = {{ path_pattern = ["/old"] }}
-  action = {{ redirect = {{ path = "/new", status = 301 }} }}
-  [[listener.rule]]
-  priority = 30
-  conditions = {{ path_pattern = ["/empty"] }}
-  action = {{ forward = "empty" }}
-  [[listener.rule]]
-  priority = 40
-  conditions = {{ path_pattern = ["/dead"] }}
-  action = {{ forward = "dead" }}
-[[listener]]
+    common::mix_config(
+        web,
+        dead,
+        &format!(r#"access_log = {{ path = "{}" }}"#, log.display()),
+        &format!(
+            r#"[[listener]]
 address = "127.0.0.1"
 port = 0
 protocol = "HTTPS"
-certificates = [{{ cert = "{cert}", key = "{key}" }}]
-default_action = {{ forward = "web" }}
-[target_group.web]
-targets = ["{web}"]
-health_check = {{ enabled = false }}
-[target_group.empty]
-targets = []
-health_check = {{ enabled = false }}
-[target_group.dead]
-targets = ["{dead}"]
-health_check = {{ enabled = false }}
-"#,
-        log = log.display(),
-        cert = cert.0.display(),
-        key = cert.1.display(),
+certificates = [{{ cert = "{}", key = "{}" }}]
+default_action = {{ forward = "web" }}"#,
+            cert.0.display(),
+            cert.1.display()
+        ),
+        "",
     )
 }
 
@@ -339,21 +310,13 @@ async fn it_should_lose_no_request_when_the_log_cannot_keep_up_and_count_what_it
         let fifo = fifo.clone();
         std::thread::spawn(move || std::fs::File::open(fifo).expect("open the read end"))
     };
-    let config = format!(
-        r#"
-[load_balancer]
-admin = "127.0.0.1:{{admin}}"
-access_log = {{ path = "{}" }}
-[[listener]]
-address = "127.0.0.1"
-port = {{port}}
-default_action = {{ forward = "web" }}
-[target_group.web]
-targets = ["{}"]
-health_check = {{ enabled = false }}
-"#,
-        fifo.display(),
-        web.addr
+    let config = common::one_group_config(
+        web.addr,
+        &format!(
+            "admin = \"127.0.0.1:{{admin}}\"
+access_log = {{ path = \"{}\" }}",
+            fifo.display()
+        ),
     );
     let lb = TetherProc::start(&config).await;
     let _read_end = reader.join().expect("reader");
@@ -412,20 +375,9 @@ async fn it_should_reopen_the_log_on_sigusr1_for_logrotate() {
     let web = Backend::start("web").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("access.log");
-    let config = format!(
-        r#"
-[load_balancer]
-access_log = {{ path = "{}" }}
-[[listener]]
-address = "127.0.0.1"
-port = {{port}}
-default_action = {{ forward = "web" }}
-[target_group.web]
-targets = ["{}"]
-health_check = {{ enabled = false }}
-"#,
-        log.display(),
-        web.addr
+    let config = common::one_group_config(
+        web.addr,
+        &format!("access_log = {{ path = \"{}\" }}", log.display()),
     );
     let lb = TetherProc::start(&config).await;
     let mut client = Client::connect(lb.addr()).await;

@@ -15,46 +15,14 @@ use tokio_tungstenite::tungstenite::Message;
 
 use common::{raw_exchange, request, require_tools, Backend, Client, TetherProc};
 
-/// `web` (one live target, sticky) by default; `/fixed` a fixed response, `/old` a
-/// redirect, `/empty` a group without targets, `/dead` a group whose one target
-/// refuses connections.
+/// The mix of tests/common, with `web` sticky.
 fn config(web: SocketAddr, dead: SocketAddr) -> String {
-    format!(
-        r#"
-[load_balancer]
-name = "edge"
-admin = "127.0.0.1:{{admin}}"
-[[listener]]
-address = "127.0.0.1"
-port = {{port}}
-default_action = {{ forward = "web" }}
-  [[listener.rule]]
-  priority = 10
-  conditions = {{ path_pattern = ["/fixed"] }}
-  action = {{ fixed_response = {{ status = 200, content_type = "text/plain", body = "fixed" }} }}
-  [[listener.rule]]
-  priority = 20
-  conditions = {{ path_pattern = ["/old"] }}
-  action = {{ redirect = {{ path = "/new", status = 301 }} }}
-  [[listener.rule]]
-  priority = 30
-  conditions = {{ path_pattern = ["/empty"] }}
-  action = {{ forward = "empty" }}
-  [[listener.rule]]
-  priority = 40
-  conditions = {{ path_pattern = ["/dead"] }}
-  action = {{ forward = "dead" }}
-[target_group.web]
-targets = ["{web}"]
-health_check = {{ enabled = false }}
-stickiness = {{ type = "lb_cookie", duration = "1h" }}
-[target_group.empty]
-targets = []
-health_check = {{ enabled = false }}
-[target_group.dead]
-targets = ["{dead}"]
-health_check = {{ enabled = false }}
-"#
+    common::mix_config(
+        web,
+        dead,
+        "",
+        "",
+        r#"stickiness = { type = "lb_cookie", duration = "1h" }"#,
     )
 }
 

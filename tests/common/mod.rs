@@ -312,6 +312,77 @@ pub async fn raw_backend(reply: &'static [u8]) -> (SocketAddr, JoinHandle<()>) {
 
 // === tether ===
 
+/// The operator tests' mix (tests/metrics.rs, tests/access_log.rs): `web` by
+/// default; `/fixed` a fixed response (priority 10), `/old` a redirect (20),
+/// `/empty` a group without targets (30), `/dead` a group whose one target refuses
+/// connections (40). `load_balancer` and `listeners` are added to the
+/// `[load_balancer]` table and after the first listener; `web` is added to its group.
+pub fn mix_config(
+    web: SocketAddr,
+    dead: SocketAddr,
+    load_balancer: &str,
+    listeners: &str,
+    web_group: &str,
+) -> String {
+    format!(
+        r#"
+[load_balancer]
+name = "edge"
+admin = "127.0.0.1:{{admin}}"
+{load_balancer}
+[[listener]]
+address = "127.0.0.1"
+port = {{port}}
+default_action = {{ forward = "web" }}
+  [[listener.rule]]
+  priority = 10
+  conditions = {{ path_pattern = ["/fixed"] }}
+  action = {{ fixed_response = {{ status = 200, content_type = "text/plain", body = "fixed" }} }}
+  [[listener.rule]]
+  priority = 20
+  conditions = {{ path_pattern = ["/old"] }}
+  action = {{ redirect = {{ path = "/new", status = 301 }} }}
+  [[listener.rule]]
+  priority = 30
+  conditions = {{ path_pattern = ["/empty"] }}
+  action = {{ forward = "empty" }}
+  [[listener.rule]]
+  priority = 40
+  conditions = {{ path_pattern = ["/dead"] }}
+  action = {{ forward = "dead" }}
+{listeners}
+[target_group.web]
+targets = ["{web}"]
+health_check = {{ enabled = false }}
+{web_group}
+[target_group.empty]
+targets = []
+health_check = {{ enabled = false }}
+[target_group.dead]
+targets = ["{dead}"]
+health_check = {{ enabled = false }}
+"#
+    )
+}
+
+/// One listener forwarding everything to `web`, with `load_balancer` in the
+/// `[load_balancer]` table.
+pub fn one_group_config(web: SocketAddr, load_balancer: &str) -> String {
+    format!(
+        r#"
+[load_balancer]
+{load_balancer}
+[[listener]]
+address = "127.0.0.1"
+port = {{port}}
+default_action = {{ forward = "web" }}
+[target_group.web]
+targets = ["{web}"]
+health_check = {{ enabled = false }}
+"#
+    )
+}
+
 /// A running `tether run` process; killed when dropped.
 pub struct TetherProc {
     pub child: Child,
