@@ -267,9 +267,19 @@ impl Entry {
     }
 }
 
+/// `n` in decimal, zero-padded to `width` digits. (`itoa` rather than `write!`: the
+/// formatting machinery was most of a line's cost.)
+fn digits(out: &mut Vec<u8>, n: u64, width: usize) {
+    let mut buf = itoa::Buffer::new();
+    let text = buf.format(n);
+    for _ in text.len()..width {
+        out.push(b'0');
+    }
+    out.extend_from_slice(text.as_bytes());
+}
+
 fn number(out: &mut Vec<u8>, n: u64) {
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, "{n}");
+    digits(out, n, 0);
 }
 
 fn status(out: &mut Vec<u8>, s: Option<u16>) {
@@ -281,7 +291,18 @@ fn status(out: &mut Vec<u8>, s: Option<u16>) {
 
 fn address(out: &mut Vec<u8>, a: Option<SocketAddr>) {
     match a {
+        Some(SocketAddr::V4(a)) => {
+            for (i, octet) in a.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                number(out, u64::from(octet));
+            }
+            out.push(b':');
+            number(out, u64::from(a.port()));
+        }
         Some(a) => {
+            // Writing to a Vec cannot fail.
             let _ = write!(out, "{a}");
         }
         None => out.push(b'-'),
@@ -292,8 +313,10 @@ fn address(out: &mut Vec<u8>, a: Option<SocketAddr>) {
 fn seconds(out: &mut Vec<u8>, d: Option<Duration>) {
     match d {
         Some(d) => {
-            let ms = (d.as_micros() + 500) / 1000;
-            let _ = write!(out, "{}.{:03}", ms / 1000, ms % 1000);
+            let ms = ((d.as_micros() + 500) / 1000).min(u128::from(u64::MAX)) as u64;
+            number(out, ms / 1000);
+            out.push(b'.');
+            digits(out, ms % 1000, 3);
         }
         None => out.extend_from_slice(b"-1"),
     }
@@ -305,14 +328,20 @@ fn timestamp(out: &mut Vec<u8>, t: SystemTime) {
     let secs = since.as_secs();
     let (year, month, day) = civil_from_days((secs / 86_400) as i64);
     let rem = secs % 86_400;
-    let _ = write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        since.subsec_micros()
-    );
+    digits(out, year.max(0) as u64, 4);
+    out.push(b'-');
+    digits(out, u64::from(month), 2);
+    out.push(b'-');
+    digits(out, u64::from(day), 2);
+    out.push(b'T');
+    digits(out, rem / 3600, 2);
+    out.push(b':');
+    digits(out, rem / 60 % 60, 2);
+    out.push(b':');
+    digits(out, rem % 60, 2);
+    out.push(b'.');
+    digits(out, u64::from(since.subsec_micros()), 6);
+    out.push(b'Z');
 }
 
 /// The proleptic Gregorian date of a day count from 1970-01-01 (Howard Hinnant's
@@ -360,6 +389,14 @@ fn quoted(out: &mut Vec<u8>, s: Option<&str>) {
     out.push(b'"');
     match s {
         None | Some("") => out.push(b'-'),
+        // Most values need no escape: copied at once.
+        Some(s)
+            if !s
+                .bytes()
+                .any(|b| b < b' ' || b == b'"' || b == b'\\' || b == 0x7f) =>
+        {
+            out.extend_from_slice(s.as_bytes())
+        }
         Some(s) => {
             for &b in s.as_bytes() {
                 match b {

@@ -222,10 +222,21 @@ impl Http1App {
         target: &str,
         version: &str,
     ) -> String {
-        let scheme = self.listener.protocol.as_str().to_ascii_lowercase();
+        let scheme = match self.listener.protocol {
+            crate::settings::Protocol::Http => "http",
+            crate::settings::Protocol::Https => "https",
+        };
         let host = host.map_or("-", without_port);
-        let port = self.listener.port;
-        format!("{method} {scheme}://{host}:{port}{target} HTTP/{version}")
+        let port = std::str::from_utf8(&self.listener.forwarded_port).unwrap_or("-");
+        let mut line = String::with_capacity(
+            method.len() + scheme.len() + host.len() + port.len() + target.len() + 20,
+        );
+        for part in [
+            method, " ", scheme, "://", host, ":", port, target, " HTTP/", version,
+        ] {
+            line.push_str(part);
+        }
+        line
     }
 
     /// Writes the `Host` line sent to a target: `value` as it is with
