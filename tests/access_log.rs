@@ -99,14 +99,7 @@ async fn it_should_log_every_kind_of_request_in_albs_format() {
     assert_eq!(client.get("/fixed").await.status, 200);
     assert_eq!(client.get("/old").await.status, 301);
     drop(client);
-    assert_eq!(
-        Client::connect(lb.addr()).await.get("/empty").await.status,
-        503
-    );
-    assert_eq!(
-        Client::connect(lb.addr()).await.get("/dead").await.status,
-        502
-    );
+    common::mix_failures(lb.addr()).await;
     let reply = raw_exchange(
         lb.addr(),
         b"GET /lf HTTP/1.1\nHost: a.test\nConnection: close\n\n",

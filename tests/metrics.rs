@@ -145,14 +145,7 @@ async fn it_should_count_a_known_mix_in_albs_names_and_pass_promtool() {
     drop(client);
 
     // Connection 2: a 503 (no targets). Connection 3: a 502 (connect refused).
-    assert_eq!(
-        Client::connect(lb.addr()).await.get("/empty").await.status,
-        503
-    );
-    assert_eq!(
-        Client::connect(lb.addr()).await.get("/dead").await.status,
-        502
-    );
+    common::mix_failures(lb.addr()).await;
 
     // Connection 4: bare LF line ends, which the desync classifier calls Acceptable
     // (passed in the default defensive mode, counted as non-compliant).

@@ -365,6 +365,13 @@ health_check = {{ enabled = false }}
     )
 }
 
+/// The mix's two failures, each on a connection of its own (tether closes after
+/// an error): `/empty` gets 503 (no targets), `/dead` 502 (connection refused).
+pub async fn mix_failures(addr: SocketAddr) {
+    assert_eq!(Client::connect(addr).await.get("/empty").await.status, 503);
+    assert_eq!(Client::connect(addr).await.get("/dead").await.status, 502);
+}
+
 /// One listener forwarding everything to `web`, with `load_balancer` in the
 /// `[load_balancer]` table.
 pub fn one_group_config(web: SocketAddr, load_balancer: &str) -> String {
