@@ -24,7 +24,8 @@
 //!   `app/<name>/<id>`, and log tools split it on `/`.
 //! - `target_group_arn` is `arn:tether:elasticloadbalancing:::targetgroup/<name>`, so
 //!   that tools that take the group's name out of the ARN find it.
-//! - `chosen_cert_arn` is the certificate's file (tether has no ACM).
+//! - `chosen_cert_arn` is `-`: the engines do not know which certificate pingora's
+//!   handshake chose (tether's resolver sees no connection).
 //! - `conn_trace_id` is `-`: tether has no connection traceability id.
 //! - `request_transform_status` is `TransformSuccess` when a transform rewrote the
 //!   host or the URL, `-` otherwise.

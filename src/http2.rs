@@ -118,12 +118,17 @@ async fn handle(app: Arc<Http1App>, client: ClientConn, req: Request<Incoming>) 
         + parts.method.as_str().len()
         + parts.uri.path_and_query().map_or(1, |pq| pq.as_str().len())
         + 13;
-    let mut rec = Record::new(
-        Kind::H2,
-        std::time::SystemTime::now(),
-        std::time::Instant::now(),
-        head_bytes as u64,
-    );
+    let mut g = StreamRecord {
+        rec: Record::new(
+            Kind::H2,
+            std::time::SystemTime::now(),
+            std::time::Instant::now(),
+            head_bytes as u64,
+        ),
+        app: app.clone(),
+        client: client.clone(),
+        finished: false,
+    };
     let head_request = parts.method == http::Method::HEAD;
     let idempotent = exchange::is_idempotent(parts.method.as_str());
     let routing = app.routing.load_full();
@@ -158,7 +163,7 @@ async fn handle(app: Arc<Http1App>, client: ClientConn, req: Request<Incoming>) 
         );
         if logging {
             let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-            rec.detail = Some(Box::new(Detail {
+            g.rec.detail = Some(Box::new(Detail {
                 request: Some(
                     app.request_line(parts.method.as_str(), host, target, "2.0")
                         .into(),
@@ -172,13 +177,11 @@ async fn handle(app: Arc<Http1App>, client: ClientConn, req: Request<Incoming>) 
             let Decision::Respond(resp) = decision else {
                 return error(500);
             };
-            return own_response(&app, &client, rec, &resp, head_request, listener);
+            return own_response(&mut g, &resp, head_request, listener);
         };
         let length = match parse::content_length(headers) {
             Ok(l) => l,
-            Err(_) => {
-                return own_response(&app, &client, rec, &LbResponse::error(400), false, listener)
-            }
+            Err(_) => return own_response(&mut g, &LbResponse::error(400), false, listener),
         };
         let framing = match length {
             Some(0) => Framing::None,
@@ -217,7 +220,7 @@ async fn handle(app: Arc<Http1App>, client: ClientConn, req: Request<Incoming>) 
             out.extend_from_slice(b"transfer-encoding: chunked\r\n");
         }
         app.end_upstream_head(&mut out, &client, headers, &routing);
-        if let Some(d) = rec.detail.as_mut() {
+        if let Some(d) = g.rec.detail.as_mut() {
             d.trace_id = forwarded::sent_trace_id(&out).map(Box::from);
         }
         (decision, out, framing)
@@ -232,12 +235,12 @@ async fn handle(app: Arc<Http1App>, client: ClientConn, req: Request<Incoming>) 
         head_request,
         idempotent,
     };
-    match forward(&mut ex, &app, sent, body, &mut rec).await {
+    match forward(&mut ex, &app, sent, body, &mut g.rec).await {
         Ok((builder, body)) => {
-            rec.forwarded(&ex, logging);
+            g.rec.forwarded(&ex, logging);
             let mut state = body;
             state.ex = Some(ex);
-            state.record = Some((Box::new(rec), app.clone(), client.clone()));
+            state.record = Some(g);
             let stream = futures_util::stream::unfold(state, |mut s| async move {
                 match s.next().await {
                     Ok(Some(data)) => Some((Ok(Frame::data(data)), s)),
@@ -250,36 +253,58 @@ async fn handle(app: Arc<Http1App>, client: ClientConn, req: Request<Incoming>) 
                 .unwrap_or_else(|_| error(502))
         }
         Err(failure) => {
-            rec.forwarded(&ex, logging);
-            rec.error_reason = Some(observe::error_reason(failure));
+            g.rec.forwarded(&ex, logging);
+            g.rec.error_reason = Some(observe::error_reason(failure));
             let status = failure.status().unwrap_or(502);
-            own_response(
-                &app,
-                &client,
-                rec,
-                &LbResponse::error(status),
-                head_request,
-                listener,
-            )
+            own_response(&mut g, &LbResponse::error(status), head_request, listener)
         }
     }
 }
 
 /// One of tether's own responses, counted and logged.
 fn own_response(
-    app: &Http1App,
-    client: &ClientConn,
-    mut rec: Record,
+    g: &mut StreamRecord,
     resp: &LbResponse,
     head_only: bool,
     listener: &ListenerHeaders,
 ) -> Response<Body> {
-    rec.responded(&app.listener.stats, resp);
+    g.rec.responded(&g.app.listener.stats, resp);
     if !head_only {
-        rec.tx += resp.body.len() as u64;
+        g.rec.tx += resp.body.len() as u64;
     }
-    rec.finish(&app.listener, client);
+    g.finish();
     lb_response(resp, head_only, listener)
+}
+
+/// A stream's record, finished exactly once: with an answer of tether's own, at the
+/// end of the response body, or, when the client resets the stream before either,
+/// when the stream's task drops it.
+struct StreamRecord {
+    rec: Record,
+    app: Arc<Http1App>,
+    client: ClientConn,
+    finished: bool,
+}
+
+impl StreamRecord {
+    fn finish(&mut self) {
+        if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
+        let placeholder = Record::new(Kind::H2, self.rec.created, self.rec.received, 0);
+        let rec = std::mem::replace(&mut self.rec, placeholder);
+        rec.finish(&self.app.listener, &self.client);
+    }
+}
+
+impl Drop for StreamRecord {
+    fn drop(&mut self) {
+        if !self.finished && self.rec.target_status.is_none() {
+            // Reset by the client before any response.
+            self.rec.error_reason = Some("ClientClosedConnection");
+        }
+        self.finish();
+    }
 }
 
 /// What [`forward`] sends.
@@ -322,11 +347,21 @@ async fn forward(
                 }
             }
         }
+        if framing != Framing::None {
+            upload(
+                &mut body,
+                &mut target,
+                framing == Framing::Chunked,
+                idle,
+                &mut rec.rx,
+            )
+            .await?;
+        }
+        // Sent whole: the target's time starts (ALB's target_processing_time).
         ex.request_sent();
         rec.dispatched = Some(std::time::Instant::now());
-        if framing != Framing::None {
-            rec.rx += upload(&mut body, &mut target, framing == Framing::Chunked, idle).await?;
-        }
+        // Known now, should the client reset the stream before the response.
+        rec.forwarded(ex, app.listener.access_log.is_some());
         let mut rbuf = Vec::new();
         let mut result = read_response_head(&mut target, &mut rbuf, &mut timer, idle).await;
         // Interim responses are not relayed over HTTP/2.
@@ -432,8 +467,8 @@ async fn upload(
     target: &mut TargetConn,
     chunked: bool,
     idle: Duration,
-) -> Result<u64, Failure> {
-    let mut received = 0;
+    received: &mut u64,
+) -> Result<(), Failure> {
     loop {
         let frame = match tokio::time::timeout(idle, body.frame()).await {
             Err(_) => return Err(Failure::ClientTimeout),
@@ -447,7 +482,7 @@ async fn upload(
         if data.is_empty() {
             continue;
         }
-        received += data.len() as u64;
+        *received += data.len() as u64;
         let sent = if chunked {
             let size = format!("{:x}\r\n", data.len());
             let mut out = Vec::with_capacity(size.len() + data.len() + 2);
@@ -466,7 +501,7 @@ async fn upload(
             .await
             .map_err(|_| Failure::TargetClosed)?;
     }
-    Ok(received)
+    Ok(())
 }
 
 /// A response body read from the target, decoded from its framing.
@@ -474,7 +509,7 @@ struct BodyStream {
     target: Option<TargetConn>,
     ex: Option<Exchange>,
     /// The request's record, finished when the body ends or is dropped (a reset).
-    record: Option<(Box<Record>, Arc<Http1App>, ClientConn)>,
+    record: Option<StreamRecord>,
     /// Body bytes given to the client.
     sent: u64,
     framing: Framing,
@@ -488,10 +523,10 @@ struct BodyStream {
 
 impl Drop for BodyStream {
     fn drop(&mut self) {
-        // The response is over (or the client reset the stream): log it.
-        if let Some((mut rec, app, client)) = self.record.take() {
-            rec.tx += self.sent;
-            rec.finish(&app.listener, &client);
+        // The response is over (or the client reset the stream): the record, dropped
+        // with the stream, logs it.
+        if let Some(g) = self.record.as_mut() {
+            g.rec.tx += self.sent;
         }
     }
 }

@@ -114,7 +114,14 @@ impl Record {
         let now = Instant::now();
         let secs = |from: Instant, to: Instant| to.saturating_duration_since(from);
         let dispatched = self.dispatched;
-        // ALB: -1 for the target and response times when no target answered.
+        // ALB: -1 for all three when the request could not be dispatched to a target
+        // (no target, a failed connect, a malformed request), and for the target's
+        // and the response's when the target did not answer. A fixed response or a
+        // redirect is the load balancer's own processing.
+        let own_action = matches!(
+            self.action,
+            Some(ActionKind::FixedResponse | ActionKind::Redirect)
+        );
         let (request_processing, target_processing, response_processing) =
             match (dispatched, self.answered) {
                 (Some(d), Some(a)) => (
@@ -123,8 +130,8 @@ impl Record {
                     Some(secs(a, now)),
                 ),
                 (Some(d), None) => (Some(secs(self.received, d)), None, None),
-                _ if self.elb_status.is_some() => (Some(secs(self.received, now)), None, None),
-                _ => (None, None, None),
+                (None, _) if own_action => (Some(secs(self.received, now)), None, None),
+                (None, _) => (None, None, None),
             };
         let detail = self.detail.unwrap_or_default();
         let target = self.targets.last().copied();

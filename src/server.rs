@@ -186,10 +186,15 @@ impl Tether {
                 .is_some_and(|t| t.policy == crate::tls::SslPolicy::Tls13Only);
             let mut listener = ListenerInfo::new(i, addr.port(), l.protocol);
             listener.access_log = access_log.clone();
-            listener_stats.push((
-                Metrics::listener_label(l.protocol, addr.port()),
-                listener.stats.clone(),
-            ));
+            // Two listeners may share a port on different addresses: then the label
+            // names the address too, so that no two series have the same labels.
+            let shared = bound.iter().filter(|b| b.port() == addr.port()).count() > 1;
+            let label = if shared {
+                format!("{}:{addr}", l.protocol.as_str())
+            } else {
+                Metrics::listener_label(l.protocol, addr.port())
+            };
+            listener_stats.push((label, listener.stats.clone()));
             let app = Http1App {
                 listener,
                 routing: routing.clone(),

@@ -395,3 +395,43 @@ async fn it_should_reopen_the_log_on_sigusr1_for_logrotate() {
     assert_eq!(old.lines().count(), 1);
     assert!(old.contains("/before"));
 }
+
+#[tokio::test]
+async fn it_should_log_an_h2_stream_the_client_reset_before_its_response() {
+    let web = Backend::start("web").await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let pki = Pki::new();
+    let cert = pki.leaf("a", &["a.test"], KeyKind::Ecdsa, false);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("access.log");
+    let lb = TetherProc::start(&config(web.addr, dead, &log, &cert)).await;
+    let (tls, _) = tls_connect(https_addr(&lb), "a.test", pki.client_config(&[b"h2"]))
+        .await
+        .expect("tls");
+    let (mut h2, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(conn);
+    let slow = h2.send_request(
+        http::Request::get("https://a.test/slow?ms=3000")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .expect("request"),
+    );
+    // Given up before the target answers: dropping the response resets the stream.
+    assert!(tokio::time::timeout(Duration::from_millis(300), slow)
+        .await
+        .is_err());
+    let line = lines(&log, 1).await.remove(0);
+    assert_eq!(line.kind, "h2");
+    assert!(path_of(&line).ends_with("/slow?ms=3000"));
+    assert_eq!(line.error_reason.as_deref(), Some("ClientClosedConnection"));
+    assert_eq!(
+        (line.elb_status_code, line.target_status_code),
+        (None, None)
+    );
+    assert_eq!(line.target, Some(web.addr));
+}

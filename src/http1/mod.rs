@@ -631,11 +631,18 @@ impl Conn<'_> {
         Record::new(kind, observe::wall_clock_before(started.elapsed()), now, 0)
     }
 
+    /// Adds the bytes moved since the last request's to `rec`: those written, and
+    /// those read and used (bytes still in `buf` belong to the next request).
+    fn take_bytes(&mut self, rec: &mut Record) {
+        let used = self.io.read.saturating_sub(self.buf.len() as u64);
+        rec.rx += used.saturating_sub(self.counted.0);
+        rec.tx += self.io.written.saturating_sub(self.counted.1);
+        self.counted = (used.max(self.counted.0), self.io.written);
+    }
+
     /// The request is over: its bytes, its counts and its log line.
     fn finish(&mut self, mut rec: Record) {
-        rec.rx += self.io.read - self.counted.0;
-        rec.tx += self.io.written - self.counted.1;
-        self.counted = (self.io.read, self.io.written);
+        self.take_bytes(&mut rec);
         rec.finish(&self.app.listener, &self.client);
     }
 
@@ -733,9 +740,7 @@ impl Conn<'_> {
                 ));
                 record.kind = kind;
                 // The upgrade's own bytes so far; the relay's are added at its end.
-                record.rx += self.io.read - self.counted.0;
-                record.tx += self.io.written - self.counted.1;
-                self.counted = (self.io.read, self.io.written);
+                self.take_bytes(&mut record);
                 Next::Tunnel(Box::new(Tunnel {
                     target,
                     ex,
@@ -789,8 +794,6 @@ impl Conn<'_> {
                     }
                 }
             }
-            ex.request_sent();
-            rec.dispatched = Some(Instant::now());
             // Expect: 100-continue: the target's answer first, then the body.
             if !body.is_done() && !p.expect_continue {
                 match self.upload(&mut target, &mut body, idle).await {
@@ -800,12 +803,13 @@ impl Conn<'_> {
                     Err(UploadError::Target) => keep = false,
                 }
             }
+            // Sent (the head alone when the target is to answer 100 first): the
+            // target's time starts (ALB's target_processing_time).
+            ex.request_sent();
+            rec.dispatched = Some(Instant::now());
             let mut rbuf = Vec::new();
             match read_response_head(&mut target, &mut rbuf, &mut self.timer, idle).await {
-                Ok(head) => {
-                    rec.answered = Some(Instant::now());
-                    break (target, (head, rbuf));
-                }
+                Ok(head) => break (target, (head, rbuf)),
                 Err(f @ (Failure::TargetClosed | Failure::TargetReset)) if rbuf.is_empty() => {
                     let retry = if f == Failure::TargetReset {
                         ex.reset_before_response(reused, replayable, p.idempotent)
@@ -877,6 +881,7 @@ impl Conn<'_> {
             Err(()) => return self.fail(rec, Failure::BadResponse, wrote_any).await,
         };
         ex.response_started(resp.status);
+        rec.answered = Some(Instant::now());
         keep &= resp.keep_client;
         let rest = rbuf.split_off(head_len);
         let mut client_head = resp.client_head;
