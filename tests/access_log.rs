@@ -106,6 +106,13 @@ async fn it_should_log_every_kind_of_request_in_albs_format() {
     )
     .await;
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    // Two Content-Lengths that disagree: Severe, refused in the default mode.
+    let reply = raw_exchange(
+        lb.addr(),
+        b"POST /severe HTTP/1.1\r\nHost: a.test\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
 
     // A websocket (logged when it closes).
     let url = format!("ws://{}/ws", lb.addr());
@@ -157,7 +164,7 @@ async fn it_should_log_every_kind_of_request_in_albs_format() {
     while wss.next().await.is_some() {}
     drop(wss);
 
-    let all = lines(&log, 11).await;
+    let all = lines(&log, 12).await;
     let find = |path: &str| {
         all.iter()
             .find(|l| path_of(l).ends_with(path))
@@ -248,6 +255,15 @@ async fn it_should_log_every_kind_of_request_in_albs_format() {
     assert_eq!(
         lf.classification_reason.as_deref(),
         Some("NonCrLfLineTermination")
+    );
+
+    let severe = find("/severe");
+    assert_eq!((severe.elb_status_code, severe.target), (Some(400), None));
+    assert_eq!(severe.classification.as_deref(), Some("Severe"));
+    assert!(severe.classification_reason.is_some());
+    assert_eq!(
+        severe.request_processing_time, None,
+        "refused before dispatch: -1"
     );
 
     let ws = find("/ws");

@@ -564,6 +564,9 @@ impl Conn<'_> {
             let prepared = match self.prepare(head_len) {
                 Ok(p) => p,
                 Err(status) => {
+                    if self.app.listener.access_log.is_some() {
+                        rec.detail = refused_detail(self.app, &self.buf[..head_len]);
+                    }
                     let _ = self
                         .respond(&mut rec, &LbResponse::error(status), false, false)
                         .await;
@@ -1326,6 +1329,28 @@ pub(crate) fn lb_response_bytes(
         out.extend_from_slice(&resp.body);
     }
     out
+}
+
+/// What the access log can say of a refused head (a desync rejection, a bad Host):
+/// its request line and desync class, when it parses at all.
+fn refused_detail(app: &Http1App, head: &[u8]) -> Option<Box<Detail>> {
+    let mut lines = [httparse::EMPTY_HEADER; parse::MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut lines);
+    if !req.parse(head).ok()?.is_complete() {
+        return None;
+    }
+    let (method, target, version) = (req.method?, req.path?, req.version?);
+    let headers = Headers(req.headers);
+    let http10 = version == 0;
+    let (tier, reason) = parse::desync_class(head, method, target, http10, headers);
+    let host = headers.get_str("host");
+    let version = if http10 { "1.0" } else { "1.1" };
+    Some(Box::new(Detail {
+        request: Some(app.request_line(method, host, target, version).into()),
+        user_agent: headers.get_str("user-agent").map(Box::from),
+        trace_id: None,
+        classification: parse::tier_name(tier).map(|tier| (tier, reason)),
+    }))
 }
 
 /// A Host value without its port (`[::1]:80` → `[::1]`, `a.test:80` → `a.test`).
