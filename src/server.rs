@@ -175,7 +175,15 @@ impl Tether {
                     }
                 })?,
             ),
-            None => None,
+            None => {
+                // logrotate's `kill -USR1` must not stop a tether that logs nothing
+                // (SIGUSR1's default action ends the process).
+                let ignored = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGUSR1, ignored) {
+                    tracing::warn!("cannot ignore SIGUSR1: {e}");
+                }
+                None
+            }
         };
         let mut listener_stats = Vec::new();
         let mut resolvers = Vec::new();

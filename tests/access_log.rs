@@ -451,3 +451,14 @@ async fn it_should_log_an_h2_stream_the_client_reset_before_its_response() {
     );
     assert_eq!(line.target, Some(web.addr));
 }
+
+#[tokio::test]
+async fn it_should_survive_sigusr1_without_an_access_log() {
+    // logrotate's postrotate may signal a tether that logs nothing.
+    let web = Backend::start("web").await;
+    let mut lb = TetherProc::start(&common::one_group_config(web.addr, "")).await;
+    lb.signal("USR1");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(lb.child.try_wait().expect("wait").is_none(), "SIGUSR1 ended tether");
+    assert_eq!(Client::connect(lb.addr()).await.get("/").await.status, 200);
+}
