@@ -69,22 +69,50 @@ async fn lines(path: &Path, n: usize) -> Vec<AlbLine> {
     }
 }
 
+/// tether with the mix config and its log, and what the tests reach it with.
+struct Mix {
+    web: Backend,
+    dead: SocketAddr,
+    pki: Pki,
+    log: PathBuf,
+    lb: TetherProc,
+    _dir: tempfile::TempDir,
+}
+
+impl Mix {
+    async fn start() -> Mix {
+        let web = Backend::start("web").await;
+        let dead = common::refused_addr();
+        let pki = Pki::new();
+        let cert = pki.leaf("a", &["a.test"], KeyKind::Ecdsa, false);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("access.log");
+        let lb = TetherProc::start(&config(web.addr, dead, &log, &cert)).await;
+        Mix {
+            web,
+            dead,
+            pki,
+            log,
+            lb,
+            _dir: dir,
+        }
+    }
+}
+
 fn path_of(line: &AlbLine) -> String {
     line.request.as_ref().expect("a request").url.clone()
 }
 
 #[tokio::test]
 async fn it_should_log_every_kind_of_request_in_albs_format() {
-    let web = Backend::start("web").await;
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr");
-    let pki = Pki::new();
-    let cert = pki.leaf("a", &["a.test"], KeyKind::Ecdsa, false);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let log = dir.path().join("access.log");
-    let lb = TetherProc::start(&config(web.addr, dead, &log, &cert)).await;
+    let Mix {
+        web,
+        dead,
+        pki,
+        log,
+        lb,
+        _dir,
+    } = Mix::start().await;
     let https = https_addr(&lb);
     let ua = "tether-test/1 \"quoted\"";
 
@@ -414,16 +442,14 @@ async fn it_should_reopen_the_log_on_sigusr1_for_logrotate() {
 
 #[tokio::test]
 async fn it_should_log_an_h2_stream_the_client_reset_before_its_response() {
-    let web = Backend::start("web").await;
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr");
-    let pki = Pki::new();
-    let cert = pki.leaf("a", &["a.test"], KeyKind::Ecdsa, false);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let log = dir.path().join("access.log");
-    let lb = TetherProc::start(&config(web.addr, dead, &log, &cert)).await;
+    let Mix {
+        web,
+        pki,
+        log,
+        lb,
+        _dir,
+        ..
+    } = Mix::start().await;
     let (tls, _) = tls_connect(https_addr(&lb), "a.test", pki.client_config(&[b"h2"]))
         .await
         .expect("tls");
@@ -459,6 +485,9 @@ async fn it_should_survive_sigusr1_without_an_access_log() {
     let mut lb = TetherProc::start(&common::one_group_config(web.addr, "")).await;
     lb.signal("USR1");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(lb.child.try_wait().expect("wait").is_none(), "SIGUSR1 ended tether");
+    assert!(
+        lb.child.try_wait().expect("wait").is_none(),
+        "SIGUSR1 ended tether"
+    );
     assert_eq!(Client::connect(lb.addr()).await.get("/").await.status, 200);
 }

@@ -116,11 +116,7 @@ fn promtool_check(text: &str) {
 async fn it_should_count_a_known_mix_in_albs_names_and_pass_promtool() {
     require_tools(&["promtool"]);
     let web = Backend::start("web").await;
-    // A port nothing listens on: bound, then closed.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr");
+    let dead = common::refused_addr();
     let lb = TetherProc::start(&config(web.addr, dead)).await;
     let lb_label = ("load_balancer", "edge");
     let web_target = web.addr.to_string();

@@ -365,6 +365,14 @@ health_check = {{ enabled = false }}
     )
 }
 
+/// An address nothing listens on (a port bound, then closed): connections to it
+/// are refused.
+pub fn refused_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a port to give back")
+}
+
 /// The mix's two failures, each on a connection of its own (tether closes after
 /// an error): `/empty` gets 503 (no targets), `/dead` 502 (connection refused).
 pub async fn mix_failures(addr: SocketAddr) {
