@@ -135,9 +135,9 @@ struct Tunnel {
     /// Kept for its life: it counts the websocket on its target, and forgets its
     /// Socket.IO sid when it ends.
     ex: Box<Exchange>,
-    /// The upgrade request, logged when the websocket closes (as ALB does).
-    record: Box<Record>,
-    client: ClientConn,
+    /// With an access log: the upgrade request, logged when the websocket closes
+    /// (as ALB does). Without, nothing is kept: an idle websocket stays small.
+    log: Option<Box<(Record, ClientConn)>>,
 }
 
 impl Tunnel {
@@ -153,10 +153,16 @@ impl Tunnel {
         let (read, written) = (io.read, io.written);
         let end = relay::tunnel(&mut io, &mut self.target, idle, &mut timer, closing).await;
         tracing::debug!("websocket to {} ended: {end:?}", self.ex.addr());
-        let mut record = *self.record;
-        record.rx += io.read - read;
-        record.tx += io.written - written;
-        record.finish(&app.listener, &self.client);
+        let (rx, tx) = (io.read - read, io.written - written);
+        match self.log.take() {
+            Some(log) => {
+                let (mut record, client) = *log;
+                record.rx += rx;
+                record.tx += tx;
+                record.finish(&app.listener, &client);
+            }
+            None => ListenerStats::add(&app.listener.stats.processed_bytes, rx + tx),
+        }
     }
 }
 
@@ -737,19 +743,19 @@ impl Conn<'_> {
                 } else {
                     Kind::Ws
                 };
-                let mut record = Box::new(std::mem::replace(
-                    rec,
-                    Record::new(kind, rec.created, rec.received, 0),
-                ));
+                let mut record =
+                    std::mem::replace(rec, Record::new(kind, rec.created, rec.received, 0));
                 record.kind = kind;
                 // The upgrade's own bytes so far; the relay's are added at its end.
                 self.take_bytes(&mut record);
-                Next::Tunnel(Box::new(Tunnel {
-                    target,
-                    ex,
-                    record,
-                    client: self.client.clone(),
-                }))
+                let log = if self.app.listener.access_log.is_some() {
+                    Some(Box::new((record, self.client.clone())))
+                } else {
+                    // Counted now; the relay's bytes are counted when it ends.
+                    record.finish(&self.app.listener, &self.client);
+                    None
+                };
+                Next::Tunnel(Box::new(Tunnel { target, ex, log }))
             }
             next => next,
         }
