@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::BodyExt;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -161,11 +160,7 @@ async fn it_should_log_every_kind_of_request_in_albs_format() {
     let (tls, _) = tls_connect(https, "a.test", pki.client_config(&[b"h2"]))
         .await
         .expect("tls");
-    let (mut h2, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .expect("h2 handshake");
-    tokio::spawn(conn);
+    let mut h2 = common::h2_client(tls).await;
     let resp = h2
         .send_request(
             http::Request::get("https://a.test/h2")
@@ -453,11 +448,7 @@ async fn it_should_log_an_h2_stream_the_client_reset_before_its_response() {
     let (tls, _) = tls_connect(https_addr(&lb), "a.test", pki.client_config(&[b"h2"]))
         .await
         .expect("tls");
-    let (mut h2, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .expect("h2 handshake");
-    tokio::spawn(conn);
+    let mut h2 = common::h2_client(tls).await;
     let slow = h2.send_request(
         http::Request::get("https://a.test/slow?ms=3000")
             .body(http_body_util::Empty::<Bytes>::new())

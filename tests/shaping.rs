@@ -225,11 +225,7 @@ async fn seen_over_tls(
     );
     let body = if h2 {
         assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-        let (mut sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-                .await
-                .expect("h2 handshake");
-        tokio::spawn(conn);
+        let mut sender = common::h2_client(tls).await;
         let mut req = http::Request::get("https://site.test/headers");
         for (k, v) in extra {
             req = req.header(*k, *v);
@@ -599,11 +595,7 @@ async fn it_should_set_the_listener_response_headers_on_every_response_over_http
     let (tls, _) = tls_connect(lb.addr(), "site.test", h.pki.client_config(&[b"h2"]))
         .await
         .expect("handshake");
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .expect("h2 handshake");
-    tokio::spawn(conn);
+    let mut sender = common::h2_client(tls).await;
     let mut fails = Vec::new();
     for (path, status) in [
         ("/", 200),

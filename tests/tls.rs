@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::*;
 use http_body_util::BodyExt;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 
 struct Site {
     pki: Pki,
@@ -280,11 +279,7 @@ async fn it_should_serve_one_hundred_concurrent_http2_streams_from_http1_targets
         .await
         .expect("handshake");
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .expect("h2 handshake");
-    tokio::spawn(conn);
+    let sender = common::h2_client(tls).await;
     let mut tasks = Vec::new();
     for i in 0..100 {
         let mut sender = sender.clone();

@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use common::*;
 use http_body_util::BodyExt;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -214,11 +213,7 @@ async fn fetch(pki: &Pki, lb: SocketAddr, engine: Engine, host: &str, path: &str
             };
         }
         Engine::Http2 => {
-            let (mut sender, conn) =
-                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-                    .await
-                    .expect("h2 handshake");
-            tokio::spawn(conn);
+            let mut sender = common::h2_client(tls).await;
             let req = http::Request::get(format!("https://{host}{path}"))
                 .body(http_body_util::Empty::<Bytes>::new())
                 .expect("request");

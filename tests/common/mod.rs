@@ -373,6 +373,25 @@ pub fn refused_addr() -> SocketAddr {
         .expect("bind a port to give back")
 }
 
+/// An HTTP/2 client over an established stream (TLS that chose `h2`), its
+/// connection driven by a task of its own.
+pub async fn h2_client<S, B>(io: S) -> hyper::client::conn::http2::SendRequest<B>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    B: hyper::body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(io),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    sender
+}
+
 /// The mix's two failures, each on a connection of its own (tether closes after
 /// an error): `/empty` gets 503 (no targets), `/dead` 502 (connection refused).
 pub async fn mix_failures(addr: SocketAddr) {
