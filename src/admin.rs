@@ -83,12 +83,7 @@ fn group_health(g: &TargetGroup) -> GroupHealth {
     GroupHealth {
         name: g.name.clone(),
         fail_open: g.in_use && g.fails_open() && !g.targets().is_empty(),
-        targets: g
-            .targets()
-            .iter()
-            .chain(g.draining().iter())
-            .map(|t| target_health(t))
-            .collect(),
+        targets: g.all_targets().iter().map(|t| target_health(t)).collect(),
     }
 }
 
@@ -182,23 +177,23 @@ fn refuse_write(req: &Request<Incoming>, admin: &AdminService) -> Option<Respons
         req.method(),
         req.uri().path()
     );
-    let mut r = match refusal {
-        auth::Refusal::Unauthorized => reply(
-            StatusCode::UNAUTHORIZED,
-            "text/plain",
-            format!("{refusal}\n"),
-        ),
+    Some(match refusal {
+        auth::Refusal::Unauthorized => {
+            let mut r = reply(
+                StatusCode::UNAUTHORIZED,
+                "text/plain",
+                format!("{refusal}\n"),
+            );
+            r.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer realm=\"tether admin\""),
+            );
+            r
+        }
         auth::Refusal::NoTokenOffLoopback => {
             reply(StatusCode::FORBIDDEN, "text/plain", format!("{refusal}\n"))
         }
-    };
-    if refusal == auth::Refusal::Unauthorized {
-        r.headers_mut().insert(
-            http::header::WWW_AUTHENTICATE,
-            http::HeaderValue::from_static("Bearer realm=\"tether admin\""),
-        );
-    }
-    Some(r)
+    })
 }
 
 async fn handle(

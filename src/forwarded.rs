@@ -53,31 +53,15 @@ pub fn is_valid_name(name: &str) -> bool {
 /// listener's port added when the client gave none (a port the client gave is
 /// kept).
 pub fn write_host(out: &mut Vec<u8>, host: &[u8], listener_port: u16, port_text: &[u8]) {
-    let (name, port) = split_port(host);
+    let name = std::str::from_utf8(host).map_or(host, |h| crate::rules::strip_port(h).as_bytes());
     if listener_port == 80 || listener_port == 443 {
         out.extend_from_slice(name);
-    } else if port.is_some() {
+    } else if name.len() < host.len() {
         out.extend_from_slice(host);
     } else {
         out.extend_from_slice(host);
         out.push(b':');
         out.extend_from_slice(port_text);
-    }
-}
-
-/// A Host value's name and port (`[::1]:8080`, `example.com:8080`).
-fn split_port(host: &[u8]) -> (&[u8], Option<&[u8]>) {
-    let from = if host.starts_with(b"[") {
-        match memchr::memchr(b']', host) {
-            Some(end) => end,
-            None => return (host, None),
-        }
-    } else {
-        0
-    };
-    match memchr::memrchr(b':', &host[from..]) {
-        Some(i) => (&host[..from + i], Some(&host[from + i + 1..])),
-        None => (host, None),
     }
 }
 

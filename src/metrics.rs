@@ -312,11 +312,6 @@ impl Metrics {
     fn target_families(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
         let routing = self.routing.load();
         let groups = &routing.groups;
-        let targets = |g: &Arc<TargetGroup>| -> Vec<Arc<Target>> {
-            let mut all: Vec<Arc<Target>> = g.targets().to_vec();
-            all.extend(g.draining().iter().cloned());
-            all
-        };
         let group_labels = |g: &TargetGroup| {
             let mut l = self.lb();
             l.push(("target_group", Cow::Owned(g.name.clone())));
@@ -364,7 +359,7 @@ impl Metrics {
         for (name, help, get) in counters {
             let mut family = Family::new(name, help);
             for g in groups.iter() {
-                for t in targets(g) {
+                for t in g.all_targets() {
                     family.samples.push((target_labels(g, &t), get(&t)));
                 }
             }
@@ -378,7 +373,7 @@ impl Metrics {
             MetricType::Histogram,
         )?;
         for g in groups.iter() {
-            for t in targets(g) {
+            for t in g.all_targets() {
                 let labels = target_labels(g, &t);
                 let (sum, count, buckets) = t.stats.response_time.snapshot();
                 metric
@@ -392,7 +387,7 @@ impl Metrics {
             "Open websockets (upgraded connections) on the target.",
         );
         for g in groups.iter() {
-            for t in targets(g) {
+            for t in g.all_targets() {
                 websockets
                     .samples
                     .push((target_labels(g, &t), t.websockets() as i64));

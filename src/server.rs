@@ -267,23 +267,24 @@ impl Tether {
             reloads: reloader.stats(),
             access_log: access_log.clone(),
         };
+        // The listeners as bound (a port 0 replaced by the port picked).
+        let listeners: Vec<(Protocol, SocketAddr)> = config
+            .listeners
+            .iter()
+            .zip(&bound)
+            .map(|(l, addr)| (l.protocol, *addr))
+            .collect();
         let mut admin = None;
         server.add_service(background_service(
             "shutdown",
             crate::shutdown::ShutdownService::new(routing.clone(), grace, phases),
         ));
         if let Some(addr) = config.load_balancer.admin {
-            let listeners = config
-                .listeners
-                .iter()
-                .zip(&bound)
-                .map(|(l, addr)| (l.protocol, *addr))
-                .collect();
             let service = crate::admin::AdminService::bind(
                 addr,
                 start.upgrade,
                 reloader.clone(),
-                listeners,
+                listeners.clone(),
                 discovery_status.clone(),
                 metrics,
             )
@@ -309,12 +310,6 @@ impl Tether {
             ));
         }
         server.add_service(background_service("config reload", SighupReload(reloader)));
-        let listeners = config
-            .listeners
-            .iter()
-            .zip(bound)
-            .map(|(l, addr)| (l.protocol, addr))
-            .collect();
         Ok(Tether {
             server,
             routing,
@@ -431,7 +426,7 @@ struct KeepServerName;
 
 /// The SNI name a TLS client sent, kept in pingora's TLS digest.
 #[derive(Debug)]
-pub struct ServerName(pub Box<str>);
+pub struct ServerName(pub Arc<str>);
 
 #[async_trait]
 impl pingora::listeners::TlsAccept for KeepServerName {

@@ -54,7 +54,7 @@ impl ShutdownService {
         routing
             .groups
             .iter()
-            .flat_map(|g| g.targets().iter().cloned().chain(g.draining()))
+            .flat_map(|g| g.all_targets())
             .map(|t| t.connections())
             .sum()
     }
@@ -62,7 +62,7 @@ impl ShutdownService {
     fn close_websockets(&self) {
         let routing = self.routing.load();
         for g in &routing.groups {
-            for t in g.targets().iter().cloned().chain(g.draining()) {
+            for t in g.all_targets() {
                 t.close_connections();
             }
         }

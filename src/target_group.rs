@@ -484,6 +484,13 @@ impl TargetGroup {
         self.draining.lock().clone()
     }
 
+    /// Every target: the registered ones, then those still draining.
+    pub fn all_targets(&self) -> Vec<Arc<Target>> {
+        let mut all = self.targets.to_vec();
+        all.extend(self.draining.lock().iter().cloned());
+        all
+    }
+
     /// Drops draining targets for which `done` is true.
     pub fn retain_draining(&self, mut keep: impl FnMut(&Arc<Target>) -> bool) {
         self.draining.lock().retain(|t| keep(t));

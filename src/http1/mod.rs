@@ -76,7 +76,7 @@ impl ClientConn {
         let server_name = digest
             .as_ref()
             .and_then(|d| d.extension.get::<crate::server::ServerName>())
-            .map(|n| Arc::from(&*n.0));
+            .map(|n| n.0.clone());
         ClientConn {
             ip: peer.map(|a| a.ip()),
             port: peer.map_or(0, |a| a.port()),
@@ -232,7 +232,7 @@ impl Http1App {
             crate::settings::Protocol::Http => "http",
             crate::settings::Protocol::Https => "https",
         };
-        let host = host.map_or("-", without_port);
+        let host = host.map_or("-", crate::rules::strip_port);
         let port = std::str::from_utf8(&self.listener.forwarded_port).unwrap_or("-");
         let mut line = String::with_capacity(
             method.len() + scheme.len() + host.len() + port.len() + target.len() + 20,
@@ -360,8 +360,7 @@ pub fn prepare(app: &Http1App, head: &[u8], client: &ClientConn) -> Result<Prepa
     let http10 = version == 0;
 
     // Desync classes, with ALB's action table.
-    let (tier, reason) = parse::desync_class(head, method, target, http10, headers);
-    let class = parse::tier_name(tier).map(|tier| (tier, reason));
+    let (tier, class) = parse::desync_class(head, method, target, http10, headers);
     if class.is_some() {
         ListenerStats::add(&app.listener.stats.desync_non_compliant, 1);
     }
@@ -1348,28 +1347,15 @@ fn refused_detail(app: &Http1App, head: &[u8]) -> Option<Box<Detail>> {
     let (method, target, version) = (req.method?, req.path?, req.version?);
     let headers = Headers(req.headers);
     let http10 = version == 0;
-    let (tier, reason) = parse::desync_class(head, method, target, http10, headers);
+    let (_, classification) = parse::desync_class(head, method, target, http10, headers);
     let host = headers.get_str("host");
     let version = if http10 { "1.0" } else { "1.1" };
     Some(Box::new(Detail {
         request: Some(app.request_line(method, host, target, version).into()),
         user_agent: headers.get_str("user-agent").map(Box::from),
         trace_id: None,
-        classification: parse::tier_name(tier).map(|tier| (tier, reason)),
+        classification,
     }))
-}
-
-/// A Host value without its port (`[::1]:80` → `[::1]`, `a.test:80` → `a.test`).
-fn without_port(host: &str) -> &str {
-    match host.rsplit_once(':') {
-        Some((name, port))
-            if port.bytes().all(|b| b.is_ascii_digit())
-                && (name.ends_with(']') || !name.contains(':')) =>
-        {
-            name
-        }
-        _ => host,
-    }
 }
 
 /// Lets the HTTP/2 engine reach targets the same way.

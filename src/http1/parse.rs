@@ -306,25 +306,19 @@ pub fn scan_response(
 /// is not lenient), and the one leniency `httparse` has, bare LF line ends, is found
 /// here and classed Acceptable, as the classifier's raw mode does. What else its raw
 /// mode finds (obs-fold, missing colons, partial lines) `httparse` refuses outright.
-pub fn desync_tier(
-    head: &[u8],
-    method: &str,
-    target: &str,
-    http10: bool,
-    headers: Headers<'_>,
-) -> http_desync_guardian::RequestSafetyTier {
-    desync_class(head, method, target, http10, headers).0
-}
-
-/// The desync class of a request and its reason, in ALB's names (the access log's
-/// `classification_reason`).
+///
+/// Returns the tier, and for a request that is not compliant the access log's
+/// `classification` and `classification_reason` in ALB's names.
 pub fn desync_class(
     head: &[u8],
     method: &str,
     target: &str,
     http10: bool,
     headers: Headers<'_>,
-) -> (http_desync_guardian::RequestSafetyTier, &'static str) {
+) -> (
+    http_desync_guardian::RequestSafetyTier,
+    Option<(&'static str, &'static str)>,
+) {
     use http_desync_guardian::request_analyzer::{HttpHeader, HttpRequestData};
     use http_desync_guardian::RequestSafetyTier as T;
     let mut request = HttpRequestData {
@@ -338,9 +332,13 @@ pub fn desync_class(
     };
     let analysis = request.analyze_parsed_request();
     if analysis.tier < T::Acceptable && has_bare_lf(head) {
-        return (T::Acceptable, "NonCrLfLineTermination");
+        return (
+            T::Acceptable,
+            Some(("Acceptable", "NonCrLfLineTermination")),
+        );
     }
-    (analysis.tier, reason_name(analysis.reason))
+    let class = tier_name(analysis.tier).map(|tier| (tier, reason_name(analysis.reason)));
+    (analysis.tier, class)
 }
 
 /// A classification reason's name, as ALB's access log writes it.
@@ -377,7 +375,7 @@ fn reason_name(reason: http_desync_guardian::ClassificationReason) -> &'static s
 }
 
 /// A non-compliant tier's name, as ALB's access log writes it.
-pub fn tier_name(tier: http_desync_guardian::RequestSafetyTier) -> Option<&'static str> {
+fn tier_name(tier: http_desync_guardian::RequestSafetyTier) -> Option<&'static str> {
     use http_desync_guardian::RequestSafetyTier as T;
     match tier {
         T::Compliant => None,
@@ -629,7 +627,7 @@ mod tests {
                 continue;
             };
             let (method, target, http10) = (req.method.unwrap(), req.path.unwrap(), req.version == Some(0));
-            let ours = desync_tier(head, method, target, http10, Headers(req.headers));
+            let (ours, _) = desync_class(head, method, target, http10, Headers(req.headers));
             let raw = HttpRequestData::analyze_raw_request(head).tier;
             assert_eq!(ours, raw, "{}", String::from_utf8_lossy(head));
         }
