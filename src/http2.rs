@@ -219,9 +219,9 @@ async fn handle(app: Arc<Http1App>, client: ClientConn, req: Request<Incoming>) 
         if framing == Framing::Chunked {
             out.extend_from_slice(b"transfer-encoding: chunked\r\n");
         }
-        app.end_upstream_head(&mut out, &client, headers, &routing);
+        let trace = app.end_upstream_head(&mut out, &client, headers, &routing);
         if let Some(d) = g.rec.detail.as_mut() {
-            d.trace_id = forwarded::sent_trace_id(&out).map(Box::from);
+            d.trace_id = observe::text(&out[trace]);
         }
         (decision, out, framing)
     };

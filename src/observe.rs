@@ -176,6 +176,11 @@ impl Record {
     }
 }
 
+/// Bytes of a head as a log field (`None` when not UTF-8).
+pub fn text(bytes: &[u8]) -> Option<Box<str>> {
+    std::str::from_utf8(bytes).ok().map(Box::from)
+}
+
 /// Wall-clock time `ago` before now.
 pub fn wall_clock_before(ago: Duration) -> SystemTime {
     SystemTime::now()

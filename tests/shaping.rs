@@ -405,7 +405,10 @@ async fn it_should_send_goaway_after_the_client_keep_alive_and_finish_streams_in
     // A slow stream in flight across the deadline.
     tokio::time::sleep(Duration::from_millis(700)).await;
     // Not before the keep-alive (1 s): the connection is still up.
-    assert!(!conn.is_finished(), "the connection ended before its keep-alive");
+    assert!(
+        !conn.is_finished(),
+        "the connection ended before its keep-alive"
+    );
     let req = http::Request::get("https://site.test/slow?ms=800")
         .body(http_body_util::Empty::<Bytes>::new())
         .unwrap();

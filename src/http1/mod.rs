@@ -185,13 +185,14 @@ fn negotiated_tls13(stream: &Stream) -> bool {
 
 impl Http1App {
     /// Ends a head going to a target: ALB's forwarded headers, then the empty line.
+    /// Returns where in `out` the trace id sent is.
     pub(crate) fn end_upstream_head(
         &self,
         out: &mut Vec<u8>,
         client: &ClientConn,
         headers: Headers<'_>,
         routing: &Routing,
-    ) {
+    ) -> std::ops::Range<usize> {
         let shaping = &routing.shaping;
         let names = routing.headers(self.listener.index);
         let tls = match (shaping.tls_version_and_cipher_headers, client.tls) {
@@ -210,13 +211,14 @@ impl Http1App {
             port: &self.listener.forwarded_port,
             tls,
         };
-        forwarded::write_headers(
+        let trace = forwarded::write_headers(
             out,
             &fwd,
             headers.get_all(forwarded::X_FORWARDED_FOR),
             headers.get(forwarded::X_AMZN_TRACE_ID),
         );
         out.extend_from_slice(b"\r\n");
+        trace
     }
 
     /// The access log's request field, as ALB writes it:
@@ -509,9 +511,9 @@ pub fn prepare(app: &Http1App, head: &[u8], client: &ClientConn) -> Result<Prepa
         if upgrade {
             upstream_head.extend_from_slice(b"connection: upgrade\r\n");
         }
-        app.end_upstream_head(&mut upstream_head, client, headers, &routing);
+        let trace = app.end_upstream_head(&mut upstream_head, client, headers, &routing);
         if let Some(d) = detail.as_mut() {
-            d.trace_id = forwarded::sent_trace_id(&upstream_head).map(Box::from);
+            d.trace_id = observe::text(&upstream_head[trace]);
         }
     }
     Ok(Prepared {
