@@ -166,18 +166,13 @@ async fn it_should_hand_over_the_listeners_without_a_failed_request_and_close_we
     let old_addresses = std::fs::read_to_string(&old.addresses_path).expect("addresses");
     let old_inode = inode(&old.addresses_path);
     let mut new = old.spawn_upgrade(&["--upgrade-socket", socket_arg]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !socket.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the new tether made no upgrade socket"
-        );
-        assert!(
-            new.0.try_wait().expect("wait").is_none(),
-            "the new tether exited"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until(
+        &mut new,
+        Duration::from_secs(10),
+        "the new tether made no upgrade socket",
+        || socket.exists(),
+    )
+    .await;
     let quit_at = Instant::now();
     old.signal("QUIT");
 
@@ -219,18 +214,13 @@ async fn it_should_hand_over_the_listeners_without_a_failed_request_and_close_we
 
     // The new process has the sockets once it writes its addresses (a new file
     // renamed over the old one's): the same listener addresses.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while inode(&old.addresses_path) == old_inode {
-        assert!(
-            Instant::now() < deadline,
-            "the new tether did not take over"
-        );
-        assert!(
-            new.0.try_wait().expect("wait").is_none(),
-            "the new tether exited"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until(
+        &mut new,
+        Duration::from_secs(15),
+        "the new tether did not take over",
+        || inode(&old.addresses_path) != old_inode,
+    )
+    .await;
     let new_addresses = std::fs::read_to_string(&old.addresses_path).expect("addresses");
     assert_eq!(listeners(&new_addresses), listeners(&old_addresses));
 
@@ -438,4 +428,18 @@ async fn it_should_hand_over_a_fixed_port_listener() {
         load.ok.load(Ordering::Relaxed) > at_exit,
         "nothing served after the old tether exited"
     );
+}
+
+/// Waits until `done`, failing with `what` after `limit`, or at once if the new
+/// tether exits.
+async fn until(new: &mut KillOnDrop, limit: Duration, what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        assert!(
+            new.0.try_wait().expect("wait").is_none(),
+            "the new tether exited"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
