@@ -454,17 +454,7 @@ async fn it_should_drain_a_removed_target_and_close_its_websockets_with_1001() {
     assert_eq!(text, want);
 
     // At the delay the client gets Close 1001.
-    let close = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Close(frame))) => return frame,
-                Some(Ok(_)) => continue,
-                other => panic!("websocket ended without a Close frame: {other:?}"),
-            }
-        }
-    })
-    .await
-    .expect("closed within the delay");
+    let close = close_frame(&mut ws, Duration::from_secs(10)).await;
     let frame = close.expect("a close code");
     assert_eq!(u16::from(frame.code), 1001);
     let waited = removed_at.elapsed();

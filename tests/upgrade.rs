@@ -344,17 +344,7 @@ async fn it_should_close_websockets_with_1001_at_once_and_exit_on_sigterm() {
     let term_at = Instant::now();
     lb.signal("TERM");
     // The grace is for upgrades: a stop closes websockets at once.
-    let frame = tokio::time::timeout(Duration::from_secs(1), async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Close(frame))) => return frame,
-                Some(Ok(_)) => continue,
-                other => panic!("websocket ended without a Close frame: {other:?}"),
-            }
-        }
-    })
-    .await
-    .expect("a Close frame within 1 s");
+    let frame = close_frame(&mut ws, Duration::from_secs(1)).await;
     assert_eq!(frame.map(|f| u16::from(f.code)), Some(1001));
     // Nothing open: the process exits without sleeping out pingora's grace period.
     let status = loop {

@@ -392,6 +392,30 @@ where
     sender
 }
 
+/// The Close frame a websocket gets within `limit` (frames before it skipped);
+/// panics if the websocket ends without one or nothing comes in time.
+pub async fn close_frame<S>(
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+    limit: Duration,
+) -> Option<tokio_tungstenite::tungstenite::protocol::CloseFrame<'static>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    tokio::time::timeout(limit, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                other => panic!("websocket ended without a Close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no Close frame within {limit:?}"))
+}
+
 /// The mix's two failures, each on a connection of its own (tether closes after
 /// an error): `/empty` gets 503 (no targets), `/dead` 502 (connection refused).
 pub async fn mix_failures(addr: SocketAddr) {
