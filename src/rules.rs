@@ -326,15 +326,18 @@ impl Condition {
 
 /// `host:port` → `host`, keeping IPv6 literals (`[::1]:80` → `[::1]`) whole.
 pub fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return match host.find(']') {
-            Some(end) => &host[..=end],
-            None => host,
-        };
+    &host[..name_len(host.as_bytes())]
+}
+
+/// The length of a Host value without its port ([`strip_port`] on bytes, for the
+/// engines, which hold the head's bytes).
+pub fn name_len(host: &[u8]) -> usize {
+    if host.starts_with(b"[") {
+        return memchr::memchr(b']', host).map_or(host.len(), |end| end + 1);
     }
-    match host.rfind(':') {
-        Some(i) if host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &host[..i],
-        _ => host,
+    match memchr::memrchr(b':', host) {
+        Some(i) if host[i + 1..].iter().all(u8::is_ascii_digit) => i,
+        _ => host.len(),
     }
 }
 
