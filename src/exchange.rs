@@ -477,24 +477,28 @@ impl Exchange {
         Retry::No
     }
 
-    /// The target closed or reset the connection before any byte of a response.
-    /// `reused`: the connection came from the pool; `replayable`: the whole request
-    /// is still at hand (nothing streamed from the client is lost); `idempotent`: the
-    /// method may be sent twice.
-    pub fn closed_before_response(
-        &mut self,
-        reused: bool,
-        replayable: bool,
-        idempotent: bool,
-    ) -> Retry {
-        if !replayable {
+    /// The target closed or reset the connection before any byte of a response, or
+    /// refused the request's bytes. `reused`: the connection came from the pool;
+    /// `replayable`: the whole request is still at hand (nothing streamed from the
+    /// client is lost); `safe`: sending it again cannot repeat an effect, because no
+    /// byte of it was written or its method is idempotent (RFC 9110 §9.2.2). A reset
+    /// is no proof that the target's application never read the request (it may
+    /// have read it, acted, then crashed), so a request that was written and is not
+    /// idempotent is never sent twice: such requests take new connections instead
+    /// (see [`Exchange::may_reuse`]), which do not race a keep-alive close.
+    pub fn failed_before_response(&mut self, reused: bool, replayable: bool, safe: bool) -> Retry {
+        if !replayable || !safe {
+            if !reused {
+                let target = self.target().clone();
+                target.mark_failure(&self.group.lifecycle.passive);
+            }
             return Retry::No;
         }
         if reused {
             // The target closed an idle pooled connection as the request went out:
-            // it says nothing about the target's health. Replayed on a new connection
-            // when the request is idempotent (the target may have begun it).
-            if idempotent && !self.retried_same {
+            // it says nothing about the target's health. Sent again once, on a new
+            // connection.
+            if !self.retried_same {
                 self.retried_same = true;
                 return Retry::SameTarget;
             }
@@ -503,34 +507,20 @@ impl Exchange {
         let target = self.target().clone();
         let passive = self.group.lifecycle.passive;
         target.mark_failure(&passive);
-        if idempotent
-            && passive.enabled
-            && self.failed.is_none()
-            && self.group.has_alternative(target.addr)
-        {
+        if passive.enabled && self.failed.is_none() && self.group.has_alternative(target.addr) {
             return self.move_elsewhere(target.addr);
         }
         Retry::No
     }
 
-    /// The target reset a pooled connection (an RST, not a clean close) before any
-    /// byte of a response, or refused the request's bytes. TCP resets a connection
-    /// closed with unread data: the target's application never read the request, so
-    /// a whole request at hand goes again on a new connection to the same target,
-    /// whatever its method (a target that closed an idle connection as the request
-    /// arrived, as Node.js does at its keep-alive timeout). Otherwise as
-    /// [`Exchange::closed_before_response`].
-    pub fn reset_before_response(
-        &mut self,
-        reused: bool,
-        replayable: bool,
-        idempotent: bool,
-    ) -> Retry {
-        if reused && replayable && !self.retried_same {
-            self.retried_same = true;
-            return Retry::SameTarget;
-        }
-        self.closed_before_response(reused, replayable, idempotent)
+    /// Whether the request may go on an idle pooled connection. One that is not
+    /// idempotent takes a new connection: a pooled one may be closed by the target
+    /// (its keep-alive timeout) just as the request arrives, and then whether the
+    /// target acted on it cannot be known, so it could be neither replayed nor
+    /// answered but with a 502. This is HAProxy's `http-reuse safe` reasoning, applied
+    /// by method: the connection still goes to the pool after the exchange.
+    pub fn may_reuse(idempotent: bool) -> bool {
+        idempotent
     }
 
     fn move_elsewhere(&mut self, failed: SocketAddr) -> Retry {

@@ -44,6 +44,63 @@ impl<'a> Headers<'a> {
     }
 }
 
+/// Whether `host` is an authority as a `Host` line or `:authority` may carry it: a
+/// reg-name, an IPv4 address or an `[IPv6]` literal, with an optional all-digit port
+/// of at most 65535 (RFC 9110 §7.2, RFC 3986 §3.2.2). No userinfo, and no
+/// percent-encoding: a target that decoded `%41dmin` would see a host that no rule
+/// saw. Anything else is refused, so that host rules see what targets see.
+pub fn valid_host(host: &[u8]) -> bool {
+    let (name, port) = if host.first() == Some(&b'[') {
+        let Some(end) = memchr::memchr(b']', host) else {
+            return false;
+        };
+        let literal = std::str::from_utf8(&host[1..end]).ok();
+        if literal
+            .and_then(|l| l.parse::<std::net::Ipv6Addr>().ok())
+            .is_none()
+        {
+            return false;
+        }
+        match &host[end + 1..] {
+            [] => return true,
+            [b':', port @ ..] => (&b"ipv6"[..], Some(port)),
+            _ => return false,
+        }
+    } else {
+        match memchr::memrchr(b':', host) {
+            Some(i) => (&host[..i], Some(&host[i + 1..])),
+            None => (host, None),
+        }
+    };
+    let port_ok = port.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 5
+            && p.iter().all(u8::is_ascii_digit)
+            && p.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')) <= 65535
+    });
+    port_ok && !name.is_empty() && name.iter().all(|b| is_reg_name_byte(*b))
+}
+
+/// RFC 3986's reg-name characters (unreserved and sub-delims), less `%`.
+fn is_reg_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b)
+}
+
+/// Whether `name` is an RFC 9110 token (a header name).
+pub fn is_token(name: &[u8]) -> bool {
+    !name.is_empty()
+        && name
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b))
+}
+
+/// Whether `value` is a field value: visible ASCII, spaces, tabs and obs-text.
+pub fn is_field_value(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|b| *b == b'\t' || *b == b' ' || b.is_ascii_graphic() || *b >= 0x80)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +130,40 @@ mod tests {
         assert!(h.has_token("connection", "upgrade"));
         assert!(!h.has_token("connection", "close"));
         assert_eq!(h.get("host"), None);
+    }
+
+    #[test]
+    fn it_should_take_only_hosts_of_rfc_3986_with_a_real_port() {
+        for good in [
+            &b"a.example"[..],
+            b"a.example:80",
+            b"a.example:65535",
+            b"10.0.0.1:8080",
+            b"[::1]",
+            b"[2001:db8::1]:443",
+            b"under_score.example",
+        ] {
+            assert!(valid_host(good), "{}", String::from_utf8_lossy(good));
+        }
+        for bad in [
+            &b""[..],
+            b"admin.example.com:x",
+            b"a.example:",
+            b"a.example:65536",
+            b"a.example:123456",
+            b"user@a.example",
+            b"a example",
+            b"a.example/x",
+            b"%41dmin.example",
+            b"[::1",
+            b"[nothex]",
+            b"[::1]x",
+            b"[::1]:",
+            b":80",
+            b"a:b:80",
+            b"a\x00b",
+        ] {
+            assert!(!valid_host(bad), "{}", String::from_utf8_lossy(bad));
+        }
     }
 }

@@ -8,18 +8,20 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::http1::relay::{write_all_within, Timer};
+use crate::metrics::{ListenerStats, Stall};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
-use tokio::io::AsyncWriteExt;
+use std::net::SocketAddr;
 
 use crate::access_log::Kind;
 use crate::exchange::{self, Decision, Exchange, Failure, LbResponse, RequestHead, Retry};
 use crate::forwarded;
-use crate::headers::{Header, Headers};
+use crate::headers::{valid_host, Header, Headers};
 use crate::http1::parse::{self, Framing};
 use crate::http1::upstream::{self, TargetConn};
 use crate::http1::{
@@ -143,11 +145,12 @@ async fn handle(app: Arc<Http1App>, client: ClientConn, req: Request<Incoming>) 
             })
             .collect();
         let headers = Headers(&lines);
-        let host = parts
-            .uri
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| headers.get_str("host"));
+        let host = match request_host(&parts, headers) {
+            Ok(h) => h,
+            Err(status) => {
+                return own_response(&mut g, &LbResponse::error(status), head_request, listener)
+            }
+        };
         let decision = exchange::decide(
             &routing,
             &app.listener,
@@ -206,8 +209,13 @@ async fn handle(app: Arc<Http1App>, client: ClientConn, req: Request<Incoming>) 
             let preserve = shaping.preserve_host_header;
             app.write_host_line(&mut out, b"host", h.as_bytes(), preserve);
         }
+        let mut cookies = 0;
         for h in headers.iter() {
             let name = h.name;
+            if name == "cookie" {
+                cookies += 1;
+                continue;
+            }
             let skip = name == "host"
                 || parse::is_hop_by_hop(name)
                 || name == "transfer-encoding"
@@ -215,6 +223,18 @@ async fn handle(app: Arc<Http1App>, client: ClientConn, req: Request<Incoming>) 
             if !skip {
                 parse::push_header(&mut out, name.as_bytes(), h.value);
             }
+        }
+        if cookies > 0 {
+            // HTTP/2 splits the cookie into crumbs: one line again for HTTP/1.1, joined
+            // with "; " (RFC 9113 §8.2.3).
+            out.extend_from_slice(b"cookie: ");
+            for (i, crumb) in headers.get_all("cookie").enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(b"; ");
+                }
+                out.extend_from_slice(crumb);
+            }
+            out.extend_from_slice(b"\r\n");
         }
         if framing == Framing::Chunked {
             out.extend_from_slice(b"transfer-encoding: chunked\r\n");
@@ -234,6 +254,7 @@ async fn handle(app: Arc<Http1App>, client: ClientConn, req: Request<Incoming>) 
         framing,
         head_request,
         idempotent,
+        client: client.addr(),
     };
     match forward(&mut ex, &app, sent, body, &mut g.rec).await {
         Ok((builder, body)) => {
@@ -259,6 +280,40 @@ async fn handle(app: Arc<Http1App>, client: ClientConn, req: Request<Incoming>) 
             own_response(&mut g, &LbResponse::error(status), head_request, listener)
         }
     }
+}
+
+/// The host a request names: `:authority`, else its one `Host` line, in the Host
+/// grammar of the HTTP/1 engine (so host rules see what targets see). `Err` is the
+/// status: 405 for CONNECT (tether tunnels websockets only), 400 for userinfo, a bad
+/// host or a `Host` that disagrees with `:authority` (RFC 9113 §8.3.1).
+fn request_host<'a>(
+    parts: &'a http::request::Parts,
+    headers: Headers<'a>,
+) -> Result<Option<&'a str>, u16> {
+    if parts.method == http::Method::CONNECT {
+        return Err(405);
+    }
+    let mut hosts = headers.get_all("host");
+    let (host_line, second) = (hosts.next(), hosts.next());
+    if second.is_some() {
+        return Err(400);
+    }
+    if let Some(h) = host_line {
+        if !valid_host(h) {
+            return Err(400);
+        }
+    }
+    let Some(authority) = parts.uri.authority() else {
+        return Ok(host_line.and_then(|h| std::str::from_utf8(h).ok()));
+    };
+    let authority = authority.as_str();
+    if !valid_host(authority.as_bytes()) {
+        return Err(400);
+    }
+    if host_line.is_some_and(|h| !h.eq_ignore_ascii_case(authority.as_bytes())) {
+        return Err(400);
+    }
+    Ok(Some(authority))
 }
 
 /// One of tether's own responses, counted and logged.
@@ -313,6 +368,8 @@ struct Sent {
     framing: Framing,
     head_request: bool,
     idempotent: bool,
+    /// The client's address, for the log line of a stall.
+    client: Option<SocketAddr>,
 }
 
 /// Sends the request to its target and returns the response head, with the state
@@ -329,17 +386,25 @@ async fn forward(
         framing,
         head_request,
         idempotent,
+        client,
     } = sent;
     let listener = app.listener.index;
     let idle = ex.idle_timeout();
     // A request without a body is sent whole at once, and can be sent again.
     let replayable = framing == Framing::None;
     let mut timer = crate::http1::relay::Timer::default();
-    let mut fresh_only = false;
+    let stats = &app.listener.stats;
+    let stall = (&**stats, client);
+    let mut fresh_only = !Exchange::may_reuse(idempotent);
     let (target, mut rbuf, head_len) = loop {
         let (mut target, reused) = connect_target(ex, fresh_only).await?;
-        if target.write_all(&head).await.is_err() {
-            match ex.reset_before_response(reused, replayable, idempotent) {
+        if let Err(w) = write_all_within(&mut target, &head, false, &mut timer, idle).await {
+            if w.timed_out {
+                stats.stalled(Stall::TargetWrite, client);
+                return Err(Failure::TargetTimeout);
+            }
+            let safe = w.written == 0 || idempotent;
+            match ex.failed_before_response(reused, replayable, safe) {
                 Retry::No => return Err(Failure::TargetClosed),
                 retry => {
                     fresh_only = retry == Retry::SameTarget;
@@ -352,7 +417,7 @@ async fn forward(
                 &mut body,
                 &mut target,
                 framing == Framing::Chunked,
-                idle,
+                (idle, &mut timer, stall),
                 &mut rec.rx,
             )
             .await?;
@@ -363,7 +428,7 @@ async fn forward(
         // Known now, should the client reset the stream before the response.
         rec.forwarded(ex, app.listener.access_log.is_some());
         let mut rbuf = Vec::new();
-        let mut result = read_response_head(&mut target, &mut rbuf, &mut timer, idle).await;
+        let mut result = read_response_head(&mut target, &mut rbuf, &mut timer, idle, stall).await;
         // Interim responses are not relayed over HTTP/2.
         while let Ok(end) = result {
             match response_status(&rbuf[..end]) {
@@ -371,7 +436,10 @@ async fn forward(
                     rbuf.drain(..end);
                     result = match parse::find_head_end(&rbuf, 0) {
                         Some(e) => Ok(e),
-                        None => read_response_head(&mut target, &mut rbuf, &mut timer, idle).await,
+                        None => {
+                            read_response_head(&mut target, &mut rbuf, &mut timer, idle, stall)
+                                .await
+                        }
                     };
                 }
                 _ => break,
@@ -383,12 +451,8 @@ async fn forward(
                 break (target, rbuf, end);
             }
             Err(f @ (Failure::TargetClosed | Failure::TargetReset)) if rbuf.is_empty() => {
-                let retry = if f == Failure::TargetReset {
-                    ex.reset_before_response(reused, replayable, idempotent)
-                } else {
-                    ex.closed_before_response(reused, replayable, idempotent)
-                };
-                match retry {
+                // The whole request was written: sent again only if idempotent.
+                match ex.failed_before_response(reused, replayable, idempotent) {
                     Retry::No => return Err(f),
                     retry => {
                         fresh_only = retry == Retry::SameTarget;
@@ -417,8 +481,16 @@ async fn forward(
     let headers = Headers(parsed.headers);
     let scan =
         parse::scan_response(status, head_request, headers).map_err(|_| Failure::BadResponse)?;
+    if status == 101 {
+        // No upgrade was asked for (HTTP/2 requests never carry one): the target
+        // switched protocols on its own, and its connection is dropped.
+        return Err(Failure::BadResponse);
+    }
     let resp_framing = scan.framing;
-    let keep_target = !(scan.close || (version == 0 && !scan.keep_alive));
+    // Bytes after a bodiless response: the target's framing is not ours; the
+    // connection is not reused.
+    let after_bodiless = resp_framing == Framing::None && rbuf.len() > head_len;
+    let keep_target = !(scan.close || (version == 0 && !scan.keep_alive) || after_bodiless);
     ex.response_started(status);
     let mut builder = Response::builder().status(status);
     let routing = ex.routing.clone();
@@ -428,7 +500,8 @@ async fn forward(
         let name = h.name;
         if parse::is_hop_by_hop(name)
             || name.eq_ignore_ascii_case("transfer-encoding")
-            || (scan.names_headers && parse::named_in_connection(headers, name))
+            || (scan.transfer_encoding && name.eq_ignore_ascii_case("content-length"))
+            || scan.named.contains(name)
             || (replaces && listener.replaces(name))
         {
             continue;
@@ -461,17 +534,33 @@ async fn forward(
     Ok((builder, state))
 }
 
-/// Sends a request body from HTTP/2 DATA frames, chunked when it has no length.
+/// Sends a request body from HTTP/2 DATA frames, chunked when it has no length;
+/// each read and write within the idle timeout.
 async fn upload(
     body: &mut Incoming,
     target: &mut TargetConn,
     chunked: bool,
-    idle: Duration,
+    (idle, timer, (stats, client)): (Duration, &mut Timer, (&ListenerStats, Option<SocketAddr>)),
     received: &mut u64,
 ) -> Result<(), Failure> {
+    let mut send = async |target: &mut TargetConn, bytes: &[u8]| match write_all_within(
+        target, bytes, false, timer, idle,
+    )
+    .await
+    {
+        Ok(()) => Ok(()),
+        Err(w) if w.timed_out => {
+            stats.stalled(Stall::TargetWrite, client);
+            Err(Failure::TargetTimeout)
+        }
+        Err(_) => Err(Failure::TargetClosed),
+    };
     loop {
         let frame = match tokio::time::timeout(idle, body.frame()).await {
-            Err(_) => return Err(Failure::ClientTimeout),
+            Err(_) => {
+                stats.stalled(Stall::ClientRead, client);
+                return Err(Failure::ClientTimeout);
+            }
             Ok(None) => break,
             Ok(Some(Err(_))) => return Err(Failure::ClientClosed),
             Ok(Some(Ok(f))) => f,
@@ -483,23 +572,19 @@ async fn upload(
             continue;
         }
         *received += data.len() as u64;
-        let sent = if chunked {
+        if chunked {
             let size = format!("{:x}\r\n", data.len());
             let mut out = Vec::with_capacity(size.len() + data.len() + 2);
             out.extend_from_slice(size.as_bytes());
             out.extend_from_slice(&data);
             out.extend_from_slice(b"\r\n");
-            target.write_all(&out).await
+            send(target, &out).await?;
         } else {
-            target.write_all(&data).await
-        };
-        sent.map_err(|_| Failure::TargetClosed)?;
+            send(target, &data).await?;
+        }
     }
     if chunked {
-        target
-            .write_all(b"0\r\n\r\n")
-            .await
-            .map_err(|_| Failure::TargetClosed)?;
+        send(target, b"0\r\n\r\n").await?;
     }
     Ok(())
 }

@@ -56,6 +56,48 @@ pub struct ListenerStats {
     pub desync_non_compliant: AtomicU64,
     /// Requests to a sticky group that could not use a pin and got a new target.
     pub non_sticky: AtomicU64,
+    /// Connections (or HTTP/2 streams) closed because a peer stalled, by [`Stall`].
+    stalls: [AtomicU64; Stall::ALL.len()],
+}
+
+/// What a connection closed for lack of progress was waiting on: every read and
+/// write has a deadline (the idle timeout; the header timeout for a head).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stall {
+    /// A client that sent nothing (a body, or the rest of a head) in time.
+    ClientRead,
+    /// A client that read nothing of its response in time.
+    ClientWrite,
+    /// A target that sent nothing of its response in time.
+    TargetRead,
+    /// A target that read nothing of its request (a body) in time.
+    TargetWrite,
+    /// An HTTP/2 stream that moved no byte in time (e.g. no flow-control window).
+    H2Stream,
+    /// An HTTP/2 connection with no stream for the idle timeout (closed with GOAWAY).
+    H2Idle,
+}
+
+impl Stall {
+    pub const ALL: [Stall; 6] = [
+        Stall::ClientRead,
+        Stall::ClientWrite,
+        Stall::TargetRead,
+        Stall::TargetWrite,
+        Stall::H2Stream,
+        Stall::H2Idle,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stall::ClientRead => "client_read",
+            Stall::ClientWrite => "client_write",
+            Stall::TargetRead => "target_read",
+            Stall::TargetWrite => "target_write",
+            Stall::H2Stream => "h2_stream",
+            Stall::H2Idle => "h2_idle",
+        }
+    }
 }
 
 impl ListenerStats {
@@ -86,6 +128,38 @@ impl ListenerStats {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
+
+    /// A connection or stream closed because a peer stalled: counted, and logged
+    /// (at most a few lines a second, whatever a flood of stalls does).
+    pub fn stalled(&self, stall: Stall, peer: Option<std::net::SocketAddr>) {
+        if let Some(c) = self.stalls.get(stall as usize) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        if crate::metrics::log_allowed() {
+            tracing::info!(
+                "closed on idle timeout: {} stalled (client {})",
+                stall.name(),
+                peer.map_or_else(|| "-".to_string(), |p| p.to_string())
+            );
+        }
+    }
+
+    pub fn stalls(&self, stall: Stall) -> u64 {
+        self.stalls.get(stall as usize).map_or(0, load)
+    }
+}
+
+/// A process-wide limit on log lines about what peers do: 20 a second.
+pub fn log_allowed() -> bool {
+    static WINDOW: AtomicU64 = AtomicU64::new(0);
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let second = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if WINDOW.swap(second, Ordering::Relaxed) != second {
+        COUNT.store(0, Ordering::Relaxed);
+    }
+    COUNT.fetch_add(1, Ordering::Relaxed) < 20
 }
 
 /// Counts a client connection as active while it lives.
@@ -295,6 +369,19 @@ impl Metrics {
             }
             encode_counters(encoder, family)?;
         }
+        let mut stalls = Family::new(
+            "tether_idle_timeout_closed",
+            "Connections and HTTP/2 streams closed because a peer moved no byte within the idle timeout, by what stalled.",
+        );
+        for (label, stats) in &self.listeners {
+            for stall in Stall::ALL {
+                let mut labels = self.lb();
+                labels.push(("listener", Cow::Owned(label.clone())));
+                labels.push(("stalled", Cow::Borrowed(stall.name())));
+                stalls.samples.push((labels, stats.stalls(stall)));
+            }
+        }
+        encode_counters(encoder, stalls)?;
         let mut active = Family::new(
             "tether_active_connections",
             "ActiveConnectionCount: client connections open now.",

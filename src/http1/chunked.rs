@@ -1,5 +1,7 @@
 //! The chunked transfer coding (RFC 9112 §7.1), strictly: hex sizes of at most 16
-//! digits, chunk extensions skipped, trailer lines kept, CRLF everywhere. The HTTP/1
+//! digits, chunk extensions of at most 4 KiB a line in visible ASCII after a `;`,
+//! trailer lines kept only when each is a valid field line, CRLF everywhere: nothing
+//! that a second parser could frame differently. The HTTP/1
 //! engine forwards chunked bodies byte for byte and uses this only to find where they
 //! end; HTTP/2 responses also take the decoded data.
 
@@ -9,7 +11,9 @@ enum State {
     Size {
         digits: u8,
     },
-    /// After the size: extensions until CR.
+    /// Whitespace after the size: a `;` must follow.
+    SizeSpace,
+    /// After the size's `;`: extensions until CR.
     Extension,
     /// CR seen at the end of the size line.
     SizeLf,
@@ -20,8 +24,10 @@ enum State {
     DataLf,
     /// At the start of a trailer line (or the final empty line).
     TrailerStart,
-    /// Inside a trailer line.
-    Trailer,
+    /// Inside a trailer line's name.
+    TrailerName,
+    /// Inside a trailer line's value.
+    TrailerValue,
     TrailerLf,
     /// CR of the final empty line seen.
     EndLf,
@@ -37,6 +43,8 @@ pub struct Decoder {
     left: u64,
     /// Bytes of trailer section seen (bounded).
     trailer_bytes: usize,
+    /// Bytes of the current size line's extensions (bounded).
+    extension_bytes: usize,
 }
 
 /// The body is not valid chunked coding.
@@ -46,6 +54,8 @@ pub struct Invalid;
 
 /// Longest trailer section accepted (ALB's whole-header limit).
 const MAX_TRAILERS: usize = 64 * 1024;
+/// Longest chunk extension accepted on one size line.
+pub const MAX_EXTENSION: usize = 4 * 1024;
 
 impl Default for Decoder {
     fn default() -> Self {
@@ -54,6 +64,7 @@ impl Default for Decoder {
             size: 0,
             left: 0,
             trailer_bytes: 0,
+            extension_bytes: 0,
         }
     }
 }
@@ -75,8 +86,14 @@ impl Decoder {
                         b'0'..=b'9' => b - b'0',
                         b'a'..=b'f' => b - b'a' + 10,
                         b'A'..=b'F' => b - b'A' + 10,
-                        b';' | b' ' | b'\t' if digits > 0 => {
+                        b';' if digits > 0 => {
                             self.state = State::Extension;
+                            self.extension_bytes = 1;
+                            i += 1;
+                            continue;
+                        }
+                        b' ' | b'\t' if digits > 0 => {
+                            self.state = State::SizeSpace;
                             i += 1;
                             continue;
                         }
@@ -94,11 +111,27 @@ impl Decoder {
                     self.state = State::Size { digits: digits + 1 };
                     i += 1;
                 }
+                State::SizeSpace => {
+                    match b {
+                        b' ' | b'\t' => {}
+                        b';' => {
+                            self.state = State::Extension;
+                            self.extension_bytes = 1;
+                        }
+                        _ => return Err(Invalid),
+                    }
+                    i += 1;
+                }
                 State::Extension => {
                     match b {
                         b'\r' => self.state = State::SizeLf,
-                        b'\n' | 0 => return Err(Invalid),
-                        _ => {}
+                        b' ' | b'\t' | 0x21..=0x7e => {
+                            self.extension_bytes += 1;
+                            if self.extension_bytes > MAX_EXTENSION {
+                                return Err(Invalid);
+                            }
+                        }
+                        _ => return Err(Invalid),
                     }
                     i += 1;
                 }
@@ -141,20 +174,29 @@ impl Decoder {
                 State::TrailerStart => {
                     self.state = if b == b'\r' {
                         State::EndLf
-                    } else if b == b'\n' || b == b' ' || b == b'\t' {
-                        // Bare LF, or a folded line.
-                        return Err(Invalid);
+                    } else if is_token_byte(b) {
+                        State::TrailerName
                     } else {
-                        State::Trailer
+                        // A bare LF, a folded line, a line without a name.
+                        return Err(Invalid);
                     };
                     self.trailer(1)?;
                     i += 1;
                 }
-                State::Trailer => {
+                State::TrailerName => {
+                    match b {
+                        b':' => self.state = State::TrailerValue,
+                        b if is_token_byte(b) => {}
+                        _ => return Err(Invalid),
+                    }
+                    self.trailer(1)?;
+                    i += 1;
+                }
+                State::TrailerValue => {
                     match b {
                         b'\r' => self.state = State::TrailerLf,
-                        b'\n' | 0 => return Err(Invalid),
-                        _ => {}
+                        b' ' | b'\t' | 0x21..=0x7e | 0x80..=0xff => {}
+                        _ => return Err(Invalid),
                     }
                     self.trailer(1)?;
                     i += 1;
@@ -186,6 +228,11 @@ impl Decoder {
         }
         Ok(())
     }
+}
+
+/// A header name's characters (RFC 9110 tchar).
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 #[cfg(test)]
@@ -230,6 +277,15 @@ mod tests {
             b"0\r\n folded\r\n\r\n",
             b"g\r\n",
             b"5;a\nb\r\n",
+            // Whitespace after the size must lead to an extension.
+            b"5 \r\nhello\r\n",
+            b"5 x\r\nhello\r\n",
+            // Controls in an extension, and trailers that are not field lines.
+            b"5;a\x01\r\nhello\r\n",
+            b"0\r\nno colon\r\n\r\n",
+            b"0\r\n: empty name\r\n\r\n",
+            b"0\r\nX: a\x00b\r\n\r\n",
+            b"0\r\nX Y: 1\r\n\r\n",
         ] {
             assert!(
                 decode(bad, 64).is_err(),
@@ -244,5 +300,15 @@ mod tests {
         let (used, _, done) = decode(b"5\r\nhel", 64).unwrap();
         assert_eq!(used, 6);
         assert!(!done);
+    }
+
+    #[test]
+    fn it_should_cap_chunk_extensions_at_4_kib_a_line() {
+        let mut body = b"5;".to_vec();
+        body.extend(std::iter::repeat_n(b'a', MAX_EXTENSION));
+        body.extend_from_slice(b"\r\nhello\r\n0\r\n\r\n");
+        assert!(decode(&body, 64).is_err());
+        let ok = b"5 ;a=\"b c\"\r\nhello\r\n0;x\r\n\r\n";
+        assert!(decode(ok, 3).unwrap().2);
     }
 }

@@ -18,15 +18,15 @@ use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
-use tokio::io::{AsyncRead, AsyncWriteExt};
+use tokio::io::AsyncRead;
 
 use crate::access_log::Kind;
 use crate::exchange::{
     self, Decision, Exchange, Failure, LbResponse, ListenerInfo, RequestHead, Retry,
 };
 use crate::forwarded::{self, ForwardedFor};
-use crate::headers::Headers;
-use crate::metrics::{ConnectionGuard, ListenerStats};
+use crate::headers::{valid_host, Headers};
+use crate::metrics::{ConnectionGuard, ListenerStats, Stall};
 use crate::observe::{self, Detail, Record};
 use crate::routing::{Routing, SharedRouting};
 use crate::settings::{DesyncMode, ListenerHeaders};
@@ -385,15 +385,14 @@ pub fn prepare(app: &Http1App, head: &[u8], client: &ClientConn) -> Result<Prepa
     let host_header = scan.host;
     let absolute = parse::absolute_form(target);
     let (host, origin) = match absolute {
+        Some((authority, _)) if !valid_host(authority.as_bytes()) => return Err(400),
         Some((authority, rest)) => (Some(authority), rest),
         None => {
             if !(target.starts_with('/') || (target == "*" && method == "OPTIONS")) {
                 return Err(400);
             }
             let host = match host_header {
-                Some(h) if parse::valid_host(h.trim_ascii()) => {
-                    std::str::from_utf8(h.trim_ascii()).ok()
-                }
+                Some(h) if valid_host(h.trim_ascii()) => std::str::from_utf8(h.trim_ascii()).ok(),
                 Some(_) => return Err(400),
                 None if http10 => None,
                 None => return Err(400),
@@ -408,7 +407,9 @@ pub fn prepare(app: &Http1App, head: &[u8], client: &ClientConn) -> Result<Prepa
     let path = if path.is_empty() { "/" } else { path };
 
     let keep_alive = if http10 { scan.keep_alive } else { !scan.close };
-    let upgrade = !http10 && scan.upgrade && scan.upgrade_option;
+    // Websockets are the one upgrade tunnelled (as on ALB): `h2c` and the rest are
+    // dropped as hop-by-hop, and the request is served as a plain one.
+    let upgrade = !http10 && scan.upgrade_websocket && scan.upgrade_option && method == "GET";
     let expect_continue = !http10 && scan.expect_continue;
 
     let routing = app.routing.load_full();
@@ -471,7 +472,6 @@ pub fn prepare(app: &Http1App, head: &[u8], client: &ClientConn) -> Result<Prepa
                 app.write_host_line(&mut upstream_head, b"host", h.as_bytes(), preserve_host);
             }
         }
-        let named_hop = scan.names_headers;
         for h in headers.iter() {
             let name = h.name;
             if name.eq_ignore_ascii_case("host") {
@@ -486,9 +486,7 @@ pub fn prepare(app: &Http1App, head: &[u8], client: &ClientConn) -> Result<Prepa
                         preserve_host,
                     ),
                     (None, None) if absolute.is_some() => {}
-                    (None, None) if preserve_host => {
-                        upstream_head.extend_from_slice(parse::raw_line(head, h))
-                    }
+                    (None, None) if preserve_host => parse::copy_line(&mut upstream_head, head, h),
                     (None, None) => app.write_host_line(
                         &mut upstream_head,
                         name.as_bytes(),
@@ -500,12 +498,10 @@ pub fn prepare(app: &Http1App, head: &[u8], client: &ClientConn) -> Result<Prepa
             }
             let upgrade_line = upgrade && name.eq_ignore_ascii_case("upgrade");
             let skip = (drop_length && name.eq_ignore_ascii_case("content-length"))
-                || (!upgrade_line
-                    && (parse::is_hop_by_hop(name)
-                        || (named_hop && parse::named_in_connection(headers, name))))
+                || (!upgrade_line && (parse::is_hop_by_hop(name) || scan.named.contains(name)))
                 || forwarded::leaves_out(name, shaping, listener_headers);
             if !skip {
-                upstream_head.extend_from_slice(parse::raw_line(head, h));
+                parse::copy_line(&mut upstream_head, head, h);
             }
         }
         if upgrade {
@@ -722,8 +718,53 @@ impl Conn<'_> {
         let routing = self.app.routing.load();
         let listener = routing.headers(self.app.listener.index);
         let out = lb_response_bytes(resp, head_only, close || resp.close, listener);
-        self.io.write_all(&out).await?;
-        self.io.flush().await
+        let idle = routing.idle_timeout;
+        drop(routing);
+        self.write_client(&out, true, idle)
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "client write failed"))
+    }
+
+    /// Writes to the client within the idle timeout; a client that reads nothing for
+    /// that long is counted and its connection closed.
+    async fn write_client(
+        &mut self,
+        bytes: &[u8],
+        flush: bool,
+        idle: Duration,
+    ) -> Result<(), relay::WriteFailed> {
+        let r = relay::write_all_within(&mut self.io, bytes, flush, &mut self.timer, idle).await;
+        if let Err(relay::WriteFailed {
+            timed_out: true, ..
+        }) = r
+        {
+            self.app
+                .listener
+                .stats
+                .stalled(Stall::ClientWrite, self.client.addr());
+        }
+        r
+    }
+
+    /// Writes to the target within the idle timeout (a target that reads nothing of
+    /// a request for that long is counted).
+    async fn write_target(
+        &mut self,
+        target: &mut TargetConn,
+        bytes: &[u8],
+        idle: Duration,
+    ) -> Result<(), relay::WriteFailed> {
+        let r = relay::write_all_within(target, bytes, false, &mut self.timer, idle).await;
+        if let Err(relay::WriteFailed {
+            timed_out: true, ..
+        }) = r
+        {
+            self.app
+                .listener
+                .stats
+                .stalled(Stall::TargetWrite, self.client.addr());
+        }
+        r
     }
 
     /// Forwards a request and relays its response; returns whether the client
@@ -788,15 +829,19 @@ impl Conn<'_> {
         let replayable = body.is_done();
 
         // Connect (or reuse) and send, retrying as the core allows.
-        let mut fresh_only = false;
+        let mut fresh_only = !Exchange::may_reuse(p.idempotent);
         let (mut target, head) = loop {
             let (mut target, reused) = match connect_target(ex, fresh_only).await {
                 Ok(c) => c,
                 Err(failure) => return self.fail(rec, failure, false).await,
             };
-            if target.write_all(&out).await.is_err() {
+            if let Err(w) = self.write_target(&mut target, &out, idle).await {
+                if w.timed_out {
+                    return self.fail(rec, Failure::TargetTimeout, false).await;
+                }
                 // The target refused the bytes: it has closed the connection.
-                match ex.reset_before_response(reused, replayable, p.idempotent) {
+                let safe = w.written == 0 || p.idempotent;
+                match ex.failed_before_response(reused, replayable, safe) {
                     Retry::No => return self.fail(rec, Failure::TargetClosed, false).await,
                     retry => {
                         fresh_only = retry == Retry::SameTarget;
@@ -818,15 +863,19 @@ impl Conn<'_> {
             ex.request_sent();
             rec.dispatched = Some(Instant::now());
             let mut rbuf = Vec::new();
-            match read_response_head(&mut target, &mut rbuf, &mut self.timer, idle).await {
+            match read_response_head(
+                &mut target,
+                &mut rbuf,
+                &mut self.timer,
+                idle,
+                (&self.app.listener.stats, self.client.addr()),
+            )
+            .await
+            {
                 Ok(head) => break (target, (head, rbuf)),
                 Err(f @ (Failure::TargetClosed | Failure::TargetReset)) if rbuf.is_empty() => {
-                    let retry = if f == Failure::TargetReset {
-                        ex.reset_before_response(reused, replayable, p.idempotent)
-                    } else {
-                        ex.closed_before_response(reused, replayable, p.idempotent)
-                    };
-                    match retry {
+                    // The whole request was written: sent again only if idempotent.
+                    match ex.failed_before_response(reused, replayable, p.idempotent) {
                         Retry::No => return self.fail(rec, f, false).await,
                         retry => {
                             fresh_only = retry == Retry::SameTarget;
@@ -849,11 +898,17 @@ impl Conn<'_> {
             if !(100..200).contains(&status) || status == 101 {
                 break;
             }
-            if self.io.write_all(&rbuf[..head_len]).await.is_err() {
-                return Next::Close;
+            // Relayed less its hop-by-hop lines; an HTTP/1.0 client gets none
+            // (RFC 9110 §15.2).
+            if !p.http10 {
+                let Ok(interim) = interim_head(&rbuf[..head_len]) else {
+                    return self.fail(rec, Failure::BadResponse, wrote_any).await;
+                };
+                if self.write_client(&interim, true, idle).await.is_err() {
+                    return Next::Close;
+                }
+                wrote_any = true;
             }
-            let _ = self.io.flush().await;
-            wrote_any = true;
             rbuf.drain(..head_len);
             if status == 100 && !body.is_done() {
                 match self.upload(&mut target, &mut body, idle).await {
@@ -865,7 +920,15 @@ impl Conn<'_> {
             match parse::find_head_end(&rbuf, 0) {
                 Some(end) => head_len = end,
                 None => {
-                    match read_response_head(&mut target, &mut rbuf, &mut self.timer, idle).await {
+                    match read_response_head(
+                        &mut target,
+                        &mut rbuf,
+                        &mut self.timer,
+                        idle,
+                        (&self.app.listener.stats, self.client.addr()),
+                    )
+                    .await
+                    {
                         Ok(end) => head_len = end,
                         Err(f) => return self.fail(rec, f, true).await,
                     }
@@ -897,18 +960,19 @@ impl Conn<'_> {
         let mut client_head = resp.client_head;
 
         if resp.status == 101 {
-            if !p.upgrade {
+            // Only a websocket that was asked for: any other switch would leave a
+            // tunnel past every rule. The target connection is dropped, not pooled.
+            if !p.upgrade || !resp.websocket {
                 return self.fail(rec, Failure::BadResponse, wrote_any).await;
             }
             // The websocket: what either side sent early goes first, then the relay.
             client_head.extend_from_slice(&rest);
-            if self.io.write_all(&client_head).await.is_err() {
+            if self.write_client(&client_head, true, idle).await.is_err() {
                 return Next::Close;
             }
-            let _ = self.io.flush().await;
             if !self.buf.is_empty() {
                 let early = std::mem::take(&mut self.buf);
-                if target.write_all(&early).await.is_err() {
+                if self.write_target(&mut target, &early, idle).await.is_err() {
                     return Next::Close;
                 }
             }
@@ -923,7 +987,7 @@ impl Conn<'_> {
         };
         client_head.extend_from_slice(&rest[..used]);
         let mut target_reusable = resp.keep_target && used == rest.len() && !p.close_after;
-        if self.io.write_all(&client_head).await.is_err() {
+        if self.write_client(&client_head, false, idle).await.is_err() {
             return Next::Close;
         }
         if !complete {
@@ -934,7 +998,7 @@ impl Conn<'_> {
                 Err(_) => return Next::Close,
             }
         }
-        if self.io.flush().await.is_err() {
+        if self.write_client(&[], true, idle).await.is_err() {
             return Next::Close;
         }
         if framing.framing == Framing::Close {
@@ -944,7 +1008,7 @@ impl Conn<'_> {
             upstream::put(ex.addr(), target);
         }
         if !keep {
-            let _ = self.io.shutdown().await;
+            relay::shutdown_within(&mut self.io, idle).await;
             return Next::Close;
         }
         Next::Request
@@ -960,18 +1024,31 @@ impl Conn<'_> {
         let mut chunk = Vec::new();
         while !body.is_done() {
             chunk.clear();
-            let read =
-                tokio::time::timeout(idle, relay::read_into(&mut self.io, &mut self.buf)).await;
+            let read = self
+                .timer
+                .run(
+                    Instant::now() + idle,
+                    relay::read_into(&mut self.io, &mut self.buf),
+                )
+                .await;
             match read {
-                Err(_) => return Err(UploadError::Client(Failure::ClientTimeout)),
-                Ok(Ok(0)) | Ok(Err(_)) => return Err(UploadError::Client(Failure::ClientClosed)),
-                Ok(Ok(_)) => {}
+                None => {
+                    let stats = &self.app.listener.stats;
+                    stats.stalled(Stall::ClientRead, self.client.addr());
+                    return Err(UploadError::Client(Failure::ClientTimeout));
+                }
+                Some(Ok(0)) | Some(Err(_)) => {
+                    return Err(UploadError::Client(Failure::ClientClosed))
+                }
+                Some(Ok(_)) => {}
             }
             if body.take(&mut self.buf, &mut chunk).is_err() {
                 return Err(UploadError::Client(Failure::BadRequest));
             }
-            if target.write_all(&chunk).await.is_err() {
-                return Err(UploadError::Target);
+            match self.write_target(target, &chunk, idle).await {
+                Ok(()) => {}
+                Err(w) if w.timed_out => return Err(UploadError::Client(Failure::TargetTimeout)),
+                Err(_) => return Err(UploadError::Target),
             }
         }
         Ok(())
@@ -994,7 +1071,11 @@ impl Conn<'_> {
                 .run(Instant::now() + idle, relay::read_into(target, &mut chunk))
                 .await;
             let n = match read {
-                None => return Err(Failure::TargetTimeout),
+                None => {
+                    let stats = &self.app.listener.stats;
+                    stats.stalled(Stall::TargetRead, self.client.addr());
+                    return Err(Failure::TargetTimeout);
+                }
                 Some(Err(_)) => return Err(Failure::TargetClosed),
                 Some(Ok(n)) => n,
             };
@@ -1008,7 +1089,11 @@ impl Conn<'_> {
             let (used, complete) = framing
                 .feed(&chunk, ex)
                 .map_err(|()| Failure::BadResponse)?;
-            if self.io.write_all(&chunk[..used]).await.is_err() {
+            if self
+                .write_client(&chunk[..used], false, idle)
+                .await
+                .is_err()
+            {
                 return Err(Failure::ClientClosed);
             }
             if complete {
@@ -1027,7 +1112,8 @@ impl Conn<'_> {
                 .respond(rec, &LbResponse::error(status), false, true)
                 .await;
         }
-        let _ = self.io.shutdown().await;
+        let idle = self.app.routing.load().idle_timeout;
+        relay::shutdown_within(&mut self.io, idle).await;
         Next::Close
     }
 }
@@ -1152,6 +1238,7 @@ pub(crate) async fn read_response_head<T>(
     buf: &mut Vec<u8>,
     timer: &mut relay::Timer,
     idle: Duration,
+    (stats, client): (&ListenerStats, Option<std::net::SocketAddr>),
 ) -> Result<usize, Failure>
 where
     T: AsyncRead + Unpin + ?Sized,
@@ -1169,7 +1256,10 @@ where
             .run(Instant::now() + idle, relay::read_into(target, buf))
             .await
         {
-            None => return Err(Failure::TargetTimeout),
+            None => {
+                stats.stalled(Stall::TargetRead, client);
+                return Err(Failure::TargetTimeout);
+            }
             Some(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
                 return Err(Failure::TargetReset)
             }
@@ -1204,6 +1294,8 @@ pub(crate) struct ResponseHead {
     pub keep_target: bool,
     /// The client connection may stay open after the response.
     pub keep_client: bool,
+    /// `Upgrade: websocket` (what a 101 must say).
+    pub websocket: bool,
 }
 
 /// Parses a final response head and writes the client's: the status line in
@@ -1237,7 +1329,6 @@ pub(crate) fn response_head(
     let keep_client = keep_client && framing != Framing::Close;
     let te = scan.transfer_encoding;
     let upgrade = status == 101;
-    let named_hop = scan.names_headers;
     let listener = ex.routing.headers(listener);
     let replaces = !listener.is_noop();
 
@@ -1256,13 +1347,11 @@ pub(crate) fn response_head(
     for h in headers.iter() {
         let name = h.name;
         let upgrade_line = upgrade && name.eq_ignore_ascii_case("upgrade");
-        let skip = (!upgrade_line
-            && (parse::is_hop_by_hop(name)
-                || (named_hop && parse::named_in_connection(headers, name))))
+        let skip = (!upgrade_line && (parse::is_hop_by_hop(name) || scan.named.contains(name)))
             || (te && name.eq_ignore_ascii_case("content-length"))
             || (replaces && listener.replaces(name));
         if !skip {
-            out.extend_from_slice(parse::raw_line(head, h));
+            parse::copy_line(&mut out, head, h);
         }
     }
     if !(100..200).contains(&status) || upgrade {
@@ -1288,7 +1377,36 @@ pub(crate) fn response_head(
         client_head: out,
         keep_target: !target_close,
         keep_client,
+        websocket: scan.upgrade_websocket,
     })
+}
+
+/// An interim (1xx) response head as it goes to an HTTP/1.1 client: the status line
+/// and the target's lines less hop-by-hop ones.
+pub(crate) fn interim_head(head: &[u8]) -> Result<Vec<u8>, ()> {
+    let mut lines =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; parse::MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, head, &mut lines)
+    {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return Err(()),
+    }
+    let status = resp.code.ok_or(())?;
+    let headers = Headers(resp.headers);
+    let scan = parse::scan_response(status, false, headers).map_err(|_| ())?;
+    let mut out = Vec::with_capacity(head.len());
+    out.extend_from_slice(
+        format!("HTTP/1.1 {status} {}\r\n", resp.reason.unwrap_or("")).as_bytes(),
+    );
+    for h in headers.iter() {
+        if !(parse::is_hop_by_hop(h.name) || scan.named.contains(h.name)) {
+            parse::copy_line(&mut out, head, h);
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(out)
 }
 
 /// The lines a listener sets on every response.

@@ -84,6 +84,56 @@ fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|t| !t.is_empty())
 }
 
+/// Most header names one head's `Connection` lines may list (beyond `close`,
+/// `keep-alive` and `upgrade`). No client needs more, and the bound keeps the
+/// hop-by-hop check of every line linear in the head's size.
+pub const MAX_CONNECTION_OPTIONS: usize = 16;
+
+/// The header names a head's `Connection` lines list: hop-by-hop, so never
+/// forwarded. Collected once per head, in the same pass as its framing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Named<'a> {
+    names: [&'a [u8]; MAX_CONNECTION_OPTIONS],
+    len: usize,
+}
+
+impl<'a> Named<'a> {
+    fn push(&mut self, name: &'a [u8]) -> Result<(), &'static str> {
+        if self.names[..self.len]
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(name))
+        {
+            return Ok(());
+        }
+        let slot = self
+            .names
+            .get_mut(self.len)
+            .ok_or("too many connection options")?;
+        *slot = name;
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Whether `name` is listed.
+    pub fn contains(&self, name: &str) -> bool {
+        self.names[..self.len]
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Headers that decide a message's framing or routing: a `Connection` line may not
+/// name them (removing them would change how a second parser frames the bytes).
+fn is_framing_header(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"content-length")
+        || name.eq_ignore_ascii_case(b"transfer-encoding")
+        || name.eq_ignore_ascii_case(b"host")
+}
+
 /// What a request's header lines say about its body, host and connection, found in
 /// one pass over them (this runs on every request).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,17 +148,19 @@ pub struct RequestScan<'a> {
     pub close: bool,
     pub keep_alive: bool,
     pub upgrade_option: bool,
-    /// `Connection` names other headers ([`named_in_connection`] is needed).
-    pub names_headers: bool,
-    /// An `Upgrade` line.
-    pub upgrade: bool,
-    /// `Expect: 100-continue`.
+    /// The other headers `Connection` names.
+    pub named: Named<'a>,
+    /// An `Upgrade` line whose one protocol is `websocket`: the only upgrade tether
+    /// tunnels, as ALB. Any other (`h2c`) is dropped as hop-by-hop.
+    pub upgrade_websocket: bool,
+    /// `Expect: 100-continue`, and `Connection` does not name `Expect`.
     pub expect_continue: bool,
 }
 
 /// Scans a request's header lines (see [`RequestScan`]). `Err` when its body cannot
-/// be framed without doubt (answered 400 in every desync mode: a body whose end is
-/// uncertain is never forwarded).
+/// be framed without doubt, or a `Connection` line names a framing header or too many
+/// (answered 400 in every desync mode: a body whose end is uncertain is never
+/// forwarded).
 pub fn scan_request<'a>(
     headers: Headers<'a>,
     http10: bool,
@@ -121,10 +173,11 @@ pub fn scan_request<'a>(
         close: false,
         keep_alive: false,
         upgrade_option: false,
-        names_headers: false,
-        upgrade: false,
+        named: Named::default(),
+        upgrade_websocket: false,
         expect_continue: false,
     };
+    let mut upgrades = 0;
     let mut te_seen = false;
     let mut chunked_last = false;
     let mut length = None;
@@ -138,7 +191,10 @@ pub fn scan_request<'a>(
             6 if name.eq_ignore_ascii_case("expect") => {
                 scan.expect_continue |= h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
             }
-            7 if name.eq_ignore_ascii_case("upgrade") => scan.upgrade = true,
+            7 if name.eq_ignore_ascii_case("upgrade") => {
+                upgrades += 1;
+                scan.upgrade_websocket = h.value.trim_ascii().eq_ignore_ascii_case(b"websocket");
+            }
             10 if name.eq_ignore_ascii_case("connection") => {
                 for t in tokens(h.value) {
                     if t.eq_ignore_ascii_case(b"close") {
@@ -147,8 +203,10 @@ pub fn scan_request<'a>(
                         scan.keep_alive = true;
                     } else if t.eq_ignore_ascii_case(b"upgrade") {
                         scan.upgrade_option = true;
+                    } else if is_framing_header(t) {
+                        return Err("connection names a framing header");
                     } else {
-                        scan.names_headers = true;
+                        scan.named.push(t)?;
                     }
                 }
             }
@@ -162,8 +220,8 @@ pub fn scan_request<'a>(
                     te_seen = true;
                     chunked_last = t.eq_ignore_ascii_case(b"chunked");
                 }
-                if h.value.trim_ascii().is_empty() {
-                    return Err("empty transfer-encoding");
+                if tokens(h.value).next().is_none() {
+                    return Err("transfer-encoding without a coding");
                 }
             }
             _ => {}
@@ -181,6 +239,9 @@ pub fn scan_request<'a>(
     } else if let Some(n) = length.filter(|n| *n > 0) {
         scan.framing = Framing::Length(n);
     }
+    // Two `Upgrade` lines are one list: not websocket alone.
+    scan.upgrade_websocket &= upgrades == 1;
+    scan.expect_continue &= !scan.named.contains("expect");
     Ok(scan)
 }
 
@@ -222,7 +283,7 @@ fn add_length(value: &[u8], length: &mut Option<u64>) -> Result<(), &'static str
 /// What a response's header lines say about its body and connection, found in one
 /// pass over them (this runs on every response).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ResponseScan {
+pub struct ResponseScan<'a> {
     pub framing: Framing,
     /// `Connection: close`.
     pub close: bool,
@@ -230,24 +291,29 @@ pub struct ResponseScan {
     pub keep_alive: bool,
     /// A `Transfer-Encoding` line (its `Content-Length` is not forwarded).
     pub transfer_encoding: bool,
-    /// `Connection` names other headers ([`named_in_connection`] is needed).
-    pub names_headers: bool,
+    /// The other headers `Connection` names (never a framing header: such tokens
+    /// are ignored in a response, whose framing is decided by its own lines).
+    pub named: Named<'a>,
+    /// `Upgrade: websocket`, alone.
+    pub upgrade_websocket: bool,
 }
 
 /// Scans a response's header lines (see [`ResponseScan`]); `Err` when its
-/// `Content-Length` is invalid.
-pub fn scan_response(
+/// `Content-Length` is invalid or `Connection` lists too many names.
+pub fn scan_response<'a>(
     status: u16,
     head_request: bool,
-    headers: Headers<'_>,
-) -> Result<ResponseScan, &'static str> {
+    headers: Headers<'a>,
+) -> Result<ResponseScan<'a>, &'static str> {
     let mut scan = ResponseScan {
         framing: Framing::None,
         close: false,
         keep_alive: false,
         transfer_encoding: false,
-        names_headers: false,
+        named: Named::default(),
+        upgrade_websocket: false,
     };
+    let mut upgrades = 0;
     let mut chunked_last = false;
     let mut length: Option<u64> = None;
     // Only an error when the body's framing depends on it.
@@ -261,10 +327,14 @@ pub fn scan_response(
                         scan.close = true;
                     } else if t.eq_ignore_ascii_case(b"keep-alive") {
                         scan.keep_alive = true;
-                    } else if !t.eq_ignore_ascii_case(b"upgrade") {
-                        scan.names_headers = true;
+                    } else if !t.eq_ignore_ascii_case(b"upgrade") && !is_framing_header(t) {
+                        scan.named.push(t)?;
                     }
                 }
+            }
+            7 if name.eq_ignore_ascii_case("upgrade") => {
+                upgrades += 1;
+                scan.upgrade_websocket = h.value.trim_ascii().eq_ignore_ascii_case(b"websocket");
             }
             17 if name.eq_ignore_ascii_case("transfer-encoding") => {
                 for t in tokens(h.value) {
@@ -298,6 +368,7 @@ pub fn scan_response(
             None => Framing::Close,
         }
     };
+    scan.upgrade_websocket &= upgrades == 1;
     Ok(scan)
 }
 
@@ -392,29 +463,24 @@ fn has_bare_lf(head: &[u8]) -> bool {
 
 /// Whether a header is hop-by-hop (RFC 9110 §7.6.1) and so never forwarded as is.
 /// `Transfer-Encoding` is not among them: tether forwards bodies in their coding.
+/// `HTTP2-Settings` belongs to the `h2c` upgrade, which tether never forwards.
 pub fn is_hop_by_hop(name: &str) -> bool {
-    const HOP: [&str; 6] = [
+    const HOP: [&str; 7] = [
         "connection",
         "keep-alive",
         "proxy-connection",
         "te",
         "upgrade",
         "proxy-authenticate",
+        "http2-settings",
     ];
     HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
 }
 
-/// Whether `name` is listed in a `Connection` header (so hop-by-hop too). Only needed
-/// when a scan found `Connection` naming headers.
-pub fn named_in_connection(headers: Headers<'_>, name: &str) -> bool {
-    headers
-        .get_all("connection")
-        .any(|v| tokens(v).any(|t| t.eq_ignore_ascii_case(name.as_bytes())))
-}
-
-/// The raw bytes of header line `h` in `head` (from its name through its line end),
-/// so that forwarded lines are the client's own bytes.
-pub fn raw_line<'a>(head: &'a [u8], h: &Header<'_>) -> &'a [u8] {
+/// Copies header line `h` of `head` to `out` as the sender wrote it (from its name
+/// through its value's end, trailing spaces included), ended with CRLF whatever
+/// ended it in `head`: a bare LF is never forwarded.
+pub fn copy_line(out: &mut Vec<u8>, head: &[u8], h: &Header<'_>) {
     let base = head.as_ptr() as usize;
     let start = (h.name.as_ptr() as usize).saturating_sub(base);
     let value_end = if h.value.is_empty() {
@@ -423,8 +489,12 @@ pub fn raw_line<'a>(head: &'a [u8], h: &Header<'_>) -> &'a [u8] {
         (h.value.as_ptr() as usize).saturating_sub(base) + h.value.len()
     };
     let from = value_end.min(head.len());
-    let end = memchr::memchr(b'\n', &head[from..]).map_or(head.len(), |i| from + i + 1);
-    &head[start.min(end)..end]
+    let mut end = memchr::memchr(b'\n', &head[from..]).map_or(head.len(), |i| from + i);
+    if end > from && head[end - 1] == b'\r' {
+        end -= 1;
+    }
+    out.extend_from_slice(&head[start.min(end)..end]);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Writes a header line.
@@ -453,14 +523,6 @@ pub fn absolute_form(target: &str) -> Option<(&str, &str)> {
         return None;
     }
     Some((authority, if path.is_empty() { "/" } else { path }))
-}
-
-/// Whether a `Host` value is a plausible authority (no spaces, controls or paths).
-pub fn valid_host(host: &[u8]) -> bool {
-    !host.is_empty()
-        && host
-            .iter()
-            .all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b'?' | b'#' | b'@' | b'\\'))
 }
 
 #[cfg(test)]
@@ -585,11 +647,13 @@ mod tests {
         ]);
         let scan = scan_request(Headers(&h), false).unwrap();
         assert_eq!((scan.host, scan.hosts), (Some(&b"a.example"[..]), 2));
-        assert!(scan.upgrade && scan.upgrade_option && scan.names_headers && scan.expect_continue);
+        assert!(scan.upgrade_websocket && scan.upgrade_option && scan.expect_continue);
+        assert!(scan.named.contains("x-hop") && !scan.named.contains("upgrade"));
         assert!(!scan.close && !scan.keep_alive);
         let h = hdrs(&[("Connection", "close"), ("Expect", "something")]);
         let scan = scan_request(Headers(&h), true).unwrap();
-        assert!(scan.close && !scan.expect_continue && !scan.names_headers && !scan.upgrade);
+        assert!(scan.close && !scan.expect_continue && scan.named.is_empty());
+        assert!(!scan.upgrade_websocket);
         assert_eq!((scan.host, scan.hosts), (None, 0));
     }
 
@@ -600,10 +664,11 @@ mod tests {
             ("Transfer-Encoding", "chunked"),
         ]);
         let scan = scan_response(200, false, Headers(&h)).unwrap();
-        assert!(scan.keep_alive && scan.names_headers && scan.transfer_encoding && !scan.close);
+        assert!(scan.keep_alive && scan.named.contains("X-FOO"));
+        assert!(scan.transfer_encoding && !scan.close);
         let h = hdrs(&[("connection", "Close, upgrade")]);
         let scan = scan_response(200, false, Headers(&h)).unwrap();
-        assert!(scan.close && !scan.keep_alive && !scan.names_headers && !scan.transfer_encoding);
+        assert!(scan.close && !scan.keep_alive && scan.named.is_empty() && !scan.transfer_encoding);
     }
 
     #[test]
@@ -655,7 +720,6 @@ mod tests {
         );
         assert_eq!(absolute_form("/a"), None);
         assert_eq!(absolute_form("http://u@h/"), None);
-        assert!(valid_host(b"a.example:80") && !valid_host(b"a b") && !valid_host(b""));
     }
 
     #[test]
@@ -664,7 +728,92 @@ mod tests {
         let mut lines = [httparse::EMPTY_HEADER; 4];
         let mut req = httparse::Request::new(&mut lines);
         assert!(req.parse(head).unwrap().is_complete());
-        assert_eq!(raw_line(head, &req.headers[0]), b"Host:x\r\n");
-        assert_eq!(raw_line(head, &req.headers[1]), b"X-A:  b c \r\n");
+        let copied = |h| {
+            let mut out = Vec::new();
+            copy_line(&mut out, head, h);
+            out
+        };
+        assert_eq!(copied(&req.headers[0]), b"Host:x\r\n");
+        assert_eq!(copied(&req.headers[1]), b"X-A:  b c \r\n");
+        let head = b"GET / HTTP/1.1\nHost: x\nX-B: y  \n\n";
+        let mut lines = [httparse::EMPTY_HEADER; 4];
+        let mut req = httparse::Request::new(&mut lines);
+        assert!(req.parse(head).unwrap().is_complete());
+        let mut out = Vec::new();
+        copy_line(&mut out, head, &req.headers[1]);
+        assert_eq!(out, b"X-B: y  \r\n", "a bare LF is forwarded as CRLF");
+    }
+
+    #[test]
+    fn it_should_refuse_a_connection_line_that_names_a_framing_header() {
+        for named in [
+            "Content-Length",
+            "transfer-encoding",
+            "close, Host",
+            "keep-alive,CONTENT-LENGTH",
+        ] {
+            let lines = [
+                ("Host", "t"),
+                ("Connection", named),
+                ("Content-Length", "3"),
+            ];
+            let h = hdrs(&lines);
+            assert!(scan_request(Headers(&h), false).is_err(), "{named}");
+        }
+        // In a response such a name is ignored: the lines stay and frame the body.
+        let h = hdrs(&[("Connection", "Content-Length"), ("Content-Length", "3")]);
+        let scan = scan_response(200, false, Headers(&h)).unwrap();
+        assert_eq!(scan.framing, Framing::Length(3));
+        assert!(scan.named.is_empty());
+    }
+
+    #[test]
+    fn it_should_bound_connection_options_and_stay_linear() {
+        let many: String = (0..MAX_CONNECTION_OPTIONS + 1)
+            .map(|i| format!("x-{i},"))
+            .collect();
+        let lines = [("Host", "t"), ("Connection", many.as_str())];
+        let h = hdrs(&lines);
+        assert!(scan_request(Headers(&h), false).is_err());
+        assert!(scan_response(200, false, Headers(&h)).is_err());
+        // The same name many times is one option.
+        let same = "x-a, ".repeat(12_000);
+        let lines = [("Host", "t"), ("Connection", same.as_str())];
+        let h = hdrs(&lines);
+        let scan = scan_request(Headers(&h), false).unwrap();
+        assert!(scan.named.contains("X-A"));
+    }
+
+    #[test]
+    fn it_should_tunnel_websocket_upgrades_only() {
+        let upgrade = |lines: &[(&str, &str)]| {
+            let h = hdrs(lines);
+            scan_request(Headers(&h), false).unwrap().upgrade_websocket
+        };
+        assert!(upgrade(&[("Upgrade", "WebSocket")]));
+        assert!(!upgrade(&[("Upgrade", "h2c")]));
+        assert!(!upgrade(&[("Upgrade", "h2c, websocket")]));
+        assert!(!upgrade(&[("Upgrade", "websocket"), ("Upgrade", "h2c")]));
+        assert!(is_hop_by_hop("HTTP2-Settings"));
+    }
+
+    #[test]
+    fn it_should_not_wait_for_100_continue_when_expect_is_hop_by_hop() {
+        let h = hdrs(&[
+            ("Host", "t"),
+            ("Connection", "Expect"),
+            ("Expect", "100-continue"),
+        ]);
+        let scan = scan_request(Headers(&h), false).unwrap();
+        assert!(!scan.expect_continue && scan.named.contains("expect"));
+    }
+
+    #[test]
+    fn it_should_refuse_a_transfer_encoding_without_a_coding() {
+        for value in ["", " ", ",", " , ,"] {
+            let lines = [("Host", "t"), ("Transfer-Encoding", value)];
+            let h = hdrs(&lines);
+            assert!(scan_request(Headers(&h), false).is_err(), "{value:?}");
+        }
     }
 }

@@ -289,6 +289,68 @@ impl Timer {
     }
 }
 
+/// A write that did not finish: how many bytes went out first, and whether the
+/// peer took nothing for the idle timeout (else it failed or closed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteFailed {
+    pub written: usize,
+    pub timed_out: bool,
+}
+
+/// Writes all of `bytes` (and flushes, when `flush`), failing when the peer takes
+/// nothing for `idle`: every byte has a deadline. A write the socket takes at once
+/// costs no timer; one that waits arms the connection's [`Timer`], and each byte
+/// taken moves the deadline on.
+pub async fn write_all_within<W>(
+    io: &mut W,
+    bytes: &[u8],
+    flush: bool,
+    timer: &mut Timer,
+    idle: Duration,
+) -> Result<(), WriteFailed>
+where
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    let mut at = 0;
+    let mut deadline = None;
+    poll_fn(|cx| loop {
+        let failed = |timed_out| WriteFailed {
+            written: at,
+            timed_out,
+        };
+        let step = if at < bytes.len() {
+            Pin::new(&mut *io).poll_write(cx, &bytes[at..])
+        } else if flush {
+            Pin::new(&mut *io).poll_flush(cx).map_ok(|()| 0)
+        } else {
+            return Poll::Ready(Ok(()));
+        };
+        match step {
+            Poll::Ready(Ok(0)) if at < bytes.len() => return Poll::Ready(Err(failed(false))),
+            Poll::Ready(Ok(0)) => return Poll::Ready(Ok(())),
+            Poll::Ready(Ok(n)) => {
+                at += n;
+                deadline = None;
+            }
+            Poll::Ready(Err(_)) => return Poll::Ready(Err(failed(false))),
+            Poll::Pending => {
+                let d = *deadline.get_or_insert_with(|| Instant::now() + idle);
+                return timer.poll_expired(cx, d).map(|()| Err(failed(true)));
+            }
+        }
+    })
+    .await
+}
+
+/// Shuts a stream's write side down, waiting at most `grace` (a TLS close_notify
+/// to a peer that reads nothing must not hold the connection).
+pub async fn shutdown_within<W>(io: &mut W, grace: Duration)
+where
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    let _ = tokio::time::timeout(grace, io.shutdown()).await;
+}
+
 /// A client stream that counts the bytes it moves, for ALB's `ProcessedBytes` and
 /// the access log's `received_bytes` and `sent_bytes` (TLS records' own bytes not
 /// included: the counts are of HTTP bytes).
