@@ -30,6 +30,7 @@ pub mod settings;
 mod shutdown;
 pub mod socketio;
 pub mod sticky;
+pub mod target;
 pub mod target_group;
 pub mod tls;
 mod tls_session;

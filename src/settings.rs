@@ -271,6 +271,30 @@ pub struct UpstreamTls {
     pub server_name: Option<String>,
     /// CA certificates (DER) to verify targets with; the system roots when absent.
     pub ca: Option<Arc<Vec<Vec<u8>>>>,
+    /// A digest of everything above: connections made with different settings are
+    /// different connections (the target pool's key), and comparing this per
+    /// request costs nothing.
+    identity: u64,
+}
+
+impl UpstreamTls {
+    pub fn new(server_name: Option<String>, ca: Option<Arc<Vec<Vec<u8>>>>) -> Self {
+        use std::hash::{Hash, Hasher};
+        // SipHash with fixed keys: the same settings give the same identity after a
+        // reload, so pooled connections stay usable.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        server_name.hash(&mut h);
+        ca.as_deref().hash(&mut h);
+        UpstreamTls {
+            server_name,
+            ca,
+            identity: h.finish(),
+        }
+    }
+
+    pub fn identity(&self) -> u64 {
+        self.identity
+    }
 }
 
 /// The lifecycle settings of a group (health, draining, slow start, passive marks).

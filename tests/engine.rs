@@ -1383,6 +1383,73 @@ async fn it_should_lose_no_post_when_targets_close_idle_keep_alive_connections()
     );
 }
 
+// === No replay of what a target may have acted on ===
+
+/// A raw target that answers GETs (keep-alive) and reads each POST whole, counts
+/// it, and then resets the connection without an answer: a target that acted on the
+/// request and crashed.
+async fn post_resetting_target(posts: Arc<AtomicUsize>) -> (SocketAddr, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        let mut conns = JoinSet::new();
+        while let Ok((mut s, _)) = listener.accept().await {
+            let posts = posts.clone();
+            conns.spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = vec![0u8; 16384];
+                loop {
+                    while let Ok(Some(n)) = request_len(&buf) {
+                        let req: Vec<u8> = buf.drain(..n).collect();
+                        if req.starts_with(b"POST ") {
+                            posts.fetch_add(1, Ordering::SeqCst);
+                            let _ = s.set_zero_linger();
+                            return;
+                        }
+                        if s.write_all(OK).await.is_err() {
+                            return;
+                        }
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+            while conns.try_join_next().is_some() {}
+        }
+    });
+    (addr, task)
+}
+
+/// Item 3 of issue 20. Fails before it: a POST on a pooled connection that the
+/// target read and then reset was sent again (a reset was taken as proof that the
+/// target never read it), so the target acted on it twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn it_should_send_a_post_once_when_the_target_resets_after_reading_it() {
+    let posts = Arc::new(AtomicUsize::new(0));
+    let (target, _t) = post_resetting_target(posts.clone()).await;
+    let lb = TetherProc::start(&config(&[target], "", "")).await;
+    let mut s = TcpStream::connect(lb.addr()).await.expect("connect");
+    // A GET first: its target connection goes to the pool.
+    s.write_all(b"GET /first HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .expect("write");
+    let first = read_response(&mut s, RESPONSE_WAIT).await.expect("GET");
+    assert_eq!(first.status, 200);
+    s.write_all(b"POST /pay HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\n100")
+        .await
+        .expect("write");
+    let post = read_response(&mut s, RESPONSE_WAIT).await.expect("POST");
+    assert_eq!(post.status, 502, "{}", show(&post.head));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        posts.load(Ordering::SeqCst),
+        1,
+        "the target read the POST more than once"
+    );
+}
+
 // === Nine thousand websockets ===
 
 /// Open connections (in-flight requests and websockets) tether counts to `target`.

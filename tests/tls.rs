@@ -304,6 +304,154 @@ async fn it_should_serve_one_hundred_concurrent_http2_streams_from_http1_targets
     }
 }
 
+/// A raw HTTP/1.1 target answering by path, each connection numbered:
+/// `/switch` a 101 (then silence), `/bodiless` a 204 with a response after it,
+/// `/te` a chunked `hello` that also says `Content-Length: 3`, anything else `200`
+/// with body `conn N`.
+async fn scripted_target() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        let mut n = 0;
+        let mut set = tokio::task::JoinSet::new();
+        while let Ok((mut s, _)) = listener.accept().await {
+            n += 1;
+            let conn = n;
+            set.spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head: Vec<u8> = buf.drain(..end + 4).collect();
+                        let line = String::from_utf8_lossy(&head).into_owned();
+                        let path = line.split(' ').nth(1).unwrap_or("").to_string();
+                        let reply = match path.as_str() {
+                            "/switch" => "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n".to_string(),
+                            "/bodiless" => "HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nsmuggled!".to_string(),
+                            "/te" => "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_string(),
+                            _ => {
+                                let body = format!("conn {conn}");
+                                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+                            }
+                        };
+                        if s.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        if path == "/switch" {
+                            // Switched: whatever comes now is not HTTP to us.
+                            let _ = s.read_to_end(&mut Vec::new()).await;
+                            return;
+                        }
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                    }
+                }
+            });
+            while set.try_join_next().is_some() {}
+        }
+    });
+    (addr, task)
+}
+
+/// Item 5 of issue 20: HTTP/2 to HTTP/1.1 as RFC 9113 §8 says. Fails before it: the
+/// cookie crumbs reached the target as separate lines, userinfo went on as the Host,
+/// a target's 101 reached the client and its connection went back to the pool, and
+/// a chunked response kept its Content-Length.
+#[tokio::test]
+async fn it_should_translate_http2_to_http1_as_rfc_9113_says() {
+    let s = site();
+    let backend = Backend::start("a").await;
+    let lb = TetherProc::start(&https_config(&s, &backend, None)).await;
+    let (tls, _) = tls_connect(lb.addr(), "a.test", s.pki.client_config(&[b"h2"]))
+        .await
+        .expect("handshake");
+    let mut h2: Sender = common::h2_client(tls).await;
+    let get = |uri: &str| {
+        http::Request::get(uri)
+            .body(http_body_util::Empty::<Bytes>::new())
+            .expect("request")
+    };
+    type Sender = hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>>;
+    async fn send(
+        h2: &mut Sender,
+        req: http::Request<http_body_util::Empty<Bytes>>,
+    ) -> (u16, Option<http::HeaderValue>, String) {
+        match h2.send_request(req).await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let length = resp.headers().get("content-length").cloned();
+                let body = resp.into_body().collect().await.map(|b| b.to_bytes());
+                let body = body.map_or_else(
+                    |e| format!("body error: {e}"),
+                    |b| String::from_utf8_lossy(&b).into_owned(),
+                );
+                (status, length, body)
+            }
+            Err(e) => (0, None, format!("stream error: {e}")),
+        }
+    }
+
+    let mut req = get("https://a.test/headers");
+    req.headers_mut()
+        .append("cookie", "a=1".parse().expect("value"));
+    req.headers_mut()
+        .append("cookie", "b=2".parse().expect("value"));
+    let (status, _, body) = send(&mut h2, req).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("cookie: a=1; b=2\n"),
+        "crumbs not joined: {body}"
+    );
+    assert_eq!(body.matches("cookie:").count(), 1, "{body}");
+
+    let (status, _, body) = send(&mut h2, get("https://user@a.test/headers")).await;
+    assert_eq!(status, 400, "userinfo in :authority: {body}");
+    let connect = http::Request::connect("a.test:443")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .expect("request");
+    let (status, _, body) = send(&mut h2, connect).await;
+    assert_eq!(status, 405, "CONNECT: {body}");
+
+    // A target's own 101, bytes after a bodiless response, a chunked response that
+    // also says Content-Length.
+    let (target, _t) = scripted_target().await;
+    let config = https_config(&s, &backend, None).replace(
+        &format!("targets = [\"{}\"]", backend.addr),
+        &format!("targets = [\"{target}\"]\nhealth_check = {{ enabled = false }}"),
+    );
+    let lb = TetherProc::start(&config).await;
+    let (tls, _) = tls_connect(lb.addr(), "a.test", s.pki.client_config(&[b"h2"]))
+        .await
+        .expect("handshake");
+    let mut h2: Sender = common::h2_client(tls).await;
+    let (status, _, body) = send(&mut h2, get("https://a.test/switch")).await;
+    assert_eq!(status, 502, "a 101 over HTTP/2: {body}");
+    let after = tokio::time::timeout(
+        Duration::from_secs(3),
+        send(&mut h2, get("https://a.test/after-switch")),
+    )
+    .await;
+    assert!(
+        matches!(&after, Ok((200, _, b)) if b.starts_with("conn ")),
+        "the switched connection went back to the pool: {after:?}"
+    );
+    let (status, _, _) = send(&mut h2, get("https://a.test/bodiless")).await;
+    assert_eq!(status, 204);
+    let (status, _, body) = send(&mut h2, get("https://a.test/after-bodiless")).await;
+    assert!(
+        status == 200 && body.starts_with("conn "),
+        "after a bodiless response: {status} {body}"
+    );
+    let (status, length, body) = send(&mut h2, get("https://a.test/te")).await;
+    assert_eq!((status, body.as_str()), (200, "hello"));
+    assert_eq!(length, None, "a chunked response kept its Content-Length");
+}
+
 #[tokio::test]
 async fn it_should_redirect_http_to_https_keeping_host_path_and_query() {
     let config = r#"
@@ -497,6 +645,58 @@ fn it_should_name_the_file_and_the_problem_for_bad_certificates() {
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("this key does not match the certificate")
     );
+}
+
+/// Item 8 of issue 20. Fails before it: the target pool was keyed by address alone,
+/// so a connection made with one group's server name (or CA) served the next request
+/// of another group at the same address.
+#[tokio::test]
+async fn it_should_pool_target_connections_by_their_tls_identity() {
+    let pki = Pki::new();
+    let (backend, _task) = tls_backend(&pki, "tls-target").await;
+    let ca = pki.ca_path();
+    let config = format!(
+        r#"
+[load_balancer]
+threads = 1
+[[listener]]
+address = "127.0.0.1"
+port = {{port}}
+default_action = {{ forward = "a" }}
+  [[listener.rule]]
+  priority = 1
+  conditions = {{ path_pattern = ["/b/*"] }}
+  action = {{ forward = "b" }}
+[target_group.a]
+protocol = "HTTPS"
+ca_file = "{ca}"
+server_name = "a.internal"
+targets = ["{backend}"]
+health_check = {{ enabled = false }}
+[target_group.b]
+protocol = "HTTPS"
+ca_file = "{ca}"
+server_name = "b.internal"
+targets = ["{backend}"]
+health_check = {{ enabled = false }}
+"#,
+        ca = ca.display()
+    );
+    let lb = TetherProc::start(&config).await;
+    let mut client = Client::connect(lb.addr()).await;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        for (path, want) in [("/a/sni", "a.internal"), ("/b/sni", "b.internal")] {
+            let r = client.get(path).await;
+            seen.push((path, want, r.status, r.text()));
+        }
+    }
+    for (path, want, status, text) in &seen {
+        assert!(
+            *status == 200 && text == want,
+            "{path} reached the target with SNI {text:?} ({status}), not {want:?}: {seen:?}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -602,10 +602,10 @@ fn build_upstream_tls(
         }
         None => None,
     };
-    Ok(Some(UpstreamTls {
-        server_name: g.server_name.as_ref().map(|s| s.get_ref().clone()),
+    Ok(Some(UpstreamTls::new(
+        g.server_name.as_ref().map(|s| s.get_ref().clone()),
         ca,
-    }))
+    )))
 }
 
 /// Health check, draining, slow start and passive settings of a group, in ALB's

@@ -3,12 +3,15 @@
 //! what to do, and moves bytes: request heads forwarded as the client's own lines
 //! less hop-by-hop ones plus ALB's headers, bodies in their own framing, responses
 //! the same way back, websockets relayed after the 101. HTTP/2 clients (ALPN `h2`)
-//! go to [`crate::http2`], which uses the same core and the same target side.
+//! go to [`crate::http2`], which uses the same core and the same target side
+//! ([`crate::target`]). Request heads are [`request`]'s, response heads to the client
+//! [`reply`]'s.
 
 pub mod chunked;
 pub mod parse;
 pub mod relay;
-pub mod upstream;
+mod reply;
+mod request;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -18,22 +21,21 @@ use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
-use tokio::io::AsyncRead;
 
 use crate::access_log::Kind;
-use crate::exchange::{
-    self, Decision, Exchange, Failure, LbResponse, ListenerInfo, RequestHead, Retry,
-};
-use crate::forwarded::{self, ForwardedFor};
-use crate::headers::{valid_host, Headers};
+use crate::exchange::{Decision, Exchange, Failure, LbResponse, ListenerInfo, Retry};
 use crate::metrics::{ConnectionGuard, ListenerStats, Stall};
-use crate::observe::{self, Detail, Record};
-use crate::routing::{Routing, SharedRouting};
-use crate::settings::{DesyncMode, ListenerHeaders};
+use crate::observe::{self, Record};
+use crate::routing::SharedRouting;
+use crate::settings::DesyncMode;
+use crate::target::{self, response, TargetConn};
 use crate::tls_session::TlsSession;
-use parse::{Framing, Verdict};
+use parse::Framing;
 use relay::Counted;
-use upstream::TargetConn;
+pub(crate) use reply::lb_response_bytes;
+use reply::response_head;
+pub use request::{prepare, Plan, Prepared};
+use request::{refused_detail, BodyState, Refused};
 
 /// One listener's engine settings.
 #[derive(Debug)]
@@ -181,352 +183,6 @@ fn negotiated_tls13(stream: &Stream) -> bool {
     let version = stream.get_ssl_digest().map(|d| d.version.clone());
     // rustls names it "TLSv1_3"; OpenSSL-style "TLSv1.3" too, to be safe.
     matches!(version.as_deref(), Some("TLSv1_3" | "TLSv1.3"))
-}
-
-impl Http1App {
-    /// Ends a head going to a target: ALB's forwarded headers, then the empty line.
-    /// Returns where in `out` the trace id sent is.
-    pub(crate) fn end_upstream_head(
-        &self,
-        out: &mut Vec<u8>,
-        client: &ClientConn,
-        headers: Headers<'_>,
-        routing: &Routing,
-    ) -> std::ops::Range<usize> {
-        let shaping = &routing.shaping;
-        let names = routing.headers(self.listener.index);
-        let tls = match (shaping.tls_version_and_cipher_headers, client.tls) {
-            (true, Some(session)) => Some((
-                &*names.tls_version_name,
-                &*names.tls_cipher_suite_name,
-                session,
-            )),
-            _ => None,
-        };
-        let fwd = ForwardedFor {
-            client: client.ip,
-            client_port: shaping.xff_client_port.then_some(client.port),
-            xff_mode: shaping.xff_mode,
-            proto: self.listener.forwarded_proto,
-            port: &self.listener.forwarded_port,
-            tls,
-        };
-        let trace = forwarded::write_headers(
-            out,
-            &fwd,
-            headers.get_all(forwarded::X_FORWARDED_FOR),
-            headers.get(forwarded::X_AMZN_TRACE_ID),
-        );
-        out.extend_from_slice(b"\r\n");
-        trace
-    }
-
-    /// The access log's request field, as ALB writes it:
-    /// `METHOD scheme://host:port/path?query HTTP/version`.
-    pub(crate) fn request_line(
-        &self,
-        method: &str,
-        host: Option<&str>,
-        target: &str,
-        version: &str,
-    ) -> String {
-        let scheme = match self.listener.protocol {
-            crate::settings::Protocol::Http => "http",
-            crate::settings::Protocol::Https => "https",
-        };
-        let host = host.map_or("-", crate::rules::strip_port);
-        let port = std::str::from_utf8(&self.listener.forwarded_port).unwrap_or("-");
-        let mut line = String::with_capacity(
-            method.len() + scheme.len() + host.len() + port.len() + target.len() + 20,
-        );
-        for part in [
-            method, " ", scheme, "://", host, ":", port, target, " HTTP/", version,
-        ] {
-            line.push_str(part);
-        }
-        line
-    }
-
-    /// Writes the `Host` line sent to a target: `value` as it is with
-    /// `preserve_host_header`, else as ALB rewrites it (the port).
-    pub(crate) fn write_host_line(
-        &self,
-        out: &mut Vec<u8>,
-        name: &[u8],
-        value: &[u8],
-        preserve: bool,
-    ) {
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        if preserve {
-            out.extend_from_slice(value);
-        } else {
-            forwarded::write_host(
-                out,
-                value,
-                self.listener.port,
-                &self.listener.forwarded_port,
-            );
-        }
-        out.extend_from_slice(b"\r\n");
-    }
-}
-
-/// A connection to the exchange's target and whether it came from the pool: an idle
-/// pooled one unless `fresh_only` (a replay after a pooled connection failed), else
-/// a new one. When connecting fails the core may move the exchange to another
-/// target, which is tried in turn.
-pub(crate) async fn connect_target(
-    ex: &mut Exchange,
-    fresh_only: bool,
-) -> Result<(TargetConn, bool), Failure> {
-    loop {
-        if !fresh_only {
-            if let Some(conn) = upstream::take(ex.addr()) {
-                return Ok((conn, true));
-            }
-        }
-        match upstream::connect(ex.addr(), ex.upstream_tls(), ex.connect_timeout()).await {
-            Ok(conn) => return Ok((conn, false)),
-            Err(e) => {
-                tracing::debug!("connect to {} failed: {e:?}", ex.addr());
-                if ex.connect_failed() == Retry::Elsewhere {
-                    continue;
-                }
-                return Err(match e {
-                    upstream::ConnectError::Timeout => Failure::ConnectTimeout,
-                    upstream::ConnectError::Failed(_) => Failure::ConnectError,
-                });
-            }
-        }
-    }
-}
-
-/// A request ready to go, made from its head before any await.
-pub struct Prepared {
-    pub decision: Decision,
-    /// The head to send to the target (forwards only).
-    pub upstream_head: Vec<u8>,
-    pub plan: Plan,
-    /// What the access log wants of the request (when it is on).
-    detail: Option<Box<Detail>>,
-}
-
-/// How a prepared request is carried.
-pub struct Plan {
-    pub body: Framing,
-    /// The client wants the connection kept after this exchange.
-    keep_alive: bool,
-    /// Close the client (and target) connection after this exchange (desync).
-    close_after: bool,
-    head_request: bool,
-    idempotent: bool,
-    expect_continue: bool,
-    upgrade: bool,
-    http10: bool,
-}
-
-/// What ends a request before it is forwarded.
-enum Refused {
-    /// Answer with this status and close.
-    Status(u16),
-    /// Close without an answer (client gone, idle, shutdown).
-    Close,
-}
-
-/// Parses and checks a request head (`head`: the bytes up to and including its empty
-/// line) and decides the request, without awaiting anything: nothing borrowed from
-/// the head outlives this call. `Err` is the status of a refused head.
-pub fn prepare(app: &Http1App, head: &[u8], client: &ClientConn) -> Result<Prepared, u16> {
-    let len = head.len();
-
-    let mut lines =
-        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; parse::MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut []);
-    match req.parse_with_uninit_headers(head, &mut lines) {
-        Ok(httparse::Status::Complete(_)) => {}
-        _ => return Err(400),
-    }
-    let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
-        return Err(400);
-    };
-    let headers = Headers(req.headers);
-    let mut total = 0;
-    for h in headers.iter() {
-        let line = h.name.len() + h.value.len() + 4;
-        total += line;
-        if line > parse::MAX_HEADER_LINE || total > parse::MAX_HEADERS_BYTES {
-            return Err(400);
-        }
-    }
-    let http10 = version == 0;
-
-    // Desync classes, with ALB's action table.
-    let (tier, class) = parse::desync_class(head, method, target, http10, headers);
-    if class.is_some() {
-        ListenerStats::add(&app.listener.stats.desync_non_compliant, 1);
-    }
-    let mut close_after = match parse::desync_verdict(app.desync, tier) {
-        Verdict::Pass => false,
-        Verdict::PassThenClose => true,
-        Verdict::Reject => return Err(400),
-    };
-
-    let scan = parse::scan_request(headers, http10).map_err(|_| 400u16)?;
-    let (body, drop_length) = (scan.framing, scan.drop_length);
-    // RFC 9112 §6.1: a request with both must not leave a connection to reuse.
-    close_after |= drop_length;
-
-    // Host: one, valid, required on HTTP/1.1; an absolute-form target's authority
-    // replaces it.
-    if scan.hosts > 1 {
-        return Err(400);
-    }
-    let host_header = scan.host;
-    let absolute = parse::absolute_form(target);
-    let (host, origin) = match absolute {
-        Some((authority, _)) if !valid_host(authority.as_bytes()) => return Err(400),
-        Some((authority, rest)) => (Some(authority), rest),
-        None => {
-            if !(target.starts_with('/') || (target == "*" && method == "OPTIONS")) {
-                return Err(400);
-            }
-            let host = match host_header {
-                Some(h) if valid_host(h.trim_ascii()) => std::str::from_utf8(h.trim_ascii()).ok(),
-                Some(_) => return Err(400),
-                None if http10 => None,
-                None => return Err(400),
-            };
-            (host, target)
-        }
-    };
-    let (path, query) = match origin.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (origin, None),
-    };
-    let path = if path.is_empty() { "/" } else { path };
-
-    let keep_alive = if http10 { scan.keep_alive } else { !scan.close };
-    // Websockets are the one upgrade tunnelled (as on ALB): `h2c` and the rest are
-    // dropped as hop-by-hop, and the request is served as a plain one.
-    let upgrade = !http10 && scan.upgrade_websocket && scan.upgrade_option && method == "GET";
-    let expect_continue = !http10 && scan.expect_continue;
-
-    let routing = app.routing.load_full();
-    let decision = exchange::decide(
-        &routing,
-        &app.listener,
-        &RequestHead {
-            method,
-            path,
-            query,
-            host,
-            headers,
-            upgrade,
-            client_ip: client.ip,
-        },
-    );
-
-    let mut detail = app.listener.access_log.as_ref().map(|_| {
-        Box::new(Detail {
-            request: Some(
-                app.request_line(method, host, origin, if http10 { "1.0" } else { "1.1" })
-                    .into(),
-            ),
-            user_agent: headers.get_str("user-agent").map(Box::from),
-            trace_id: None,
-            classification: class,
-        })
-    });
-    let mut upstream_head = Vec::new();
-    if let Decision::Forward(ex) = &decision {
-        upstream_head.reserve(len + 256);
-        upstream_head.extend_from_slice(method.as_bytes());
-        upstream_head.push(b' ');
-        match ex.rewritten_url() {
-            Some(url) => upstream_head.extend_from_slice(url.as_bytes()),
-            None => {
-                if origin.starts_with('?') {
-                    upstream_head.push(b'/');
-                }
-                upstream_head.extend_from_slice(origin.as_bytes());
-            }
-        }
-        upstream_head.extend_from_slice(if http10 {
-            b" HTTP/1.0\r\n"
-        } else {
-            b" HTTP/1.1\r\n"
-        });
-        let shaping = &routing.shaping;
-        let listener_headers = routing.headers(app.listener.index);
-        let preserve_host = shaping.preserve_host_header;
-        // A rule's Host rewrite is sent as written; else an absolute-form target's
-        // authority replaces the Host value (in the client's own line when it sent
-        // one), with ALB's port rule unless the Host is preserved.
-        let rewritten_host = ex.rewritten_host();
-        let authority = absolute.and(host);
-        if host_header.is_none() {
-            if let Some(h) = rewritten_host {
-                parse::push_header(&mut upstream_head, b"host", h.as_bytes());
-            } else if let Some(h) = authority {
-                app.write_host_line(&mut upstream_head, b"host", h.as_bytes(), preserve_host);
-            }
-        }
-        for h in headers.iter() {
-            let name = h.name;
-            if name.eq_ignore_ascii_case("host") {
-                match (rewritten_host, authority) {
-                    (Some(new_host), _) => {
-                        parse::push_header(&mut upstream_head, name.as_bytes(), new_host.as_bytes())
-                    }
-                    (None, Some(authority)) => app.write_host_line(
-                        &mut upstream_head,
-                        name.as_bytes(),
-                        authority.as_bytes(),
-                        preserve_host,
-                    ),
-                    (None, None) if absolute.is_some() => {}
-                    (None, None) if preserve_host => parse::copy_line(&mut upstream_head, head, h),
-                    (None, None) => app.write_host_line(
-                        &mut upstream_head,
-                        name.as_bytes(),
-                        h.value.trim_ascii(),
-                        false,
-                    ),
-                }
-                continue;
-            }
-            let upgrade_line = upgrade && name.eq_ignore_ascii_case("upgrade");
-            let skip = (drop_length && name.eq_ignore_ascii_case("content-length"))
-                || (!upgrade_line && (parse::is_hop_by_hop(name) || scan.named.contains(name)))
-                || forwarded::leaves_out(name, shaping, listener_headers);
-            if !skip {
-                parse::copy_line(&mut upstream_head, head, h);
-            }
-        }
-        if upgrade {
-            upstream_head.extend_from_slice(b"connection: upgrade\r\n");
-        }
-        let trace = app.end_upstream_head(&mut upstream_head, client, headers, &routing);
-        if let Some(d) = detail.as_mut() {
-            d.trace_id = observe::text(&upstream_head[trace]);
-        }
-    }
-    Ok(Prepared {
-        decision,
-        upstream_head,
-        detail,
-        plan: Plan {
-            body,
-            keep_alive,
-            close_after,
-            head_request: method == "HEAD",
-            idempotent: exchange::is_idempotent(method),
-            expect_continue,
-            upgrade,
-            http10,
-        },
-    })
 }
 
 /// One client connection.
@@ -746,25 +402,15 @@ impl Conn<'_> {
         r
     }
 
-    /// Writes to the target within the idle timeout (a target that reads nothing of
-    /// a request for that long is counted).
+    /// Writes to the target within the idle timeout.
     async fn write_target(
         &mut self,
         target: &mut TargetConn,
         bytes: &[u8],
         idle: Duration,
     ) -> Result<(), relay::WriteFailed> {
-        let r = relay::write_all_within(target, bytes, false, &mut self.timer, idle).await;
-        if let Err(relay::WriteFailed {
-            timed_out: true, ..
-        }) = r
-        {
-            self.app
-                .listener
-                .stats
-                .stalled(Stall::TargetWrite, self.client.addr());
-        }
-        r
+        let stall = (&*self.app.listener.stats, self.client.addr());
+        target::write(target, bytes, &mut self.timer, idle, stall).await
     }
 
     /// Forwards a request and relays its response; returns whether the client
@@ -831,22 +477,17 @@ impl Conn<'_> {
         // Connect (or reuse) and send, retrying as the core allows.
         let mut fresh_only = !Exchange::may_reuse(p.idempotent);
         let (mut target, head) = loop {
-            let (mut target, reused) = match connect_target(ex, fresh_only).await {
+            let (mut target, reused) = match target::connect(ex, fresh_only).await {
                 Ok(c) => c,
                 Err(failure) => return self.fail(rec, failure, false).await,
             };
             if let Err(w) = self.write_target(&mut target, &out, idle).await {
-                if w.timed_out {
-                    return self.fail(rec, Failure::TargetTimeout, false).await;
-                }
-                // The target refused the bytes: it has closed the connection.
-                let safe = w.written == 0 || p.idempotent;
-                match ex.failed_before_response(reused, replayable, safe) {
-                    Retry::No => return self.fail(rec, Failure::TargetClosed, false).await,
-                    retry => {
+                match target::after_failed_write(ex, w, reused, replayable, p.idempotent) {
+                    Ok(retry) => {
                         fresh_only = retry == Retry::SameTarget;
                         continue;
                     }
+                    Err(f) => return self.fail(rec, f, false).await,
                 }
             }
             // Expect: 100-continue: the target's answer first, then the body.
@@ -863,27 +504,26 @@ impl Conn<'_> {
             ex.request_sent();
             rec.dispatched = Some(Instant::now());
             let mut rbuf = Vec::new();
-            match read_response_head(
-                &mut target,
-                &mut rbuf,
-                &mut self.timer,
-                idle,
-                (&self.app.listener.stats, self.client.addr()),
-            )
-            .await
-            {
+            let stall = (&*self.app.listener.stats, self.client.addr());
+            match response::read_head(&mut target, &mut rbuf, &mut self.timer, idle, stall).await {
                 Ok(head) => break (target, (head, rbuf)),
-                Err(f @ (Failure::TargetClosed | Failure::TargetReset)) if rbuf.is_empty() => {
-                    // The whole request was written: sent again only if idempotent.
-                    match ex.failed_before_response(reused, replayable, p.idempotent) {
-                        Retry::No => return self.fail(rec, f, false).await,
-                        retry => {
+                Err(f) => {
+                    let answered = !rbuf.is_empty();
+                    match target::after_no_response(
+                        ex,
+                        f,
+                        answered,
+                        reused,
+                        replayable,
+                        p.idempotent,
+                    ) {
+                        Ok(retry) => {
                             fresh_only = retry == Retry::SameTarget;
                             continue;
                         }
+                        Err(f) => return self.fail(rec, f, false).await,
                     }
                 }
-                Err(f) => return self.fail(rec, f, false).await,
             }
         };
         let (mut head_len, mut rbuf) = head;
@@ -891,7 +531,7 @@ impl Conn<'_> {
 
         // Interim responses (100 Continue, 103 Early Hints) go to the client as they are.
         loop {
-            let status = match response_status(&rbuf[..head_len]) {
+            let status = match response::status(&rbuf[..head_len]) {
                 Some(s) => s,
                 None => return self.fail(rec, Failure::BadResponse, wrote_any).await,
             };
@@ -901,7 +541,7 @@ impl Conn<'_> {
             // Relayed less its hop-by-hop lines; an HTTP/1.0 client gets none
             // (RFC 9110 §15.2).
             if !p.http10 {
-                let Ok(interim) = interim_head(&rbuf[..head_len]) else {
+                let Ok(interim) = response::interim_head(&rbuf[..head_len]) else {
                     return self.fail(rec, Failure::BadResponse, wrote_any).await;
                 };
                 if self.write_client(&interim, true, idle).await.is_err() {
@@ -920,15 +560,9 @@ impl Conn<'_> {
             match parse::find_head_end(&rbuf, 0) {
                 Some(end) => head_len = end,
                 None => {
-                    match read_response_head(
-                        &mut target,
-                        &mut rbuf,
-                        &mut self.timer,
-                        idle,
-                        (&self.app.listener.stats, self.client.addr()),
-                    )
-                    .await
-                    {
+                    let stall = (&*self.app.listener.stats, self.client.addr());
+                    let timer = &mut self.timer;
+                    match response::read_head(&mut target, &mut rbuf, timer, idle, stall).await {
                         Ok(end) => head_len = end,
                         Err(f) => return self.fail(rec, f, true).await,
                     }
@@ -951,7 +585,7 @@ impl Conn<'_> {
             p.http10,
         ) {
             Ok(r) => r,
-            Err(()) => return self.fail(rec, Failure::BadResponse, wrote_any).await,
+            Err(_) => return self.fail(rec, Failure::BadResponse, wrote_any).await,
         };
         ex.response_started(resp.status);
         rec.answered = Some(Instant::now());
@@ -980,10 +614,10 @@ impl Conn<'_> {
         }
 
         // The body, in the target's framing.
-        let mut framing = ResponseBody::new(resp.framing);
-        let (used, complete) = match framing.feed(&rest, ex) {
+        let mut framing = response::ResponseBody::new(resp.framing);
+        let (used, complete) = match framing.feed(&rest, ex, None) {
             Ok(x) => x,
-            Err(()) => return self.fail(rec, Failure::BadResponse, wrote_any).await,
+            Err(_) => return self.fail(rec, Failure::BadResponse, wrote_any).await,
         };
         client_head.extend_from_slice(&rest[..used]);
         let mut target_reusable = resp.keep_target && used == rest.len() && !p.close_after;
@@ -1005,7 +639,7 @@ impl Conn<'_> {
             keep = false;
         }
         if target_reusable && body.is_done() && resp.framing != Framing::Close {
-            upstream::put(ex.addr(), target);
+            target::release(ex, target);
         }
         if !keep {
             relay::shutdown_within(&mut self.io, idle).await;
@@ -1059,7 +693,7 @@ impl Conn<'_> {
     async fn download(
         &mut self,
         target: &mut TargetConn,
-        framing: &mut ResponseBody,
+        framing: &mut response::ResponseBody,
         ex: &mut Exchange,
         idle: Duration,
     ) -> Result<bool, Failure> {
@@ -1087,8 +721,8 @@ impl Conn<'_> {
                 };
             }
             let (used, complete) = framing
-                .feed(&chunk, ex)
-                .map_err(|()| Failure::BadResponse)?;
+                .feed(&chunk, ex, None)
+                .map_err(|_| Failure::BadResponse)?;
             if self
                 .write_client(&chunk[..used], false, idle)
                 .await
@@ -1122,364 +756,6 @@ enum UploadError {
     Client(Failure),
     Target,
 }
-
-/// A request body on its way: how much is left, in its framing.
-struct BodyState {
-    framing: Framing,
-    left: u64,
-    chunks: chunked::Decoder,
-    done: bool,
-}
-
-impl BodyState {
-    fn new(framing: Framing) -> Self {
-        BodyState {
-            framing,
-            left: match framing {
-                Framing::Length(n) => n,
-                _ => 0,
-            },
-            chunks: chunked::Decoder::default(),
-            done: matches!(framing, Framing::None),
-        }
-    }
-
-    fn is_done(&self) -> bool {
-        self.done
-    }
-
-    /// Moves the body bytes at the front of `buf` to `out` (the bytes after the
-    /// body stay in `buf`: the next request).
-    fn take(&mut self, buf: &mut Vec<u8>, out: &mut Vec<u8>) -> Result<(), ()> {
-        if self.done || buf.is_empty() {
-            return Ok(());
-        }
-        let n = match self.framing {
-            Framing::Length(_) => {
-                let n = (buf.len() as u64).min(self.left) as usize;
-                self.left -= n as u64;
-                self.done = self.left == 0;
-                n
-            }
-            Framing::Chunked => {
-                let n = self.chunks.feed(buf, |_| {}).map_err(|_| ())?;
-                self.done = self.chunks.is_done();
-                n
-            }
-            Framing::None | Framing::Close => 0,
-        };
-        out.extend_from_slice(&buf[..n]);
-        buf.drain(..n);
-        Ok(())
-    }
-}
-
-/// A response body on its way to the client.
-struct ResponseBody {
-    framing: Framing,
-    left: u64,
-    chunks: chunked::Decoder,
-}
-
-impl ResponseBody {
-    fn new(framing: Framing) -> Self {
-        ResponseBody {
-            framing,
-            left: match framing {
-                Framing::Length(n) => n,
-                _ => 0,
-            },
-            chunks: chunked::Decoder::default(),
-        }
-    }
-
-    /// How many of `bytes` belong to the body, and whether it is complete; the
-    /// exchange sees the decoded data when it wants it.
-    fn feed(&mut self, bytes: &[u8], ex: &mut Exchange) -> Result<(usize, bool), ()> {
-        let wants = ex.wants_response_body();
-        match self.framing {
-            Framing::None => Ok((0, true)),
-            Framing::Length(_) => {
-                let n = (bytes.len() as u64).min(self.left) as usize;
-                self.left -= n as u64;
-                if wants {
-                    ex.response_body(&bytes[..n], self.left == 0);
-                }
-                Ok((n, self.left == 0))
-            }
-            Framing::Chunked => {
-                let n = if wants {
-                    let mut data = Vec::new();
-                    let n = self
-                        .chunks
-                        .feed(bytes, |d| data.extend_from_slice(d))
-                        .map_err(|_| ())?;
-                    ex.response_body(&data, self.chunks.is_done());
-                    n
-                } else {
-                    self.chunks.feed(bytes, |_| {}).map_err(|_| ())?
-                };
-                Ok((n, self.chunks.is_done()))
-            }
-            Framing::Close => {
-                if wants {
-                    ex.response_body(bytes, bytes.is_empty());
-                }
-                Ok((bytes.len(), false))
-            }
-        }
-    }
-}
-
-/// Reads a response head into `buf`; returns its length. The target may be silent
-/// for `idle` between reads.
-pub(crate) async fn read_response_head<T>(
-    target: &mut T,
-    buf: &mut Vec<u8>,
-    timer: &mut relay::Timer,
-    idle: Duration,
-    (stats, client): (&ListenerStats, Option<std::net::SocketAddr>),
-) -> Result<usize, Failure>
-where
-    T: AsyncRead + Unpin + ?Sized,
-{
-    let mut scanned = 0;
-    loop {
-        if let Some(end) = parse::find_head_end(buf, scanned) {
-            return Ok(end);
-        }
-        if buf.len() > parse::MAX_RESPONSE_HEAD {
-            return Err(Failure::BadResponse);
-        }
-        scanned = buf.len();
-        match timer
-            .run(Instant::now() + idle, relay::read_into(target, buf))
-            .await
-        {
-            None => {
-                stats.stalled(Stall::TargetRead, client);
-                return Err(Failure::TargetTimeout);
-            }
-            Some(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-                return Err(Failure::TargetReset)
-            }
-            Some(Ok(0)) | Some(Err(_)) => return Err(Failure::TargetClosed),
-            Some(Ok(_)) => {}
-        }
-    }
-}
-
-/// The status code of a response head.
-pub(crate) fn response_status(head: &[u8]) -> Option<u16> {
-    let line_end = memchr::memchr(b'\n', head)?;
-    let line = &head[..line_end];
-    let mut parts = line.splitn(3, |b| *b == b' ');
-    let version = parts.next()?;
-    if !version.starts_with(b"HTTP/1.") {
-        return None;
-    }
-    let code = parts.next()?;
-    if code.len() != 3 || !code.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(code).ok()?.parse().ok()
-}
-
-/// A final response head, checked, as it goes to the client.
-pub(crate) struct ResponseHead {
-    pub status: u16,
-    pub framing: Framing,
-    pub client_head: Vec<u8>,
-    /// The target keeps the connection open after the response.
-    pub keep_target: bool,
-    /// The client connection may stay open after the response.
-    pub keep_client: bool,
-    /// `Upgrade: websocket` (what a 101 must say).
-    pub websocket: bool,
-}
-
-/// Parses a final response head and writes the client's: the status line in
-/// HTTP/1.1, the target's lines less hop-by-hop ones (and less those listener
-/// `listener` sets itself), tether's cookies, the listener's response headers, and
-/// the client connection's fate.
-pub(crate) fn response_head(
-    ex: &Exchange,
-    listener: usize,
-    head: &[u8],
-    head_request: bool,
-    keep_client: bool,
-    http10_client: bool,
-) -> Result<ResponseHead, ()> {
-    let mut lines =
-        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; parse::MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut []);
-    match httparse::ParserConfig::default()
-        .parse_response_with_uninit_headers(&mut resp, head, &mut lines)
-    {
-        Ok(httparse::Status::Complete(_)) => {}
-        _ => return Err(()),
-    }
-    let (Some(status), Some(version)) = (resp.code, resp.version) else {
-        return Err(());
-    };
-    let headers = Headers(resp.headers);
-    let scan = parse::scan_response(status, head_request, headers).map_err(|_| ())?;
-    let framing = scan.framing;
-    let target_close = scan.close || (version == 0 && !scan.keep_alive);
-    let keep_client = keep_client && framing != Framing::Close;
-    let te = scan.transfer_encoding;
-    let upgrade = status == 101;
-    let listener = ex.routing.headers(listener);
-    let replaces = !listener.is_noop();
-
-    let mut out = Vec::with_capacity(head.len() + 256);
-    out.extend_from_slice(b"HTTP/1.1 ");
-    let line_end = memchr::memchr(b'\n', head).ok_or(())?;
-    let status_rest = head[..line_end + 1]
-        .splitn(2, |b| *b == b' ')
-        .nth(1)
-        .ok_or(())?;
-    out.extend_from_slice(status_rest);
-    if !status_rest.ends_with(b"\r\n") {
-        out.pop();
-        out.extend_from_slice(b"\r\n");
-    }
-    for h in headers.iter() {
-        let name = h.name;
-        let upgrade_line = upgrade && name.eq_ignore_ascii_case("upgrade");
-        let skip = (!upgrade_line && (parse::is_hop_by_hop(name) || scan.named.contains(name)))
-            || (te && name.eq_ignore_ascii_case("content-length"))
-            || (replaces && listener.replaces(name));
-        if !skip {
-            parse::copy_line(&mut out, head, h);
-        }
-    }
-    if !(100..200).contains(&status) || upgrade {
-        ex.write_cookies(
-            headers.get_all("set-cookie"),
-            &mut out,
-            b"set-cookie: ",
-            b"\r\n",
-        );
-    }
-    write_response_headers(&mut out, listener);
-    if upgrade {
-        out.extend_from_slice(b"connection: upgrade\r\n");
-    } else if !keep_client {
-        out.extend_from_slice(b"connection: close\r\n");
-    } else if http10_client {
-        out.extend_from_slice(b"connection: keep-alive\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    Ok(ResponseHead {
-        status,
-        framing,
-        client_head: out,
-        keep_target: !target_close,
-        keep_client,
-        websocket: scan.upgrade_websocket,
-    })
-}
-
-/// An interim (1xx) response head as it goes to an HTTP/1.1 client: the status line
-/// and the target's lines less hop-by-hop ones.
-pub(crate) fn interim_head(head: &[u8]) -> Result<Vec<u8>, ()> {
-    let mut lines =
-        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; parse::MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut []);
-    match httparse::ParserConfig::default()
-        .parse_response_with_uninit_headers(&mut resp, head, &mut lines)
-    {
-        Ok(httparse::Status::Complete(_)) => {}
-        _ => return Err(()),
-    }
-    let status = resp.code.ok_or(())?;
-    let headers = Headers(resp.headers);
-    let scan = parse::scan_response(status, false, headers).map_err(|_| ())?;
-    let mut out = Vec::with_capacity(head.len());
-    out.extend_from_slice(
-        format!("HTTP/1.1 {status} {}\r\n", resp.reason.unwrap_or("")).as_bytes(),
-    );
-    for h in headers.iter() {
-        if !(parse::is_hop_by_hop(h.name) || scan.named.contains(h.name)) {
-            parse::copy_line(&mut out, head, h);
-        }
-    }
-    out.extend_from_slice(b"\r\n");
-    Ok(out)
-}
-
-/// The lines a listener sets on every response.
-fn write_response_headers(out: &mut Vec<u8>, listener: &ListenerHeaders) {
-    for (name, value) in listener.response.iter() {
-        parse::push_header(out, name.as_bytes(), value.as_bytes());
-    }
-}
-
-/// One of tether's own responses, as HTTP/1.1 bytes, with the listener's response
-/// headers (ALB adds them to every response, its own included).
-pub(crate) fn lb_response_bytes(
-    resp: &LbResponse,
-    head_only: bool,
-    close: bool,
-    listener: &ListenerHeaders,
-) -> Vec<u8> {
-    use std::io::Write;
-    let mut out = Vec::with_capacity(256 + resp.body.len());
-    let _ = write!(
-        out,
-        "HTTP/1.1 {} {}\r\n",
-        resp.status,
-        exchange::reason(resp.status)
-    );
-    if listener.server {
-        out.extend_from_slice(b"server: tether\r\n");
-    }
-    let _ = write!(
-        out,
-        "date: {}\r\ncontent-type: {}\r\ncontent-length: {}\r\n",
-        httpdate::fmt_http_date(std::time::SystemTime::now()),
-        resp.content_type,
-        resp.body.len()
-    );
-    if let Some(location) = &resp.location {
-        let _ = write!(out, "location: {location}\r\n");
-    }
-    write_response_headers(&mut out, listener);
-    if close {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    if !head_only {
-        out.extend_from_slice(&resp.body);
-    }
-    out
-}
-
-/// What the access log can say of a refused head (a desync rejection, a bad Host):
-/// its request line and desync class, when it parses at all.
-fn refused_detail(app: &Http1App, head: &[u8]) -> Option<Box<Detail>> {
-    let mut lines = [httparse::EMPTY_HEADER; parse::MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut lines);
-    if !req.parse(head).ok()?.is_complete() {
-        return None;
-    }
-    let (method, target, version) = (req.method?, req.path?, req.version?);
-    let headers = Headers(req.headers);
-    let http10 = version == 0;
-    let (_, classification) = parse::desync_class(head, method, target, http10, headers);
-    let host = headers.get_str("host");
-    let version = if http10 { "1.0" } else { "1.1" };
-    Some(Box::new(Detail {
-        request: Some(app.request_line(method, host, target, version).into()),
-        user_agent: headers.get_str("user-agent").map(Box::from),
-        trace_id: None,
-        classification,
-    }))
-}
-
-/// Lets the HTTP/2 engine reach targets the same way.
-pub(crate) use relay::read_into;
 
 #[cfg(test)]
 mod tests {

@@ -939,12 +939,13 @@ pub async fn wait_state(lb: &TetherProc, addr: SocketAddr, state: &str) {
 
 // === TLS backend ===
 
-/// A hyper backend behind TLS (a certificate of `pki` for 127.0.0.1), answering
-/// every request with its id.
+/// A hyper backend behind TLS (a certificate of `pki` for 127.0.0.1, `a.internal`
+/// and `b.internal`), answering every request with its id, and a path ending in
+/// `/sni` with the server name the TLS client sent (`-` for none).
 pub async fn tls_backend(pki: &Pki, id: &'static str) -> (SocketAddr, JoinHandle<()>) {
     let (cert, key) = pki.leaf(
         &format!("backend-{id}"),
-        &["127.0.0.1"],
+        &["127.0.0.1", "a.internal", "b.internal"],
         KeyKind::Ecdsa,
         false,
     );
@@ -972,8 +973,14 @@ pub async fn tls_backend(pki: &Pki, id: &'static str) -> (SocketAddr, JoinHandle
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
-                let service = service_fn(move |_req: Request<Incoming>| async move {
-                    Ok::<_, Infallible>(Response::new(full(id)))
+                let sni = tls.get_ref().1.server_name().unwrap_or("-").to_string();
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let body = if req.uri().path().ends_with("/sni") {
+                        sni.clone()
+                    } else {
+                        id.to_string()
+                    };
+                    async move { Ok::<_, Infallible>(Response::new(full(body))) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tls), service)

@@ -1,7 +1,9 @@
 //! Connections to targets: a new one (TCP, or TLS with the group's settings) or an
 //! idle one from this thread's pool. The pool is per thread (each client connection
 //! stays on its thread), so taking and returning a connection is a map lookup: no
-//! lock, no task per pooled connection.
+//! lock, no task per pooled connection. It is keyed by everything that makes one
+//! connection differ from another ([`PoolKey`]): a connection made for one group's
+//! TLS settings never serves a group with others at the same address.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -206,6 +208,24 @@ fn client_config(tls: &UpstreamTls) -> Arc<rustls::ClientConfig> {
     }
 }
 
+/// What makes a connection to a target what it is: the address, and TLS on or off
+/// with its settings (server name, CA; a client certificate would join them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    addr: SocketAddr,
+    /// `UpstreamTls::identity` when TLS is on.
+    tls: Option<u64>,
+}
+
+impl PoolKey {
+    pub fn new(addr: SocketAddr, tls: Option<&UpstreamTls>) -> Self {
+        PoolKey {
+            addr,
+            tls: tls.map(UpstreamTls::identity),
+        }
+    }
+}
+
 struct Idle {
     conn: TargetConn,
     since: Instant,
@@ -213,7 +233,7 @@ struct Idle {
 
 #[derive(Default)]
 struct Pool {
-    idle: HashMap<SocketAddr, Vec<Idle>>,
+    idle: HashMap<PoolKey, Vec<Idle>>,
     last_sweep: Option<Instant>,
 }
 
@@ -221,11 +241,11 @@ thread_local! {
     static POOL: RefCell<Pool> = RefCell::new(Pool::default());
 }
 
-/// An idle connection to `addr` kept by this thread, if one is still open.
-pub fn take(addr: SocketAddr) -> Option<TargetConn> {
+/// An idle connection made as `key` says, kept by this thread, if one is still open.
+pub fn take(key: &PoolKey) -> Option<TargetConn> {
     POOL.with(|p| {
         let mut pool = p.borrow_mut();
-        let list = pool.idle.get_mut(&addr)?;
+        let list = pool.idle.get_mut(key)?;
         let now = Instant::now();
         while let Some(idle) = list.pop() {
             let idle_for = now.duration_since(idle.since);
@@ -237,8 +257,9 @@ pub fn take(addr: SocketAddr) -> Option<TargetConn> {
     })
 }
 
-/// Keeps a connection whose exchange ended cleanly for the next request to `addr`.
-pub fn put(addr: SocketAddr, conn: TargetConn) {
+/// Keeps a connection whose exchange ended cleanly for the next request that needs
+/// one made as `key` says.
+pub fn put(key: PoolKey, conn: TargetConn) {
     POOL.with(|p| {
         let mut pool = p.borrow_mut();
         let now = Instant::now();
@@ -253,7 +274,7 @@ pub fn put(addr: SocketAddr, conn: TargetConn) {
                 !list.is_empty()
             });
         }
-        let list = pool.idle.entry(addr).or_default();
+        let list = pool.idle.entry(key).or_default();
         if list.len() < POOL_PER_TARGET {
             list.push(Idle { conn, since: now });
         }

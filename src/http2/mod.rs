@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::http1::relay::{write_all_within, Timer};
+use crate::http1::relay::{self, Timer};
 use crate::metrics::{ListenerStats, Stall};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -23,18 +23,20 @@ use crate::exchange::{self, Decision, Exchange, Failure, LbResponse, RequestHead
 use crate::forwarded;
 use crate::headers::{valid_host, Header, Headers};
 use crate::http1::parse::{self, Framing};
-use crate::http1::upstream::{self, TargetConn};
-use crate::http1::{
-    chunked, connect_target, read_response_head, response_status, ClientConn, Http1App,
-};
+use crate::http1::{ClientConn, Http1App};
 use crate::observe::{self, Detail, Record};
 use crate::settings::ListenerHeaders;
+use crate::target::{self, response, TargetConn};
+
+mod watchdog;
 
 type Body = BoxBody<Bytes, std::io::Error>;
 
 /// Serves one HTTP/2 connection until the client ends it, the server shuts down or
 /// the connection has lived `keep_alive` (ALB's client keep-alive): then with a
-/// GOAWAY and the streams in flight finished.
+/// GOAWAY and the streams in flight finished. Its [`watchdog`] sends a GOAWAY to a
+/// connection idle for `idle_timeout`, and closes one whose streams (or a request
+/// being started) stall.
 pub async fn serve(
     app: Arc<Http1App>,
     stream: Stream,
@@ -42,28 +44,64 @@ pub async fn serve(
     keep_alive: Duration,
     mut shutdown: ShutdownWatch,
 ) {
-    let io = hyper_util::rt::TokioIo::new(stream);
+    let activity = Arc::new(watchdog::Activity::default());
+    let mut dog = watchdog::Watchdog::new(
+        activity.clone(),
+        app.routing.load().idle_timeout,
+        app.client_header_timeout,
+    );
+    let peer = client.addr();
+    let stats = app.listener.stats.clone();
+    let io = hyper_util::rt::TokioIo::new(watchdog::Watched::new(stream, activity.clone()));
     let service = hyper::service::service_fn(move |req| {
         let app = app.clone();
         let client = client.clone();
-        async move { Ok::<_, Infallible>(handle(app, client, req).await) }
+        let open = activity.open_stream();
+        async move { Ok::<_, Infallible>(handle(app, client, req, open).await) }
     });
     let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
         .serve_connection(io, service);
     tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!("HTTP/2 connection ended: {e}");
+    let lifetime = tokio::time::sleep(keep_alive);
+    tokio::pin!(lifetime);
+    let mut tick = tokio::time::interval(dog.period());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!("HTTP/2 connection ended: {e}");
+                }
+                return;
             }
+            _ = shutdown.changed() => break,
+            _ = &mut lifetime => break,
+            _ = tick.tick() => match dog.check(std::time::Instant::now()) {
+                None => {}
+                Some(watchdog::Verdict::GoAway) => {
+                    stats.stalled(Stall::H2Idle, peer);
+                    break;
+                }
+                Some(watchdog::Verdict::Close(stall)) => {
+                    // Dropping the connection resets its streams and closes their
+                    // target connections.
+                    stats.stalled(stall, peer);
+                    return;
+                }
+            },
         }
-        _ = shutdown.changed() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }
-        _ = tokio::time::sleep(keep_alive) => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+    }
+    // A GOAWAY, and the streams in flight finish (under the same watchdog).
+    conn.as_mut().graceful_shutdown();
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = tick.tick() => {
+                if let Some(watchdog::Verdict::Close(stall)) = dog.check(std::time::Instant::now()) {
+                    stats.stalled(stall, peer);
+                    return;
+                }
+            }
         }
     }
 }
@@ -107,7 +145,12 @@ fn error(status: u16) -> Response<Body> {
     r
 }
 
-async fn handle(app: Arc<Http1App>, client: ClientConn, req: Request<Incoming>) -> Response<Body> {
+async fn handle(
+    app: Arc<Http1App>,
+    client: ClientConn,
+    req: Request<Incoming>,
+    open: watchdog::OpenStream,
+) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let logging = app.listener.access_log.is_some();
     // HTTP/2 heads are HPACK-compressed: the bytes counted are those of the head
@@ -130,6 +173,7 @@ async fn handle(app: Arc<Http1App>, client: ClientConn, req: Request<Incoming>) 
         app: app.clone(),
         client: client.clone(),
         finished: false,
+        _open: open,
     };
     let head_request = parts.method == http::Method::HEAD;
     let idempotent = exchange::is_idempotent(parts.method.as_str());
@@ -339,6 +383,8 @@ struct StreamRecord {
     app: Arc<Http1App>,
     client: ClientConn,
     finished: bool,
+    /// Counts the stream open for the connection's watchdog while it lives.
+    _open: watchdog::OpenStream,
 }
 
 impl StreamRecord {
@@ -397,20 +443,11 @@ async fn forward(
     let stall = (&**stats, client);
     let mut fresh_only = !Exchange::may_reuse(idempotent);
     let (target, mut rbuf, head_len) = loop {
-        let (mut target, reused) = connect_target(ex, fresh_only).await?;
-        if let Err(w) = write_all_within(&mut target, &head, false, &mut timer, idle).await {
-            if w.timed_out {
-                stats.stalled(Stall::TargetWrite, client);
-                return Err(Failure::TargetTimeout);
-            }
-            let safe = w.written == 0 || idempotent;
-            match ex.failed_before_response(reused, replayable, safe) {
-                Retry::No => return Err(Failure::TargetClosed),
-                retry => {
-                    fresh_only = retry == Retry::SameTarget;
-                    continue;
-                }
-            }
+        let (mut target, reused) = target::connect(ex, fresh_only).await?;
+        if let Err(w) = target::write(&mut target, &head, &mut timer, idle, stall).await {
+            let retry = target::after_failed_write(ex, w, reused, replayable, idempotent)?;
+            fresh_only = retry == Retry::SameTarget;
+            continue;
         }
         if framing != Framing::None {
             upload(
@@ -428,16 +465,16 @@ async fn forward(
         // Known now, should the client reset the stream before the response.
         rec.forwarded(ex, app.listener.access_log.is_some());
         let mut rbuf = Vec::new();
-        let mut result = read_response_head(&mut target, &mut rbuf, &mut timer, idle, stall).await;
+        let mut result = response::read_head(&mut target, &mut rbuf, &mut timer, idle, stall).await;
         // Interim responses are not relayed over HTTP/2.
         while let Ok(end) = result {
-            match response_status(&rbuf[..end]) {
+            match response::status(&rbuf[..end]) {
                 Some(s) if (100..200).contains(&s) && s != 101 => {
                     rbuf.drain(..end);
                     result = match parse::find_head_end(&rbuf, 0) {
                         Some(e) => Ok(e),
                         None => {
-                            read_response_head(&mut target, &mut rbuf, &mut timer, idle, stall)
+                            response::read_head(&mut target, &mut rbuf, &mut timer, idle, stall)
                                 .await
                         }
                     };
@@ -450,70 +487,46 @@ async fn forward(
                 rec.answered = Some(std::time::Instant::now());
                 break (target, rbuf, end);
             }
-            Err(f @ (Failure::TargetClosed | Failure::TargetReset)) if rbuf.is_empty() => {
-                // The whole request was written: sent again only if idempotent.
-                match ex.failed_before_response(reused, replayable, idempotent) {
-                    Retry::No => return Err(f),
-                    retry => {
-                        fresh_only = retry == Retry::SameTarget;
-                        continue;
-                    }
-                }
+            Err(f) => {
+                let answered = !rbuf.is_empty();
+                let retry =
+                    target::after_no_response(ex, f, answered, reused, replayable, idempotent)?;
+                fresh_only = retry == Retry::SameTarget;
             }
-            Err(f) => return Err(f),
         }
     };
 
-    let mut lines =
-        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; parse::MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut []);
-    match httparse::ParserConfig::default().parse_response_with_uninit_headers(
-        &mut parsed,
-        &rbuf[..head_len],
-        &mut lines,
-    ) {
-        Ok(httparse::Status::Complete(_)) => {}
-        _ => return Err(Failure::BadResponse),
-    }
-    let (Some(status), Some(version)) = (parsed.code, parsed.version) else {
-        return Err(Failure::BadResponse);
-    };
-    let headers = Headers(parsed.headers);
-    let scan =
-        parse::scan_response(status, head_request, headers).map_err(|_| Failure::BadResponse)?;
-    if status == 101 {
-        // No upgrade was asked for (HTTP/2 requests never carry one): the target
-        // switched protocols on its own, and its connection is dropped.
-        return Err(Failure::BadResponse);
-    }
-    let resp_framing = scan.framing;
-    // Bytes after a bodiless response: the target's framing is not ours; the
-    // connection is not reused.
-    let after_bodiless = resp_framing == Framing::None && rbuf.len() > head_len;
-    let keep_target = !(scan.close || (version == 0 && !scan.keep_alive) || after_bodiless);
-    ex.response_started(status);
-    let mut builder = Response::builder().status(status);
     let routing = ex.routing.clone();
     let listener = routing.headers(listener);
-    let replaces = !listener.is_noop();
-    for h in headers.iter() {
-        let name = h.name;
-        if parse::is_hop_by_hop(name)
-            || name.eq_ignore_ascii_case("transfer-encoding")
-            || (scan.transfer_encoding && name.eq_ignore_ascii_case("content-length"))
-            || scan.named.contains(name)
-            || (replaces && listener.replaces(name))
-        {
-            continue;
-        }
-        builder = builder.header(name, h.value);
-    }
-    for cookie in ex.cookies(headers.get_all("set-cookie")) {
-        builder = builder.header(http::header::SET_COOKIE, cookie);
-    }
-    for (name, value) in listener.response.iter() {
-        builder = builder.header(*name, &**value);
-    }
+    let (builder, resp_framing, keep_target) =
+        response::parse(&rbuf[..head_len], head_request, |p| {
+            if p.status == 101 {
+                // No upgrade was asked for (HTTP/2 requests never carry one): the
+                // target switched protocols on its own, and its connection is dropped.
+                return Err(Failure::BadResponse);
+            }
+            // Bytes after a bodiless response: the target's framing is not ours; the
+            // connection is not reused.
+            let after_bodiless = p.scan.framing == Framing::None && rbuf.len() > head_len;
+            ex.response_started(p.status);
+            let mut builder = Response::builder().status(p.status);
+            for h in p.headers.iter() {
+                // HTTP/2 frames bodies itself: no Transfer-Encoding (RFC 9113 §8.2.2).
+                if p.forwards(h.name, Some(listener))
+                    && !h.name.eq_ignore_ascii_case("transfer-encoding")
+                {
+                    builder = builder.header(h.name, h.value);
+                }
+            }
+            for cookie in ex.cookies(p.headers.get_all("set-cookie")) {
+                builder = builder.header(http::header::SET_COOKIE, cookie);
+            }
+            for (name, value) in listener.response.iter() {
+                builder = builder.header(*name, &**value);
+            }
+            Ok((builder, p.scan.framing, p.keep_target() && !after_bodiless))
+        })
+        .map_err(|_| Failure::BadResponse)??;
     rec.tx += head_len as u64;
     let rest = rbuf.split_off(head_len);
     let state = BodyStream {
@@ -521,12 +534,7 @@ async fn forward(
         ex: None,
         record: None,
         sent: 0,
-        framing: resp_framing,
-        left: match resp_framing {
-            Framing::Length(n) => n,
-            _ => 0,
-        },
-        chunks: chunked::Decoder::default(),
+        body: response::ResponseBody::new(resp_framing),
         pending: Some(rest),
         keep_target,
         idle,
@@ -543,17 +551,17 @@ async fn upload(
     (idle, timer, (stats, client)): (Duration, &mut Timer, (&ListenerStats, Option<SocketAddr>)),
     received: &mut u64,
 ) -> Result<(), Failure> {
-    let mut send = async |target: &mut TargetConn, bytes: &[u8]| match write_all_within(
-        target, bytes, false, timer, idle,
-    )
-    .await
-    {
-        Ok(()) => Ok(()),
-        Err(w) if w.timed_out => {
-            stats.stalled(Stall::TargetWrite, client);
-            Err(Failure::TargetTimeout)
-        }
-        Err(_) => Err(Failure::TargetClosed),
+    let stall = (stats, client);
+    let mut send = async |target: &mut TargetConn, bytes: &[u8]| {
+        target::write(target, bytes, timer, idle, stall)
+            .await
+            .map_err(|w| {
+                if w.timed_out {
+                    Failure::TargetTimeout
+                } else {
+                    Failure::TargetClosed
+                }
+            })
     };
     loop {
         let frame = match tokio::time::timeout(idle, body.frame()).await {
@@ -597,9 +605,7 @@ struct BodyStream {
     record: Option<StreamRecord>,
     /// Body bytes given to the client.
     sent: u64,
-    framing: Framing,
-    left: u64,
-    chunks: chunked::Decoder,
+    body: response::ResponseBody,
     /// Bytes read with the head, not yet used.
     pending: Option<Vec<u8>>,
     keep_target: bool,
@@ -620,7 +626,7 @@ impl BodyStream {
     /// The next piece of body; `None` at its end.
     async fn next(&mut self) -> Result<Option<Bytes>, std::io::Error> {
         loop {
-            if self.done() {
+            if self.body.is_done() {
                 self.finish(true);
                 return Ok(None);
             }
@@ -631,17 +637,19 @@ impl BodyStream {
                         return Ok(None);
                     };
                     let mut buf = Vec::new();
-                    let n = match tokio::time::timeout(
-                        self.idle,
-                        crate::http1::read_into(target, &mut buf),
-                    )
-                    .await
-                    {
-                        Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
+                    let read = relay::read_into(target, &mut buf);
+                    let n = match tokio::time::timeout(self.idle, read).await {
+                        Err(_) => {
+                            if let Some(g) = &self.record {
+                                let stats = &g.app.listener.stats;
+                                stats.stalled(Stall::TargetRead, g.client.addr());
+                            }
+                            return Err(std::io::ErrorKind::TimedOut.into());
+                        }
                         Ok(r) => r?,
                     };
                     if n == 0 {
-                        if self.framing == Framing::Close {
+                        if self.body.framing == Framing::Close {
                             self.finish(false);
                             return Ok(None);
                         }
@@ -650,33 +658,17 @@ impl BodyStream {
                     buf
                 }
             };
-            let (data, extra) = match self.framing {
-                Framing::None => (Vec::new(), !input.is_empty()),
-                Framing::Length(_) => {
-                    let n = (input.len() as u64).min(self.left) as usize;
-                    self.left -= n as u64;
-                    let extra = n < input.len();
-                    let mut input = input;
-                    input.truncate(n);
-                    (input, extra)
-                }
-                Framing::Chunked => {
-                    let mut data = Vec::new();
-                    let n = self
-                        .chunks
-                        .feed(&input, |d| data.extend_from_slice(d))
-                        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-                    (data, n < input.len())
-                }
-                Framing::Close => (input, false),
+            let Some(ex) = self.ex.as_mut() else {
+                return Err(std::io::ErrorKind::Other.into());
             };
-            if extra {
+            let mut data = Vec::new();
+            let (used, _) = self
+                .body
+                .feed(&input, ex, Some(&mut data))
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            if used < input.len() {
                 // Bytes after the body: the connection is not reusable.
                 self.keep_target = false;
-            }
-            let end = self.done();
-            if let Some(ex) = self.ex.as_mut().filter(|ex| ex.wants_response_body()) {
-                ex.response_body(&data, end);
             }
             if !data.is_empty() {
                 self.sent += data.len() as u64;
@@ -685,21 +677,12 @@ impl BodyStream {
         }
     }
 
-    fn done(&self) -> bool {
-        match self.framing {
-            Framing::None => true,
-            Framing::Length(_) => self.left == 0,
-            Framing::Chunked => self.chunks.is_done(),
-            Framing::Close => false,
-        }
-    }
-
     /// The body ended: a clean end returns the target connection to the pool.
     fn finish(&mut self, clean: bool) {
         if let Some(target) = self.target.take() {
             if clean && self.keep_target {
                 if let Some(ex) = &self.ex {
-                    upstream::put(ex.addr(), target);
+                    target::release(ex, target);
                 }
             }
         }
@@ -707,7 +690,7 @@ impl BodyStream {
 
     fn end(mut self) -> Self {
         self.target = None;
-        self.framing = Framing::None;
+        self.body = response::ResponseBody::new(Framing::None);
         self
     }
 }
