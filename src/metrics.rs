@@ -136,8 +136,8 @@ impl ListenerStats {
             c.fetch_add(1, Ordering::Relaxed);
         }
         if crate::metrics::log_allowed() {
-            tracing::info!(
-                "closed on idle timeout: {} stalled (client {})",
+            tracing::warn!(
+                "closed on timeout: {} stalled (client {})",
                 stall.name(),
                 peer.map_or_else(|| "-".to_string(), |p| p.to_string())
             );

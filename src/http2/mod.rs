@@ -91,17 +91,21 @@ pub async fn serve(
             },
         }
     }
-    // A GOAWAY, and the streams in flight finish (under the same watchdog).
+    // A GOAWAY, and the streams in flight finish (under the same watchdog: a client
+    // that then moves nothing for another idle timeout is dropped).
+    dog.restart(std::time::Instant::now());
     conn.as_mut().graceful_shutdown();
     loop {
         tokio::select! {
             _ = conn.as_mut() => return,
-            _ = tick.tick() => {
-                if let Some(watchdog::Verdict::Close(stall)) = dog.check(std::time::Instant::now()) {
+            _ = tick.tick() => match dog.check(std::time::Instant::now()) {
+                None => {}
+                Some(watchdog::Verdict::Close(stall)) => {
                     stats.stalled(stall, peer);
                     return;
                 }
-            }
+                Some(watchdog::Verdict::GoAway) => return,
+            },
         }
     }
 }

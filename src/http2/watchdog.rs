@@ -8,13 +8,14 @@
 //! - streams open and no byte moved either way for `idle_timeout` (a stream without
 //!   flow-control window, a client that reads nothing): the connection is closed,
 //!   and with it the streams and their target connections;
-//! - bytes read with no stream open (a HEADERS block that never ends, or frames
-//!   that never make a request) for `client_header_timeout`: closed, as an HTTP/1
-//!   head that never ends.
+//! - a HEADERS block begun and not ended (no `END_HEADERS`, CONTINUATION frames
+//!   trickling or none) for `client_header_timeout`: closed, as an HTTP/1 head that
+//!   never ends. The socket's reader follows the frame headers for this (it skips
+//!   the payloads: a few comparisons per frame).
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -28,9 +29,10 @@ use crate::metrics::Stall;
 pub struct Activity {
     read: AtomicU64,
     written: AtomicU64,
-    /// Streams open now, and ever opened.
+    /// Streams open now.
     streams: AtomicUsize,
-    opened: AtomicU64,
+    /// A HEADERS block has begun and not ended.
+    head_open: AtomicBool,
 }
 
 /// A stream counted open while it lives (its request and response body).
@@ -40,7 +42,6 @@ pub struct OpenStream(Arc<Activity>);
 impl Activity {
     pub fn open_stream(self: &Arc<Self>) -> OpenStream {
         self.streams.fetch_add(1, Ordering::Relaxed);
-        self.opened.fetch_add(1, Ordering::Relaxed);
         OpenStream(self.clone())
     }
 }
@@ -51,15 +52,21 @@ impl Drop for OpenStream {
     }
 }
 
-/// The client's socket, counting what it moves.
+/// The client's socket, counting what it moves and following the frame headers
+/// it reads.
 pub struct Watched<S> {
     inner: S,
     activity: Arc<Activity>,
+    frames: FrameScan,
 }
 
 impl<S> Watched<S> {
     pub fn new(inner: S, activity: Arc<Activity>) -> Self {
-        Watched { inner, activity }
+        Watched {
+            inner,
+            activity,
+            frames: FrameScan::default(),
+        }
     }
 }
 
@@ -72,11 +79,72 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         let this = self.get_mut();
         let before = buf.filled().len();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        if n > 0 {
-            this.activity.read.fetch_add(n as u64, Ordering::Relaxed);
+        let read = &buf.filled()[before..];
+        if !read.is_empty() {
+            this.activity
+                .read
+                .fetch_add(read.len() as u64, Ordering::Relaxed);
+            if let Some(open) = this.frames.feed(read) {
+                this.activity.head_open.store(open, Ordering::Relaxed);
+            }
         }
         r
+    }
+}
+
+/// Follows the frames a client sends (RFC 9113 §4.1) far enough to know whether a
+/// header block is open: after a HEADERS (or PUSH_PROMISE) frame without
+/// `END_HEADERS`, until a CONTINUATION frame with it.
+#[derive(Debug)]
+struct FrameScan {
+    /// Bytes still to skip: the connection preface, then each frame's payload.
+    skip: usize,
+    header: [u8; 9],
+    have: usize,
+}
+
+impl Default for FrameScan {
+    fn default() -> Self {
+        FrameScan {
+            skip: 24,
+            header: [0; 9],
+            have: 0,
+        }
+    }
+}
+
+impl FrameScan {
+    const END_HEADERS: u8 = 0x4;
+
+    /// Reads `bytes`; returns whether a header block is open, when a frame said.
+    fn feed(&mut self, mut bytes: &[u8]) -> Option<bool> {
+        let mut open = None;
+        while !bytes.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(bytes.len());
+                self.skip -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (9 - self.have).min(bytes.len());
+            self.header[self.have..self.have + n].copy_from_slice(&bytes[..n]);
+            self.have += n;
+            bytes = &bytes[n..];
+            if self.have < 9 {
+                break;
+            }
+            self.have = 0;
+            let h = self.header;
+            let length = (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
+            let ends = h[4] & Self::END_HEADERS != 0;
+            match h[3] {
+                // HEADERS, PUSH_PROMISE, CONTINUATION.
+                0x1 | 0x5 | 0x9 => open = Some(!ends),
+                _ => {}
+            }
+            self.skip = length;
+        }
+        open
     }
 }
 
@@ -135,13 +203,11 @@ pub struct Watchdog {
     activity: Arc<Activity>,
     idle: Duration,
     header: Duration,
-    /// The counts last seen (read, written, streams opened), and when the bytes last
-    /// changed.
+    /// The byte counts last seen (read, written), and when they last changed.
     seen: (u64, u64),
-    opened: u64,
     moved_at: Instant,
-    /// When bytes first came with no stream open (a request being started).
-    pending_since: Option<Instant>,
+    /// Since when a header block has been open.
+    head_since: Option<Instant>,
 }
 
 impl Watchdog {
@@ -151,16 +217,23 @@ impl Watchdog {
             idle,
             header,
             seen: (0, 0),
-            opened: 0,
             moved_at: Instant::now(),
-            pending_since: None,
+            head_since: None,
         }
     }
 
-    /// How often to look: a few times per timeout, so that a stall is acted on
-    /// within a quarter of it (and never more often than 10 times a second).
+    /// How often to look: ten times per timeout, at least twice a second, and never
+    /// more often than 20 times a second. A move is seen up to one period late and
+    /// a stall acted on up to one period late: within the timeout + 2 periods.
     pub fn period(&self) -> Duration {
-        (self.idle.min(self.header) / 4).clamp(Duration::from_millis(100), Duration::from_secs(1))
+        (self.idle.min(self.header) / 10)
+            .clamp(Duration::from_millis(50), Duration::from_millis(500))
+    }
+
+    /// Starts the idle clock again (after a GOAWAY: the client gets one more idle
+    /// timeout to finish).
+    pub fn restart(&mut self, now: Instant) {
+        self.moved_at = now;
     }
 
     /// Looks at the counts as they are `now`.
@@ -170,37 +243,26 @@ impl Watchdog {
             a.read.load(Ordering::Relaxed),
             a.written.load(Ordering::Relaxed),
         );
-        let streams = a.streams.load(Ordering::Relaxed);
-        let opened = a.opened.load(Ordering::Relaxed);
-        let read_more = counts.0 != self.seen.0;
-        if opened != self.opened {
-            // What was read became requests.
-            self.opened = opened;
-            self.pending_since = None;
-        }
         if counts != self.seen {
             self.seen = counts;
             self.moved_at = now;
         }
-        if streams > 0 {
-            self.pending_since = None;
-            if now.duration_since(self.moved_at) >= self.idle {
-                return Some(Verdict::Close(Stall::H2Stream));
-            }
-            return None;
-        }
-        if read_more && self.pending_since.is_none() && opened == self.opened && streams == 0 {
-            self.pending_since = Some(now);
-        }
-        if let Some(since) = self.pending_since {
+        if a.head_open.load(Ordering::Relaxed) {
+            let since = *self.head_since.get_or_insert(now);
             if now.duration_since(since) >= self.header {
                 return Some(Verdict::Close(Stall::ClientRead));
             }
+        } else {
+            self.head_since = None;
         }
-        if now.duration_since(self.moved_at) >= self.idle {
-            return Some(Verdict::GoAway);
+        if now.duration_since(self.moved_at) < self.idle {
+            return None;
         }
-        None
+        if a.streams.load(Ordering::Relaxed) > 0 {
+            Some(Verdict::Close(Stall::H2Stream))
+        } else {
+            Some(Verdict::GoAway)
+        }
     }
 }
 
@@ -226,34 +288,51 @@ mod tests {
         let mut w = Watchdog::new(activity.clone(), idle, header);
         w.moved_at = t0;
         let stream = activity.open_stream();
-        w.opened = 1;
         activity.written.fetch_add(100, Ordering::Relaxed);
         assert_eq!(w.check(at(1)), None);
         assert_eq!(w.check(at(10)), None, "moved at 1 s");
         assert_eq!(w.check(at(11)), Some(Verdict::Close(Stall::H2Stream)));
         drop(stream);
 
-        // Bytes with no stream that never becomes one: the header timeout.
+        // A header block that stays open, however much trickles: the header timeout.
         let mut w = Watchdog::new(activity.clone(), idle, header);
         w.moved_at = t0;
-        w.seen = (
-            activity.read.load(Ordering::Relaxed),
-            activity.written.load(Ordering::Relaxed),
-        );
-        activity.read.fetch_add(9, Ordering::Relaxed);
+        activity.head_open.store(true, Ordering::Relaxed);
         assert_eq!(w.check(at(1)), None);
         activity.read.fetch_add(9, Ordering::Relaxed);
         assert_eq!(w.check(at(3)), None);
         assert_eq!(w.check(at(5)), Some(Verdict::Close(Stall::ClientRead)));
+    }
 
-        // Bytes that became a request (opened and done between two looks) are not a
-        // head that never ends.
-        let mut w = Watchdog::new(activity.clone(), idle, header);
-        w.moved_at = t0;
-        w.opened = 1;
-        activity.read.fetch_add(9, Ordering::Relaxed);
-        assert_eq!(w.check(at(1)), None);
-        drop(activity.open_stream());
-        assert_eq!(w.check(at(6)), None);
+    #[test]
+    fn it_should_follow_header_blocks_through_any_split_of_the_frames() {
+        let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        // SETTINGS with one setting, HEADERS without END_HEADERS, CONTINUATION with.
+        bytes.extend_from_slice(&[0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 100]);
+        let headers_at = bytes.len();
+        bytes.extend_from_slice(&[0, 0, 1, 1, 0, 0, 0, 0, 1, 0x82]);
+        let continuation_at = bytes.len();
+        bytes.extend_from_slice(&[0, 0, 1, 9, 4, 0, 0, 0, 1, 0x84]);
+        for split in [1, 2, 5, 9, 64] {
+            let mut scan = FrameScan::default();
+            let mut open = false;
+            let mut feed = |part: &[u8]| {
+                for piece in part.chunks(split) {
+                    if let Some(o) = scan.feed(piece) {
+                        open = o;
+                    }
+                }
+                open
+            };
+            assert!(!feed(&bytes[..headers_at]), "split {split}: SETTINGS");
+            assert!(
+                feed(&bytes[headers_at..continuation_at]),
+                "split {split}: HEADERS"
+            );
+            assert!(
+                !feed(&bytes[continuation_at..]),
+                "split {split}: CONTINUATION"
+            );
+        }
     }
 }

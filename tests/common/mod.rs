@@ -450,6 +450,8 @@ pub struct TetherProc {
     pub config_path: PathBuf,
     /// The file `--addresses-file` writes.
     pub addresses_path: PathBuf,
+    /// Its log lines (stderr), when started with [`TetherProc::start_logged`].
+    log: Option<Arc<std::sync::Mutex<Vec<String>>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -465,8 +467,26 @@ impl TetherProc {
         Self::start_with_args(config, env, &[]).await
     }
 
+    /// As [`TetherProc::start`], keeping its log lines (warnings and errors) for
+    /// [`TetherProc::log_lines`]; they are echoed to the test's stderr too.
+    pub async fn start_logged(config: &str) -> TetherProc {
+        Self::spawn(config, &[], &[], true).await
+    }
+
+    /// The log lines so far (of a [`TetherProc::start_logged`] process).
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log
+            .as_ref()
+            .map(|l| l.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .unwrap_or_default()
+    }
+
     /// As [`TetherProc::start_with_env`], with extra `tether run` arguments.
     pub async fn start_with_args(config: &str, env: &[(&str, &str)], args: &[&str]) -> TetherProc {
+        Self::spawn(config, env, args, false).await
+    }
+
+    async fn spawn(config: &str, env: &[(&str, &str)], args: &[&str], logged: bool) -> TetherProc {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("tether.toml");
         std::fs::write(&config_path, Self::fill(config)).expect("write config");
@@ -480,9 +500,26 @@ impl TetherProc {
             .env("TETHER_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(if logged {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .spawn()
             .expect("spawn tether");
+        let log = child.stderr.take().map(|stderr| {
+            let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let keep = lines.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    eprintln!("{line}");
+                    keep.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                }
+            });
+            lines
+        });
         let (port, admin_port) = match Self::bound_ports(&addresses, &mut child).await {
             Ok(ports) => ports,
             Err(e) => {
@@ -497,6 +534,7 @@ impl TetherProc {
             admin_port,
             config_path,
             addresses_path: addresses,
+            log,
             _dir: dir,
         };
         proc.wait_ready().await;
