@@ -83,6 +83,17 @@ fn bench(c: &mut Criterion) {
     g.bench_function("prepare a request behind a proxy (XFF and trace in)", |b| {
         b.iter(|| prepare(&app, black_box(&behind), &client).map(|p| p.upstream_head.len()))
     });
+    // Issue 20: Connection options are collected once per head, so a head whose
+    // Connection line lists one option 2,700 times (near ALB's 16 KiB line limit)
+    // beside 70 other lines costs in proportion to its size, not lines × options.
+    let many_lines: String = (0..60).map(|i| format!("x-extra-{i}: v\r\n")).collect();
+    let options = browser_request(&format!(
+        "{many_lines}x-hop: 1\r\nconnection: {}x-hop\r\n",
+        "x-hop,".repeat(2_700)
+    ));
+    g.bench_function("prepare a request with 2,700 Connection options", |b| {
+        b.iter(|| prepare(&app, black_box(&options), &client).map(|p| p.upstream_head.len()))
+    });
     g.bench_function("desync classification alone", |b| {
         b.iter(|| {
             http_desync_guardian::request_analyzer::HttpRequestData::analyze_raw_request(black_box(
