@@ -291,6 +291,10 @@ pub struct ResponseScan<'a> {
     pub keep_alive: bool,
     /// A `Transfer-Encoding` line (its `Content-Length` is not forwarded).
     pub transfer_encoding: bool,
+    /// A `Content-Length` line beside the `Transfer-Encoding`: the target frames its
+    /// responses in a way a reader could take two ways, and its connection is not
+    /// reused (RFC 9112 §6.3).
+    pub both_lengths: bool,
     /// The other headers `Connection` names (never a framing header: such tokens
     /// are ignored in a response, whose framing is decided by its own lines).
     pub named: Named<'a>,
@@ -310,10 +314,12 @@ pub fn scan_response<'a>(
         close: false,
         keep_alive: false,
         transfer_encoding: false,
+        both_lengths: false,
         named: Named::default(),
         upgrade_websocket: false,
     };
     let mut upgrades = 0;
+    let mut length_lines = false;
     let mut chunked_last = false;
     let mut length: Option<u64> = None;
     // Only an error when the body's framing depends on it.
@@ -343,6 +349,7 @@ pub fn scan_response<'a>(
                 }
             }
             14 if name.eq_ignore_ascii_case("content-length") => {
+                length_lines = true;
                 if let Err(e) = add_length(h.value, &mut length) {
                     length_error = Some(e);
                 }
@@ -369,6 +376,7 @@ pub fn scan_response<'a>(
         }
     };
     scan.upgrade_websocket &= upgrades == 1;
+    scan.both_lengths = scan.transfer_encoding && length_lines;
     Ok(scan)
 }
 
@@ -622,6 +630,10 @@ mod tests {
         assert!(framing(200, false, two).is_err());
         assert!(framing(200, false, &[("Content-Length", "+5")]).is_err());
         assert_eq!(framing(200, false, te), Ok(Framing::Chunked));
+        let h = hdrs(te);
+        assert!(scan_response(200, false, Headers(&h)).unwrap().both_lengths);
+        let h = hdrs(cl);
+        assert!(!scan_response(200, false, Headers(&h)).unwrap().both_lengths);
         assert_eq!(
             framing(
                 200,

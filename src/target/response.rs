@@ -85,9 +85,10 @@ pub struct Parsed<'h> {
 }
 
 impl Parsed<'_> {
-    /// The target keeps the connection open after this response.
+    /// The connection may carry another request after this response: the target
+    /// keeps it open, and framed the response one way only.
     pub fn keep_target(&self) -> bool {
-        !(self.scan.close || (self.http10 && !self.scan.keep_alive))
+        !(self.scan.close || (self.http10 && !self.scan.keep_alive) || self.scan.both_lengths)
     }
 
     /// Whether the target's line `name` goes on to the client: not hop-by-hop (a
