@@ -2,7 +2,7 @@
 //! plain functions over what the engines parsed. The HTTP/1 and HTTP/2 engines call
 //! these; nothing here reads or writes a socket.
 //!
-//! - [`decide`]: 405 for TRACE, 463 for long `X-Forwarded-For` chains, the listener's
+//! - [`decide`]: 405 for TRACE and CONNECT, 463 for long `X-Forwarded-For` chains, the listener's
 //!   rules, a fixed response or redirect, or the group and target of a forward
 //!   (group stickiness, target stickiness, Socket.IO sid, health, slow start) with
 //!   the URL and Host the rule's transforms rewrite (500 when a rewrite fails).
@@ -139,7 +139,9 @@ pub enum Decision {
 /// Decides a request: an answer of tether's own, or a forward to a target.
 pub fn decide(routing: &Arc<Routing>, listener: &ListenerInfo, req: &RequestHead<'_>) -> Decision {
     ListenerStats::add(&listener.stats.requests, 1);
-    if req.method == "TRACE" {
+    // TRACE as ALB; CONNECT too: tether tunnels websockets only, and a target
+    // would take what follows a CONNECT as tunnel data.
+    if req.method == "TRACE" || req.method == "CONNECT" {
         return Decision::Respond(LbResponse::error(405));
     }
     let xff = req.headers.get_all(crate::forwarded::X_FORWARDED_FOR);

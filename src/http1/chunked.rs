@@ -1,7 +1,9 @@
 //! The chunked transfer coding (RFC 9112 §7.1), strictly: hex sizes of at most 16
-//! digits, chunk extensions of at most 4 KiB a line in visible ASCII after a `;`,
-//! trailer lines kept only when each is a valid field line, CRLF everywhere: nothing
-//! that a second parser could frame differently. The HTTP/1
+//! digits, chunk extensions of at most 4 KiB a line in visible ASCII right after the
+//! size's `;` (no whitespace before it: llhttp refuses that), trailer lines kept only
+//! when each is a valid field line and not a framing or routing field
+//! (`Content-Length`, `Transfer-Encoding`, `Host`), CRLF everywhere: nothing that a
+//! second parser could frame differently. The HTTP/1
 //! engine forwards chunked bodies byte for byte and uses this only to find where they
 //! end; HTTP/2 responses also take the decoded data.
 
@@ -11,8 +13,6 @@ enum State {
     Size {
         digits: u8,
     },
-    /// Whitespace after the size: a `;` must follow.
-    SizeSpace,
     /// After the size's `;`: extensions until CR.
     Extension,
     /// CR seen at the end of the size line.
@@ -45,7 +45,16 @@ pub struct Decoder {
     trailer_bytes: usize,
     /// Bytes of the current size line's extensions (bounded).
     extension_bytes: usize,
+    /// The current trailer line's name, lower-cased, as far as a forbidden name
+    /// goes (`name_len` counts on past it).
+    name: [u8; FORBIDDEN_LEN],
+    name_len: usize,
 }
+
+/// Trailer fields refused: framing and routing fields, which a parser merging
+/// trailers into the head (or refusing them, as llhttp does) would read otherwise.
+const FORBIDDEN: [&[u8]; 3] = [b"content-length", b"transfer-encoding", b"host"];
+const FORBIDDEN_LEN: usize = 17;
 
 /// The body is not valid chunked coding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -65,6 +74,8 @@ impl Default for Decoder {
             left: 0,
             trailer_bytes: 0,
             extension_bytes: 0,
+            name: [0; FORBIDDEN_LEN],
+            name_len: 0,
         }
     }
 }
@@ -92,11 +103,6 @@ impl Decoder {
                             i += 1;
                             continue;
                         }
-                        b' ' | b'\t' if digits > 0 => {
-                            self.state = State::SizeSpace;
-                            i += 1;
-                            continue;
-                        }
                         b'\r' if digits > 0 => {
                             self.state = State::SizeLf;
                             i += 1;
@@ -109,17 +115,6 @@ impl Decoder {
                     }
                     self.size = (self.size << 4) | u64::from(v);
                     self.state = State::Size { digits: digits + 1 };
-                    i += 1;
-                }
-                State::SizeSpace => {
-                    match b {
-                        b' ' | b'\t' => {}
-                        b';' => {
-                            self.state = State::Extension;
-                            self.extension_bytes = 1;
-                        }
-                        _ => return Err(Invalid),
-                    }
                     i += 1;
                 }
                 State::Extension => {
@@ -175,6 +170,8 @@ impl Decoder {
                     self.state = if b == b'\r' {
                         State::EndLf
                     } else if is_token_byte(b) {
+                        self.name_len = 0;
+                        self.name_byte(b);
                         State::TrailerName
                     } else {
                         // A bare LF, a folded line, a line without a name.
@@ -185,8 +182,14 @@ impl Decoder {
                 }
                 State::TrailerName => {
                     match b {
-                        b':' => self.state = State::TrailerValue,
-                        b if is_token_byte(b) => {}
+                        b':' => {
+                            let name = &self.name[..self.name_len.min(FORBIDDEN_LEN)];
+                            if self.name_len <= FORBIDDEN_LEN && FORBIDDEN.contains(&name) {
+                                return Err(Invalid);
+                            }
+                            self.state = State::TrailerValue;
+                        }
+                        b if is_token_byte(b) => self.name_byte(b),
                         _ => return Err(Invalid),
                     }
                     self.trailer(1)?;
@@ -219,6 +222,13 @@ impl Decoder {
             }
         }
         Ok(i)
+    }
+
+    fn name_byte(&mut self, b: u8) {
+        if let Some(slot) = self.name.get_mut(self.name_len) {
+            *slot = b.to_ascii_lowercase();
+        }
+        self.name_len += 1;
     }
 
     fn trailer(&mut self, n: usize) -> Result<(), Invalid> {
@@ -286,6 +296,10 @@ mod tests {
             b"0\r\n: empty name\r\n\r\n",
             b"0\r\nX: a\x00b\r\n\r\n",
             b"0\r\nX Y: 1\r\n\r\n",
+            b"1 ;a\r\nx\r\n0\r\n\r\n",
+            b"0\r\nContent-Length: 5\r\n\r\n",
+            b"0\r\ntransfer-encoding: chunked\r\n\r\n",
+            b"0\r\nHOST: x\r\n\r\n",
         ] {
             assert!(
                 decode(bad, 64).is_err(),
@@ -308,7 +322,7 @@ mod tests {
         body.extend(std::iter::repeat_n(b'a', MAX_EXTENSION));
         body.extend_from_slice(b"\r\nhello\r\n0\r\n\r\n");
         assert!(decode(&body, 64).is_err());
-        let ok = b"5 ;a=\"b c\"\r\nhello\r\n0;x\r\n\r\n";
+        let ok = b"5;a=\"b c\"\r\nhello\r\n0;x\r\nContent-Lengthy: 1\r\nHos: 2\r\n\r\n";
         assert!(decode(ok, 3).unwrap().2);
     }
 }

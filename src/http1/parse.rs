@@ -141,6 +141,10 @@ pub struct RequestScan<'a> {
     pub framing: Framing,
     /// `Content-Length` lines to leave out: `Transfer-Encoding` wins.
     pub drop_length: bool,
+    /// The length the `Content-Length` lines say (they agree). They are forwarded
+    /// as one line with the plain number, however they came (a list, duplicates,
+    /// trailing whitespace), so that no second parser reads them otherwise.
+    pub content_length: Option<u64>,
     /// The `Host` value, and how many `Host` lines there were.
     pub host: Option<&'a [u8]>,
     pub hosts: usize,
@@ -168,6 +172,7 @@ pub fn scan_request<'a>(
     let mut scan = RequestScan {
         framing: Framing::None,
         drop_length: false,
+        content_length: None,
         host: None,
         hosts: 0,
         close: false,
@@ -212,6 +217,10 @@ pub fn scan_request<'a>(
             }
             14 if name.eq_ignore_ascii_case("content-length") => add_length(h.value, &mut length)?,
             17 if name.eq_ignore_ascii_case("transfer-encoding") => {
+                if h.value.contains(&b'\t') {
+                    // llhttp refuses it; no reading of it is worth the doubt.
+                    return Err("tab in transfer-encoding");
+                }
                 for t in tokens(h.value) {
                     if chunked_last {
                         // Something after chunked: not the final coding.
@@ -239,6 +248,7 @@ pub fn scan_request<'a>(
     } else if let Some(n) = length.filter(|n| *n > 0) {
         scan.framing = Framing::Length(n);
     }
+    scan.content_length = length;
     // Two `Upgrade` lines are one list: not websocket alone.
     scan.upgrade_websocket &= upgrades == 1;
     scan.expect_continue &= !scan.named.contains("expect");
@@ -467,6 +477,50 @@ fn tier_name(tier: http_desync_guardian::RequestSafetyTier) -> Option<&'static s
 /// Whether a head ends a line with LF alone.
 fn has_bare_lf(head: &[u8]) -> bool {
     memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r')
+}
+
+/// Whether tether takes `method`: the methods Node's parser (llhttp) knows, which
+/// the Socket.IO and other Node targets behind tether parse with. A method outside
+/// them is answered 400 by tether, as it would be by such a target, rather than
+/// routed to one that refuses it.
+pub fn known_method(method: &str) -> bool {
+    const METHODS: [&str; 34] = [
+        "GET",
+        "HEAD",
+        "POST",
+        "PUT",
+        "DELETE",
+        "OPTIONS",
+        "TRACE",
+        "CONNECT",
+        "PATCH",
+        "COPY",
+        "LOCK",
+        "MKCOL",
+        "MOVE",
+        "PROPFIND",
+        "PROPPATCH",
+        "SEARCH",
+        "UNLOCK",
+        "BIND",
+        "REBIND",
+        "UNBIND",
+        "ACL",
+        "REPORT",
+        "MKACTIVITY",
+        "CHECKOUT",
+        "MERGE",
+        "M-SEARCH",
+        "NOTIFY",
+        "SUBSCRIBE",
+        "UNSUBSCRIBE",
+        "PURGE",
+        "MKCALENDAR",
+        "LINK",
+        "UNLINK",
+        "SOURCE",
+    ];
+    METHODS.contains(&method)
 }
 
 /// Whether a header is hop-by-hop (RFC 9110 §7.6.1) and so never forwarded as is.

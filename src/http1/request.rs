@@ -152,6 +152,9 @@ pub fn prepare(app: &Http1App, head: &[u8], client: &ClientConn) -> Result<Prepa
     let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
         return Err(400);
     };
+    if !parse::known_method(method) {
+        return Err(400);
+    }
     let headers = Headers(req.headers);
     let mut total = 0;
     for h in headers.iter() {
@@ -274,6 +277,7 @@ pub fn prepare(app: &Http1App, head: &[u8], client: &ClientConn) -> Result<Prepa
                 app.write_host_line(&mut upstream_head, b"host", h.as_bytes(), preserve_host);
             }
         }
+        let mut length_to_write = scan.content_length;
         for h in headers.iter() {
             let name = h.name;
             if name.eq_ignore_ascii_case("host") {
@@ -298,9 +302,26 @@ pub fn prepare(app: &Http1App, head: &[u8], client: &ClientConn) -> Result<Prepa
                 }
                 continue;
             }
+            // The framing lines go as tether read them: one Content-Length with the
+            // plain number (unless Transfer-Encoding wins), Transfer-Encoding's value
+            // without the whitespace around it.
+            if name.eq_ignore_ascii_case("content-length") {
+                if let (false, Some(n)) = (drop_length, length_to_write.take()) {
+                    let mut digits = itoa::Buffer::new();
+                    parse::push_header(
+                        &mut upstream_head,
+                        name.as_bytes(),
+                        digits.format(n).as_bytes(),
+                    );
+                }
+                continue;
+            }
+            if name.eq_ignore_ascii_case("transfer-encoding") {
+                parse::push_header(&mut upstream_head, name.as_bytes(), h.value);
+                continue;
+            }
             let upgrade_line = upgrade && name.eq_ignore_ascii_case("upgrade");
-            let skip = (drop_length && name.eq_ignore_ascii_case("content-length"))
-                || (!upgrade_line && (parse::is_hop_by_hop(name) || scan.named.contains(name)))
+            let skip = (!upgrade_line && (parse::is_hop_by_hop(name) || scan.named.contains(name)))
                 || forwarded::leaves_out(name, shaping, listener_headers);
             if !skip {
                 parse::copy_line(&mut upstream_head, head, h);

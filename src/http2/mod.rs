@@ -297,6 +297,15 @@ async fn handle(
         return error(500);
     };
     let mut ex = *ex;
+    let mut body = body;
+    if framing == Framing::None && !hyper::body::Body::is_end_stream(&body) {
+        // `content-length: 0` with the stream still open: the DATA that follows must
+        // be none (RFC 9113 §8.1.1) before the request goes on as bodiless.
+        if !ends_empty(&mut body, ex.idle_timeout()).await {
+            g.rec.forwarded(&ex, logging);
+            return own_response(&mut g, &LbResponse::error(400), head_request, listener);
+        }
+    }
     let sent = Sent {
         head: upstream_head,
         framing,
@@ -341,6 +350,9 @@ fn request_host<'a>(
     if parts.method == http::Method::CONNECT {
         return Err(405);
     }
+    if !parse::known_method(parts.method.as_str()) {
+        return Err(400);
+    }
     let mut hosts = headers.get_all("host");
     let (host_line, second) = (hosts.next(), hosts.next());
     if second.is_some() {
@@ -362,6 +374,21 @@ fn request_host<'a>(
         return Err(400);
     }
     Ok(Some(authority))
+}
+
+/// Whether a request body ends with no data (within the idle timeout).
+async fn ends_empty(body: &mut Incoming, idle: Duration) -> bool {
+    loop {
+        match tokio::time::timeout(idle, body.frame()).await {
+            Ok(None) => return true,
+            Ok(Some(Ok(frame))) => {
+                if frame.data_ref().is_some_and(|d| !d.is_empty()) {
+                    return false;
+                }
+            }
+            Ok(Some(Err(_))) | Err(_) => return false,
+        }
+    }
 }
 
 /// One of tether's own responses, counted and logged.
