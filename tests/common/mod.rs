@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod alb_log;
+pub mod example;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
