@@ -451,6 +451,8 @@ pub struct TetherProc {
     pub config_path: PathBuf,
     /// The file `--addresses-file` writes.
     pub addresses_path: PathBuf,
+    /// Where stdout and stderr go, when started with [`TetherProc::start_logged`].
+    pub log_path: Option<PathBuf>,
     _dir: tempfile::TempDir,
 }
 
@@ -468,10 +470,28 @@ impl TetherProc {
 
     /// As [`TetherProc::start_with_env`], with extra `tether run` arguments.
     pub async fn start_with_args(config: &str, env: &[(&str, &str)], args: &[&str]) -> TetherProc {
+        Self::spawn(config, env, args, false).await
+    }
+
+    /// As [`TetherProc::start_with_env`], with stdout and stderr written to one file
+    /// ([`TetherProc::log_path`]) rather than stderr passed through.
+    pub async fn start_logged(config: &str, env: &[(&str, &str)]) -> TetherProc {
+        Self::spawn(config, env, &[], true).await
+    }
+
+    async fn spawn(config: &str, env: &[(&str, &str)], args: &[&str], logged: bool) -> TetherProc {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("tether.toml");
         std::fs::write(&config_path, Self::fill(config)).expect("write config");
         let addresses = dir.path().join("addresses");
+        let log_path = dir.path().join("tether.log");
+        let (stdout, stderr) = if logged {
+            let log = std::fs::File::create(&log_path).expect("create the log file");
+            let log2 = log.try_clone().expect("clone the log file");
+            (Stdio::from(log), Stdio::from(log2))
+        } else {
+            (Stdio::null(), Stdio::inherit())
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
             .args(["run", "--config"])
             .arg(&config_path)
@@ -480,8 +500,8 @@ impl TetherProc {
             .args(args)
             .env("TETHER_LOG", "warn")
             .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stdout(stdout)
+            .stderr(stderr)
             .spawn()
             .expect("spawn tether");
         let (port, admin_port) = match Self::bound_ports(&addresses, &mut child).await {
@@ -498,6 +518,7 @@ impl TetherProc {
             admin_port,
             config_path,
             addresses_path: addresses,
+            log_path: logged.then_some(log_path),
             _dir: dir,
         };
         proc.wait_ready().await;
