@@ -20,6 +20,7 @@ pub mod health;
 pub mod http1;
 mod http2;
 mod lifecycle;
+pub mod log_limit;
 pub mod metrics;
 mod observe;
 mod reload;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tether::config::Config;
+use tether::log_limit::{RateLimit, PINGORA_LISTENING};
 use tether::server::Tether;
 use tether::upgrade::{Start, UpgradeError};
 
@@ -84,13 +85,21 @@ enum Command {
 
 fn main() -> ExitCode {
     disable_transparent_huge_pages();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,tether=info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG")
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,tether=info")),
+            )
+            .with_writer(std::io::stderr)
+            .finish()
+            // pingora's accept loop logs every failure, at once again on errors it
+            // does not back off from: 10 lines a second of it at most.
+            .with(RateLimit::new(PINGORA_LISTENING, 10))
+            .init();
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => match Config::load(&config) {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
-use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 
 use crate::access_log::AccessLog;
@@ -63,8 +63,10 @@ pub struct Tether {
     pub admin: Option<SocketAddr>,
     /// Where the listening sockets pass on an upgrade.
     upgrade_socket: Option<PathBuf>,
-    /// Written out when the server stops.
-    access_log: Option<Arc<AccessLog>>,
+    /// How long websockets stay after an upgrade (a bound on the stop).
+    upgrade_grace: std::time::Duration,
+    /// The way out, which writes out the access log.
+    exit: Arc<crate::shutdown::Exit>,
     /// Ports picked for port-0 listeners, held until the process exits (see
     /// [`reserve_port`]).
     _reserved: Vec<socket2::Socket>,
@@ -129,12 +131,9 @@ impl Tether {
             // Work stealing gained nothing in measurements and moves tasks between
             // cores; keep each connection on its thread.
             work_stealing: false,
-            // The longest the old process lives once its listeners stop: the
-            // websockets' grace, then the linger for what is still closing. The
-            // shutdown service exits sooner when nothing is open.
-            grace_period_seconds: Some(
-                (grace + crate::shutdown::LINGER).as_secs_f64().ceil() as u64 + 1,
-            ),
+            // After this pingora shuts down its runtimes, which may never end
+            // (src/shutdown.rs): tether's stop always ends the process before.
+            grace_period_seconds: Some(crate::shutdown::pingora_grace_period(grace)),
             graceful_shutdown_timeout_seconds: Some(5),
             ..ServerConf::default()
         };
@@ -275,9 +274,10 @@ impl Tether {
             .map(|(l, addr)| (l.protocol, *addr))
             .collect();
         let mut admin = None;
+        let exit = crate::shutdown::Exit::new(access_log);
         server.add_service(background_service(
             "shutdown",
-            crate::shutdown::ShutdownService::new(routing.clone(), grace, phases),
+            crate::shutdown::ShutdownService::new(routing.clone(), grace, phases, exit.clone()),
         ));
         if let Some(addr) = config.load_balancer.admin {
             let service = crate::admin::AdminService::bind(
@@ -316,7 +316,8 @@ impl Tether {
             listeners,
             admin,
             upgrade_socket: start.upgrade_socket.clone(),
-            access_log,
+            upgrade_grace: grace,
+            exit,
             _reserved: reserved,
         })
     }
@@ -336,63 +337,24 @@ impl Tether {
 
     /// Serves until a signal stops the process: SIGQUIT hands the listening sockets
     /// to a new tether waiting on the upgrade socket, then stops gracefully; SIGTERM
-    /// stops gracefully; SIGINT at once.
+    /// stops gracefully; SIGINT, or a second signal, at once (src/shutdown.rs has
+    /// the details and the bounds).
     pub fn run(self) -> ! {
-        let signals = Signals {
+        let signals = crate::shutdown::StopSignals {
+            exit: self.exit.clone(),
             upgrade_socket: self.upgrade_socket.clone(),
+            upgrade_grace: self.upgrade_grace,
         };
-        self.server.run(RunArgs {
-            shutdown_signal: Box::new(signals),
-        });
-        if let Some(log) = &self.access_log {
-            // The lines of the last requests, before the process ends.
-            log.stop(std::time::Duration::from_secs(2));
-        }
-        std::process::exit(0)
-    }
-}
-
-/// pingora's signals, less a SIGQUIT that no new process waits for: pingora would
-/// try to send the sockets for a few seconds and then stop serving anyway.
-struct Signals {
-    upgrade_socket: Option<PathBuf>,
-}
-
-#[async_trait]
-impl ShutdownSignalWatch for Signals {
-    async fn recv(&self) -> ShutdownSignal {
-        use std::os::unix::fs::FileTypeExt;
-        use tokio::signal::unix::{signal, SignalKind};
-        let (mut quit, mut term, mut int) = match (
-            signal(SignalKind::quit()),
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(q), Ok(t), Ok(i)) => (q, t, i),
-            _ => {
-                tracing::error!("cannot watch signals: only SIGKILL stops this process");
-                return std::future::pending().await;
-            }
-        };
-        loop {
-            tokio::select! {
-                _ = quit.recv() => match &self.upgrade_socket {
-                    Some(path)
-                        if std::fs::metadata(path).is_ok_and(|m| m.file_type().is_socket()) =>
-                    {
-                        tracing::info!("SIGQUIT: handing the listeners to the new tether");
-                        return ShutdownSignal::GracefulUpgrade;
-                    }
-                    Some(path) => tracing::error!(
-                        "SIGQUIT ignored: no new tether waits on {} (start `tether run --upgrade` first)",
-                        path.display()
-                    ),
-                    None => tracing::error!("SIGQUIT ignored: this tether has no upgrade socket"),
-                },
-                _ = term.recv() => return ShutdownSignal::GracefulTerminate,
-                _ = int.recv() => return ShutdownSignal::FastShutdown,
+        match signals.start() {
+            Ok(stop) => self.server.run(RunArgs {
+                shutdown_signal: Box::new(stop),
+            }),
+            Err(e) => {
+                eprintln!("tether: cannot watch the stop signals: {e}");
+                self.exit.now(1)
             }
         }
+        self.exit.now(0)
     }
 }
 

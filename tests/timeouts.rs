@@ -141,7 +141,7 @@ async fn endless_target() -> (SocketAddr, tokio::task::JoinHandle<()>) {
 async fn it_should_close_a_client_that_stops_reading() {
     let pki = Pki::new();
     let (target, _t) = endless_target().await;
-    let lb = TetherProc::start_logged(&config(&pki, target)).await;
+    let lb = TetherProc::start_logged(&config(&pki, target), &[]).await;
     let mut s = TcpStream::connect(lb.addr()).await.expect("connect");
     s.write_all(b"GET /download HTTP/1.1\r\nHost: t\r\n\r\n")
         .await
@@ -168,7 +168,7 @@ async fn it_should_close_a_client_that_stops_reading() {
 async fn it_should_close_a_target_that_stops_reading_a_body() {
     let pki = Pki::new();
     let (target, _t) = deaf_target().await;
-    let lb = TetherProc::start_logged(&config(&pki, target)).await;
+    let lb = TetherProc::start_logged(&config(&pki, target), &[]).await;
     let s = TcpStream::connect(lb.addr()).await.expect("connect");
     let (mut rd, mut wr) = s.into_split();
     let total = 200_000_000u64;
@@ -199,7 +199,7 @@ async fn it_should_close_a_target_that_stops_reading_a_body() {
 async fn it_should_close_an_http2_stream_without_window() {
     let pki = Pki::new();
     let backend = Backend::start("a").await;
-    let lb = TetherProc::start_logged(&config(&pki, backend.addr)).await;
+    let lb = TetherProc::start_logged(&config(&pki, backend.addr), &[]).await;
     let (tls, _) = tls_connect(https_addr(&lb), "a.test", pki.client_config(&[b"h2"]))
         .await
         .expect("handshake");
@@ -230,7 +230,7 @@ async fn it_should_close_an_http2_stream_without_window() {
 async fn it_should_send_goaway_to_an_idle_http2_connection() {
     let pki = Pki::new();
     let backend = Backend::start("a").await;
-    let lb = TetherProc::start_logged(&config(&pki, backend.addr)).await;
+    let lb = TetherProc::start_logged(&config(&pki, backend.addr), &[]).await;
     let (tls, _) = tls_connect(https_addr(&lb), "a.test", pki.client_config(&[b"h2"]))
         .await
         .expect("handshake");
@@ -262,7 +262,7 @@ async fn it_should_send_goaway_to_an_idle_http2_connection() {
 async fn it_should_close_an_http2_head_that_never_ends() {
     let pki = Pki::new();
     let backend = Backend::start("a").await;
-    let lb = TetherProc::start_logged(&config(&pki, backend.addr)).await;
+    let lb = TetherProc::start_logged(&config(&pki, backend.addr), &[]).await;
     let (mut tls, _) = tls_connect(https_addr(&lb), "a.test", pki.client_config(&[b"h2"]))
         .await
         .expect("handshake");

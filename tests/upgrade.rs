@@ -309,7 +309,7 @@ fn listeners(text: &str) -> Vec<&str> {
 }
 
 #[tokio::test]
-async fn it_should_ignore_a_sigquit_when_no_new_tether_waits_for_the_sockets() {
+async fn it_should_stop_as_on_sigterm_on_a_sigquit_that_no_new_tether_waits_for() {
     let backend = Backend::start("a").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("upgrade.sock");
@@ -320,16 +320,37 @@ async fn it_should_ignore_a_sigquit_when_no_new_tether_waits_for_the_sockets() {
         &["--upgrade-socket", socket_arg],
     )
     .await;
+    let mut client = Client::connect(lb.addr()).await;
+    assert_eq!(client.get("/").await.status, 200);
+    let quit_at = Instant::now();
     lb.signal("QUIT");
-    // Unguarded, pingora tries to send for about 6 s, waits its 5 s hand-over and
-    // stops accepting: still serving after that means the SIGQUIT was ignored.
-    tokio::time::sleep(Duration::from_millis(12_500)).await;
-    assert!(
-        lb.child.try_wait().expect("wait").is_none(),
-        "tether exited"
-    );
-    let reply = Client::connect(lb.addr()).await.get("/").await;
-    assert_eq!(reply.status, 200);
+    // No hand-over (pingora would try to send the sockets for about 6 s and wait
+    // its 5 s): the stop begins at once, and the keep-alive client between two
+    // requests gets its next response with `Connection: close`.
+    loop {
+        let reply = client.get("/").await;
+        assert_eq!(reply.status, 200);
+        if reply.header("connection") == Some("close") {
+            break;
+        }
+        assert!(
+            quit_at.elapsed() < Duration::from_secs(1),
+            "no stop within 1 s of SIGQUIT"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = loop {
+        if let Some(status) = lb.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            quit_at.elapsed() < Duration::from_secs(4),
+            "tether still running {:?} after SIGQUIT",
+            quit_at.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status}");
 }
 
 #[tokio::test]

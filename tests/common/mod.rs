@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod alb_log;
+pub mod example;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -450,8 +451,8 @@ pub struct TetherProc {
     pub config_path: PathBuf,
     /// The file `--addresses-file` writes.
     pub addresses_path: PathBuf,
-    /// Its log lines (stderr), when started with [`TetherProc::start_logged`].
-    log: Option<Arc<std::sync::Mutex<Vec<String>>>>,
+    /// Where stdout and stderr go, when started with [`TetherProc::start_logged`].
+    pub log_path: Option<PathBuf>,
     _dir: tempfile::TempDir,
 }
 
@@ -467,17 +468,12 @@ impl TetherProc {
         Self::start_with_args(config, env, &[]).await
     }
 
-    /// As [`TetherProc::start`], keeping its log lines (warnings and errors) for
-    /// [`TetherProc::log_lines`]; they are echoed to the test's stderr too.
-    pub async fn start_logged(config: &str) -> TetherProc {
-        Self::spawn(config, &[], &[], true).await
-    }
-
     /// The log lines so far (of a [`TetherProc::start_logged`] process).
     pub fn log_lines(&self) -> Vec<String> {
-        self.log
+        self.log_path
             .as_ref()
-            .map(|l| l.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .map(|t| t.lines().map(str::to_string).collect())
             .unwrap_or_default()
     }
 
@@ -486,11 +482,25 @@ impl TetherProc {
         Self::spawn(config, env, args, false).await
     }
 
+    /// As [`TetherProc::start_with_env`], with stdout and stderr written to one file
+    /// ([`TetherProc::log_path`]) rather than stderr passed through.
+    pub async fn start_logged(config: &str, env: &[(&str, &str)]) -> TetherProc {
+        Self::spawn(config, env, &[], true).await
+    }
+
     async fn spawn(config: &str, env: &[(&str, &str)], args: &[&str], logged: bool) -> TetherProc {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("tether.toml");
         std::fs::write(&config_path, Self::fill(config)).expect("write config");
         let addresses = dir.path().join("addresses");
+        let log_path = dir.path().join("tether.log");
+        let (stdout, stderr) = if logged {
+            let log = std::fs::File::create(&log_path).expect("create the log file");
+            let log2 = log.try_clone().expect("clone the log file");
+            (Stdio::from(log), Stdio::from(log2))
+        } else {
+            (Stdio::null(), Stdio::inherit())
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
             .args(["run", "--config"])
             .arg(&config_path)
@@ -499,27 +509,10 @@ impl TetherProc {
             .args(args)
             .env("TETHER_LOG", "warn")
             .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(if logged {
-                Stdio::piped()
-            } else {
-                Stdio::inherit()
-            })
+            .stdout(stdout)
+            .stderr(stderr)
             .spawn()
             .expect("spawn tether");
-        let log = child.stderr.take().map(|stderr| {
-            let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
-            let keep = lines.clone();
-            std::thread::spawn(move || {
-                use std::io::BufRead;
-                for line in std::io::BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
-                    eprintln!("{line}");
-                    keep.lock().unwrap_or_else(|e| e.into_inner()).push(line);
-                }
-            });
-            lines
-        });
         let (port, admin_port) = match Self::bound_ports(&addresses, &mut child).await {
             Ok(ports) => ports,
             Err(e) => {
@@ -534,7 +527,7 @@ impl TetherProc {
             admin_port,
             config_path,
             addresses_path: addresses,
-            log,
+            log_path: logged.then_some(log_path),
             _dir: dir,
         };
         proc.wait_ready().await;
