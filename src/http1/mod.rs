@@ -343,7 +343,11 @@ impl Conn<'_> {
                 Some(r) => r,
                 // A head begun and not finished in time: ALB's 408; an idle
                 // connection just closes.
-                None if started.is_some() => return Err(Refused::Status(408)),
+                None if started.is_some() => {
+                    let stats = &self.app.listener.stats;
+                    stats.stalled(Stall::ClientRead, self.client.addr());
+                    return Err(Refused::Status(408));
+                }
                 None => return Err(Refused::Close),
             };
             match read {
