@@ -86,19 +86,9 @@ fn is_reg_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b)
 }
 
-/// Whether `name` is an RFC 9110 token (a header name).
-pub fn is_token(name: &[u8]) -> bool {
-    !name.is_empty()
-        && name
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b))
-}
-
-/// Whether `value` is a field value: visible ASCII, spaces, tabs and obs-text.
-pub fn is_field_value(value: &[u8]) -> bool {
-    value
-        .iter()
-        .all(|b| *b == b'\t' || *b == b' ' || b.is_ascii_graphic() || *b >= 0x80)
+/// Whether `b` may be in a header name (RFC 9110's tchar).
+pub fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 #[cfg(test)]

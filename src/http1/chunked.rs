@@ -7,6 +7,8 @@
 //! engine forwards chunked bodies byte for byte and uses this only to find where they
 //! end; HTTP/2 responses also take the decoded data.
 
+use crate::headers::is_tchar;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Reading the hex size (`digits` so far).
@@ -169,7 +171,7 @@ impl Decoder {
                 State::TrailerStart => {
                     self.state = if b == b'\r' {
                         State::EndLf
-                    } else if is_token_byte(b) {
+                    } else if is_tchar(b) {
                         self.name_len = 0;
                         self.name_byte(b);
                         State::TrailerName
@@ -189,7 +191,7 @@ impl Decoder {
                             }
                             self.state = State::TrailerValue;
                         }
-                        b if is_token_byte(b) => self.name_byte(b),
+                        b if is_tchar(b) => self.name_byte(b),
                         _ => return Err(Invalid),
                     }
                     self.trailer(1)?;
@@ -238,11 +240,6 @@ impl Decoder {
         }
         Ok(())
     }
-}
-
-/// A header name's characters (RFC 9110 tchar).
-fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 #[cfg(test)]
