@@ -39,16 +39,6 @@ default_action = {{ forward = "web" }}"#,
     )
 }
 
-/// The HTTPS listener's address, from the file `--addresses-file` wrote.
-fn https_addr(lb: &TetherProc) -> SocketAddr {
-    let text = std::fs::read_to_string(&lb.addresses_path).expect("addresses");
-    text.lines()
-        .find(|l| l.starts_with("listener 1 "))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|a| a.parse().ok())
-        .expect("listener 1 in the addresses file")
-}
-
 /// Waits until the log holds `n` lines, then parses every one strictly.
 async fn lines(path: &Path, n: usize) -> Vec<AlbLine> {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -112,7 +102,7 @@ async fn it_should_log_every_kind_of_request_in_albs_format() {
         lb,
         _dir,
     } = Mix::start().await;
-    let https = https_addr(&lb);
+    let https = lb.listener_addr(1).await;
     let ua = "tether-test/1 \"quoted\"";
 
     // HTTP, one connection: a forward with a user agent, a target's 404, a fixed
@@ -445,9 +435,13 @@ async fn it_should_log_an_h2_stream_the_client_reset_before_its_response() {
         _dir,
         ..
     } = Mix::start().await;
-    let (tls, _) = tls_connect(https_addr(&lb), "a.test", pki.client_config(&[b"h2"]))
-        .await
-        .expect("tls");
+    let (tls, _) = tls_connect(
+        lb.listener_addr(1).await,
+        "a.test",
+        pki.client_config(&[b"h2"]),
+    )
+    .await
+    .expect("tls");
     let mut h2 = common::h2_client(tls).await;
     let slow = h2.send_request(
         http::Request::get("https://a.test/slow?ms=3000")

@@ -463,17 +463,9 @@ impl Env {
             );
         }
         let lb = TetherProc::start(&config).await;
-        let text = std::fs::read_to_string(&lb.addresses_path).expect("addresses");
-        let at = |i: usize| -> SocketAddr {
-            let line = text
-                .lines()
-                .find(|l| l.starts_with(&format!("listener {i} ")));
-            line.and_then(|l| l.rsplit(' ').next()?.parse().ok())
-                .expect("listener address")
-        };
         Env {
-            http: [at(0), at(1)],
-            https: [at(2), at(3)],
+            http: [lb.listener_addr(0).await, lb.listener_addr(1).await],
+            https: [lb.listener_addr(2).await, lb.listener_addr(3).await],
             pki,
             log_path,
             log: Mutex::default(),

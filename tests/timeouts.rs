@@ -52,16 +52,6 @@ health_check = {{ enabled = false }}
     )
 }
 
-/// The HTTPS listener's address, from the file `--addresses-file` writes.
-fn https_addr(lb: &TetherProc) -> SocketAddr {
-    let text = std::fs::read_to_string(&lb.addresses_path).expect("addresses");
-    text.lines()
-        .find(|l| l.starts_with("listener 1 "))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|a| a.parse().ok())
-        .expect("listener 1 in the addresses file")
-}
-
 /// The count of closures for `stalled` in tether's metrics.
 async fn stalls(lb: &TetherProc, stalled: &str) -> u64 {
     let mut admin = Client::connect(SocketAddr::from(([127, 0, 0, 1], lb.admin_port))).await;
@@ -200,9 +190,13 @@ async fn it_should_close_an_http2_stream_without_window() {
     let pki = Pki::new();
     let backend = Backend::start("a").await;
     let lb = TetherProc::start_logged(&config(&pki, backend.addr), &[]).await;
-    let (tls, _) = tls_connect(https_addr(&lb), "a.test", pki.client_config(&[b"h2"]))
-        .await
-        .expect("handshake");
+    let (tls, _) = tls_connect(
+        lb.listener_addr(1).await,
+        "a.test",
+        pki.client_config(&[b"h2"]),
+    )
+    .await
+    .expect("handshake");
     // Windows of 64 KiB that are never given back: the client reads no body.
     let (mut sender, conn) =
         hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
@@ -231,9 +225,13 @@ async fn it_should_send_goaway_to_an_idle_http2_connection() {
     let pki = Pki::new();
     let backend = Backend::start("a").await;
     let lb = TetherProc::start_logged(&config(&pki, backend.addr), &[]).await;
-    let (tls, _) = tls_connect(https_addr(&lb), "a.test", pki.client_config(&[b"h2"]))
-        .await
-        .expect("handshake");
+    let (tls, _) = tls_connect(
+        lb.listener_addr(1).await,
+        "a.test",
+        pki.client_config(&[b"h2"]),
+    )
+    .await
+    .expect("handshake");
     let (mut sender, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
         hyper_util::rt::TokioIo::new(tls),
@@ -263,9 +261,13 @@ async fn it_should_close_an_http2_head_that_never_ends() {
     let pki = Pki::new();
     let backend = Backend::start("a").await;
     let lb = TetherProc::start_logged(&config(&pki, backend.addr), &[]).await;
-    let (mut tls, _) = tls_connect(https_addr(&lb), "a.test", pki.client_config(&[b"h2"]))
-        .await
-        .expect("handshake");
+    let (mut tls, _) = tls_connect(
+        lb.listener_addr(1).await,
+        "a.test",
+        pki.client_config(&[b"h2"]),
+    )
+    .await
+    .expect("handshake");
     // The preface, empty SETTINGS, and a HEADERS frame on stream 1 without
     // END_HEADERS (`:method GET` indexed): CONTINUATION frames should follow.
     let mut frames = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();

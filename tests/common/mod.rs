@@ -581,6 +581,26 @@ impl TetherProc {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
+    /// Listener `i`'s address, once it takes connections: its port is in the
+    /// addresses file as soon as it is reserved, a moment before it listens.
+    pub async fn listener_addr(&self, i: usize) -> SocketAddr {
+        let text = std::fs::read_to_string(&self.addresses_path).expect("addresses");
+        let addr: SocketAddr = text
+            .lines()
+            .find(|l| l.starts_with(&format!("listener {i} ")))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no listener {i} in {text:?}"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(addr).await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "listener {i} ({addr}) never listened"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        addr
+    }
+
     /// Rewrites the config (placeholders filled as at start) and sends SIGHUP.
     pub fn reload(&self, config: &str) {
         self.write_config(config);
