@@ -19,11 +19,11 @@ use bytes::Bytes;
 
 use crate::access_log::{AccessLog, ActionKind};
 use crate::headers::Headers;
-use crate::metrics::ListenerStats;
 use crate::routing::Routing;
 use crate::rules::{Action, Forward, RedirectInput, RequestInfo};
 use crate::settings::{Protocol, StickinessKind, UpstreamTls};
 use crate::socketio;
+use crate::stats::ListenerStats;
 use crate::sticky::{self, CookieFlags, KeyRing, Pin, Purpose};
 use crate::target_group::{Outstanding, PickedBy, PinHints, Target, TargetGroup};
 use crate::transform::Rewritten;

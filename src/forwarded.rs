@@ -53,7 +53,7 @@ pub fn is_valid_name(name: &str) -> bool {
 /// listener's port added when the client gave none (a port the client gave is
 /// kept).
 pub fn write_host(out: &mut Vec<u8>, host: &[u8], listener_port: u16, port_text: &[u8]) {
-    let name = &host[..crate::rules::name_len(host)];
+    let name = &host[..crate::headers::name_len(host)];
     if listener_port == 80 || listener_port == 443 {
         out.extend_from_slice(name);
     } else if name.len() < host.len() {

@@ -83,7 +83,58 @@ pub fn valid_host(host: &[u8]) -> bool {
 
 /// RFC 3986's reg-name characters (unreserved and sub-delims), less `%`.
 fn is_reg_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b)
+    REG_NAME[usize::from(b)]
+}
+
+/// [`is_reg_name_byte`] as a table: every request's Host goes through it.
+static REG_NAME: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric();
+        i += 1;
+    }
+    let extra = b"-._~!$&'()*+,;=";
+    let mut j = 0;
+    while j < extra.len() {
+        t[extra[j] as usize] = true;
+        j += 1;
+    }
+    t
+};
+
+/// `host:port` → `host`, keeping IPv6 literals (`[::1]:80` → `[::1]`) whole.
+pub fn strip_port(host: &str) -> &str {
+    &host[..name_len(host.as_bytes())]
+}
+
+/// The length of a Host value without its port ([`strip_port`] on bytes, for the
+/// engines, which hold the head's bytes).
+pub fn name_len(host: &[u8]) -> usize {
+    if host.starts_with(b"[") {
+        return memchr::memchr(b']', host).map_or(host.len(), |end| end + 1);
+    }
+    match memchr::memrchr(b':', host) {
+        Some(i) if host[i + 1..].iter().all(u8::is_ascii_digit) => i,
+        _ => host.len(),
+    }
+}
+
+/// Whether a header is hop-by-hop (RFC 9110 §7.6.1) and so never forwarded as is.
+/// `Transfer-Encoding` is not among them: tether forwards bodies in their coding.
+/// `HTTP2-Settings` belongs to the `h2c` upgrade, which tether never forwards.
+pub fn is_hop_by_hop(name: &str) -> bool {
+    const HOP: [&str; 7] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "upgrade",
+        "proxy-authenticate",
+        "http2-settings",
+    ];
+    HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
 }
 
 /// Whether `b` may be in a header name (RFC 9110's tchar).
@@ -120,6 +171,14 @@ mod tests {
         assert!(h.has_token("connection", "upgrade"));
         assert!(!h.has_token("connection", "close"));
         assert_eq!(h.get("host"), None);
+    }
+
+    #[test]
+    fn strip_port_keeps_ipv6_literals() {
+        assert_eq!(strip_port("a.b:80"), "a.b");
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+        assert_eq!(strip_port("a.b"), "a.b");
     }
 
     #[test]

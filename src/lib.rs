@@ -10,6 +10,8 @@
 
 pub mod access_log;
 pub mod admin;
+mod alb_regex;
+mod client;
 pub mod config;
 pub mod demo;
 pub mod discovery;
@@ -20,6 +22,7 @@ pub mod health;
 pub mod http1;
 mod http2;
 mod lifecycle;
+mod listener;
 pub mod log_limit;
 pub mod metrics;
 mod observe;
@@ -30,6 +33,7 @@ pub mod server;
 pub mod settings;
 mod shutdown;
 pub mod socketio;
+pub mod stats;
 pub mod sticky;
 pub mod target;
 pub mod target_group;

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::access_log::{ActionKind, Entry, Kind};
+use crate::client::ClientConn;
 use crate::exchange::{Exchange, LbResponse, ListenerInfo};
-use crate::http1::ClientConn;
-use crate::metrics::ListenerStats;
+use crate::stats::ListenerStats;
 
 /// What the access log needs beyond the counters: taken only when it is on.
 #[derive(Debug, Default)]

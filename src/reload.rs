@@ -10,9 +10,9 @@ use arc_swap::ArcSwap;
 
 use crate::config::{Config, ConfigError};
 use crate::discovery::DiscoveredTargets;
-use crate::metrics::ReloadStats;
 use crate::routing::{Routing, SharedRouting};
 use crate::settings::Protocol;
+use crate::stats::ReloadStats;
 use crate::tls::{CertResolver, TlsError};
 
 /// Why a reload was refused. The running config stays in force.

@@ -11,6 +11,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use rand::Rng;
 
+use crate::alb_regex::{check_alb_regex, describe_regex_error};
+use crate::headers::strip_port;
 use crate::target_group::TargetGroup;
 use crate::transform::Transforms;
 
@@ -175,55 +177,6 @@ impl std::fmt::Display for RegexValue {
     }
 }
 
-/// Refuses what ALB's regex dialect lacks but the `regex` crate takes: Unicode
-/// classes (`\p{L}`, `\PL`) and possessive quantifiers (`a++`, which the crate
-/// reads as a nested repetition). Look-around, back-references and atomic groups the
-/// crate refuses itself.
-pub fn check_alb_regex(pattern: &str) -> Result<(), String> {
-    let refuse = |what: &str| {
-        Err(format!(
-            "invalid regex \"{pattern}\": {what} are not supported, as on ALB"
-        ))
-    };
-    let mut chars = pattern.chars().peekable();
-    // Nesting of character classes (`[a[b]]`), and an open counted repetition.
-    let (mut class, mut counted) = (0usize, false);
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => {
-                if let Some('p' | 'P') = chars.next() {
-                    return refuse("Unicode classes (\\p{..})");
-                }
-            }
-            '[' => class += 1,
-            ']' if class > 0 => class -= 1,
-            '{' if class == 0 => counted = true,
-            '*' | '+' | '?' | '}' if class == 0 => {
-                let quantifier = c != '}' || std::mem::take(&mut counted);
-                if quantifier && chars.peek() == Some(&'+') {
-                    return refuse("possessive quantifiers");
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-/// The `regex` crate's error in one line.
-pub fn describe_regex_error(pattern: &str, e: &regex::Error) -> String {
-    let why = match e {
-        regex::Error::Syntax(text) => text
-            .lines()
-            .find_map(|l| l.strip_prefix("error: "))
-            .unwrap_or("syntax error")
-            .to_string(),
-        regex::Error::CompiledTooBig(_) => "too large once compiled".to_string(),
-        _ => e.to_string(),
-    };
-    format!("invalid regex \"{pattern}\": {why}")
-}
-
 /// The values of a path, host or header condition: wildcard values and regex values,
 /// OR among all of them.
 #[derive(Debug, Clone, Default)]
@@ -321,23 +274,6 @@ impl Condition {
                 None => false,
             },
         }
-    }
-}
-
-/// `host:port` → `host`, keeping IPv6 literals (`[::1]:80` → `[::1]`) whole.
-pub fn strip_port(host: &str) -> &str {
-    &host[..name_len(host.as_bytes())]
-}
-
-/// The length of a Host value without its port ([`strip_port`] on bytes, for the
-/// engines, which hold the head's bytes).
-pub fn name_len(host: &[u8]) -> usize {
-    if host.starts_with(b"[") {
-        return memchr::memchr(b']', host).map_or(host.len(), |end| end + 1);
-    }
-    match memchr::memrchr(b':', host) {
-        Some(i) if host[i + 1..].iter().all(u8::is_ascii_digit) => i,
-        _ => host.len(),
     }
 }
 
@@ -826,14 +762,6 @@ mod tests {
         // An escaped backslash before `p` is a backslash and a `p`.
         assert!(RegexValue::new(r"^/a\\p$", false).is_ok());
         assert!(refused("^/a{1000}{1000}").contains("too large"));
-    }
-
-    #[test]
-    fn strip_port_keeps_ipv6_literals() {
-        assert_eq!(strip_port("a.b:80"), "a.b");
-        assert_eq!(strip_port("[::1]:80"), "[::1]");
-        assert_eq!(strip_port("[::1]"), "[::1]");
-        assert_eq!(strip_port("a.b"), "a.b");
     }
 
     #[test]

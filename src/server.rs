@@ -386,10 +386,6 @@ impl BackgroundService for SighupReload {
 /// access log's `domain_name`).
 struct KeepServerName;
 
-/// The SNI name a TLS client sent, kept in pingora's TLS digest.
-#[derive(Debug)]
-pub struct ServerName(pub Arc<str>);
-
 #[async_trait]
 impl pingora::listeners::TlsAccept for KeepServerName {
     async fn handshake_complete_callback(
@@ -397,7 +393,7 @@ impl pingora::listeners::TlsAccept for KeepServerName {
         tls: &pingora::protocols::tls::TlsRef,
     ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
         let name = tls.server_name()?;
-        Some(Arc::new(ServerName(name.into())))
+        Some(Arc::new(crate::client::ServerName(name.into())))
     }
 }
 

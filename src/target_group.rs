@@ -52,7 +52,7 @@ pub struct Target {
     /// Where the target comes from, when known (an ECS task ARN).
     label: Mutex<Option<String>>,
     /// Its responses, connection errors and response times, for `GET /metrics`.
-    pub stats: crate::metrics::TargetStats,
+    pub stats: crate::stats::TargetStats,
 }
 
 impl Target {
@@ -70,7 +70,7 @@ impl Target {
             drain_deadline: AtomicU64::new(0),
             closing: watch::channel(false).0,
             label: Mutex::new(None),
-            stats: crate::metrics::TargetStats::default(),
+            stats: crate::stats::TargetStats::default(),
         }
     }
 

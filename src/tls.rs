@@ -256,7 +256,7 @@ pub struct CertResolver {
     specs: ArcSwap<Vec<CertSpec>>,
     /// Where hellos refused (no certificate, or no suite the policy allows) are
     /// counted (ALB's `ClientTLSNegotiationErrorCount`).
-    refusals: Option<Arc<crate::metrics::ListenerStats>>,
+    refusals: Option<Arc<crate::stats::ListenerStats>>,
 }
 
 impl CertResolver {
@@ -270,14 +270,14 @@ impl CertResolver {
     }
 
     /// Counts refused hellos in `stats`.
-    pub fn counting_refusals(mut self, stats: Option<Arc<crate::metrics::ListenerStats>>) -> Self {
+    pub fn counting_refusals(mut self, stats: Option<Arc<crate::stats::ListenerStats>>) -> Self {
         self.refusals = stats;
         self
     }
 
     fn refuse(&self) -> Option<Arc<CertifiedKey>> {
         if let Some(stats) = &self.refusals {
-            crate::metrics::ListenerStats::add(&stats.tls_negotiation_errors, 1);
+            crate::stats::ListenerStats::add(&stats.tls_negotiation_errors, 1);
         }
         None
     }

@@ -11,7 +11,7 @@
 
 use regex::{Regex, RegexBuilder};
 
-use crate::rules::{check_alb_regex, describe_regex_error};
+use crate::alb_regex::{check_alb_regex, describe_regex_error};
 
 /// The longest transform regex and replacement, in characters (ALB's `RewriteConfig`).
 pub const MAX_REWRITE_LEN: usize = 1024;

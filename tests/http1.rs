@@ -2225,6 +2225,15 @@ async fn it_should_forward_no_parser_discrepancy_material() {
             "5 x",
         ),
         Row::new(
+            "a fragment in the request target",
+            vec![
+                send("GET /forbidden#x HTTP/1.1\r\nHost: t\r\n\r\n"),
+                Step::Expect(from_tether(400)),
+            ],
+        )
+        .target(Seen::Nothing)
+        .closes(),
+        Row::new(
             "Transfer-Encoding with no coding",
             vec![
                 send("POST /te HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: ,\r\n\r\n"),

@@ -306,8 +306,8 @@ async fn it_should_serve_one_hundred_concurrent_http2_streams_from_http1_targets
 
 /// A raw HTTP/1.1 target answering by path, each connection numbered:
 /// `/switch` a 101 (then silence), `/bodiless` a 204 with a response after it,
-/// `/te` a chunked `hello` that also says `Content-Length: 3`, anything else `200`
-/// with body `conn N`.
+/// `/te` a chunked `hello` that also says `Content-Length: 3`, `/gzip` a
+/// `gzip, chunked` one, anything else `200` with body `conn N`.
 async fn scripted_target() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -332,6 +332,7 @@ async fn scripted_target() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>
                             "/switch" => "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n".to_string(),
                             "/bodiless" => "HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nsmuggled!".to_string(),
                             "/te" => "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_string(),
+                            "/gzip" => "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_string(),
                             _ => {
                                 let body = format!("conn {conn}");
                                 format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len())
@@ -450,6 +451,9 @@ async fn it_should_translate_http2_to_http1_as_rfc_9113_says() {
     let (status, length, body) = send(&mut h2, get("https://a.test/te")).await;
     assert_eq!((status, body.as_str()), (200, "hello"));
     assert_eq!(length, None, "a chunked response kept its Content-Length");
+    // A transfer coding HTTP/2 cannot carry: the coded bytes are no content.
+    let (status, _, body) = send(&mut h2, get("https://a.test/gzip")).await;
+    assert_eq!(status, 502, "a gzip transfer coding over HTTP/2: {body}");
 }
 
 #[tokio::test]

@@ -192,7 +192,7 @@ fn check_request_header_name(name: &str) -> Result<(), String> {
         ));
     }
     let reserved = crate::forwarded::is_rewritten(name)
-        || crate::http1::parse::is_hop_by_hop(name)
+        || crate::headers::is_hop_by_hop(name)
         || ["host", "content-length", "transfer-encoding", "cookie"]
             .iter()
             .any(|r| name.eq_ignore_ascii_case(r));

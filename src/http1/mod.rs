@@ -1,11 +1,10 @@
-//! tether's HTTP/1.1 engine, run by pingora as a `ServerApp` on each accepted (and
-//! TLS-terminated) client connection. It reads request heads, asks the exchange core
-//! what to do, and moves bytes: request heads forwarded as the client's own lines
-//! less hop-by-hop ones plus ALB's headers, bodies in their own framing, responses
-//! the same way back, websockets relayed after the 101. HTTP/2 clients (ALPN `h2`)
-//! go to [`crate::http2`], which uses the same core and the same target side
-//! ([`crate::target`]). Request heads are [`request`]'s, response heads to the client
-//! [`reply`]'s.
+//! tether's HTTP/1.1 engine, for the client connections [`crate::listener`] hands it
+//! (HTTP/2 ones go to [`crate::http2`]). It reads request heads, asks the exchange
+//! core what to do, and moves bytes: request heads forwarded as the client's own
+//! lines less hop-by-hop ones plus ALB's headers, bodies in their own framing,
+//! responses the same way back, websockets relayed after the 101. Both engines share
+//! the exchange core and the target side ([`crate::target`]). Request heads are
+//! [`request`]'s, response heads to the client [`reply`]'s.
 
 pub mod chunked;
 pub mod parse;
@@ -13,23 +12,20 @@ pub mod relay;
 mod reply;
 mod request;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use pingora::apps::ServerApp;
-use pingora::protocols::{Stream, ALPN};
+use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 
 use crate::access_log::Kind;
+pub use crate::client::ClientConn;
 use crate::exchange::{Decision, Exchange, Failure, LbResponse, ListenerInfo, Retry};
-use crate::metrics::{ConnectionGuard, ListenerStats, Stall};
 use crate::observe::{self, Record};
 use crate::routing::SharedRouting;
 use crate::settings::DesyncMode;
+use crate::stats::{ConnectionGuard, ListenerStats, Stall};
 use crate::target::{self, response, TargetConn};
-use crate::tls_session::TlsSession;
 use parse::Framing;
 use relay::Counted;
 pub(crate) use reply::lb_response_bytes;
@@ -48,86 +44,32 @@ pub struct Http1App {
     pub tls13_only: bool,
 }
 
-/// What the engines know of a client connection.
-#[derive(Debug, Clone, Default)]
-pub struct ClientConn {
-    /// The socket peer (unknown for a Unix socket client).
-    pub ip: Option<IpAddr>,
-    /// The peer's port (0 when unknown).
-    pub port: u16,
-    /// The TLS session of an HTTPS connection, in OpenSSL's names.
-    pub tls: Option<TlsSession>,
-    /// The SNI name the TLS client sent.
-    pub server_name: Option<Arc<str>>,
-}
-
-impl ClientConn {
-    /// The client's address, when known.
-    pub fn addr(&self) -> Option<std::net::SocketAddr> {
-        self.ip.map(|ip| std::net::SocketAddr::new(ip, self.port))
-    }
-
-    fn of(stream: &Stream) -> ClientConn {
-        let peer = stream
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied());
-        let digest = stream.get_ssl_digest();
-        let tls = digest
-            .as_ref()
-            .and_then(|d| TlsSession::from_rustls(&d.version, &d.cipher));
-        let server_name = digest
-            .as_ref()
-            .and_then(|d| d.extension.get::<crate::server::ServerName>())
-            .map(|n| n.0.clone());
-        ClientConn {
-            ip: peer.map(|a| a.ip()),
-            port: peer.map_or(0, |a| a.port()),
-            tls,
-            server_name,
-        }
-    }
-}
-
-#[async_trait]
-impl ServerApp for Http1App {
-    async fn process_new(
-        self: &Arc<Self>,
-        stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        let stats = &self.listener.stats;
-        if self.tls13_only && !negotiated_tls13(&stream) {
-            // The certificate resolver refuses hellos without TLS 1.3 suites; a client
-            // that offered them but still settled on TLS 1.2 is closed here, unserved.
-            ListenerStats::add(&stats.tls_negotiation_errors, 1);
-            return None;
-        }
-        let guard = stats.connection_opened();
-        let client = ClientConn::of(&stream);
-        // ALB's client keep-alive runs from the connection's start.
-        let keep_alive = self.routing.load().client_keep_alive;
-        if stream.selected_alpn_proto() == Some(ALPN::H2) {
-            crate::http2::serve(self.clone(), stream, client, keep_alive, shutdown.clone()).await;
-            return None;
-        }
-        let mut conn = Conn {
-            app: self,
-            io: Counted::new(stream),
-            counted: (0, 0),
-            head_started: None,
-            buf: Vec::new(),
-            client,
-            keep_alive_until: Instant::now() + keep_alive,
-            shutdown: shutdown.clone(),
-            timer: relay::Timer::default(),
-        };
-        if let Some(tunnel) = conn.run().await {
-            // A websocket: its own small task from here on, so that the connection's
-            // larger state (sized for parsing and forwarding) is freed.
-            let Conn { io, timer, .. } = conn;
-            tokio::spawn(tunnel.run(self.clone(), io, timer, guard));
-        }
-        None
+/// Serves an HTTP/1 client connection (after the listener's checks): requests until
+/// the connection ends, then its websocket, if it became one, in a task of its own.
+pub(crate) async fn serve(
+    app: &Arc<Http1App>,
+    stream: Stream,
+    client: ClientConn,
+    keep_alive: Duration,
+    guard: ConnectionGuard,
+    shutdown: &ShutdownWatch,
+) {
+    let mut conn = Conn {
+        app,
+        io: Counted::new(stream),
+        counted: (0, 0),
+        head_started: None,
+        buf: Vec::new(),
+        client,
+        keep_alive_until: Instant::now() + keep_alive,
+        shutdown: shutdown.clone(),
+        timer: relay::Timer::default(),
+    };
+    if let Some(tunnel) = conn.run().await {
+        // A websocket: its own small task from here on, so that the connection's
+        // larger state (sized for parsing and forwarding) is freed.
+        let Conn { io, timer, .. } = conn;
+        tokio::spawn(tunnel.run(app.clone(), io, timer, guard));
     }
 }
 
@@ -177,12 +119,6 @@ enum Next {
     Tunnel(Box<Tunnel>),
     /// The target answered 101: [`Conn::forward`] makes the tunnel.
     Upgraded(TargetConn),
-}
-
-fn negotiated_tls13(stream: &Stream) -> bool {
-    let version = stream.get_ssl_digest().map(|d| d.version.clone());
-    // rustls names it "TLSv1_3"; OpenSSL-style "TLSv1.3" too, to be safe.
-    matches!(version.as_deref(), Some("TLSv1_3" | "TLSv1.3"))
 }
 
 /// One client connection.
@@ -486,9 +422,11 @@ impl Conn<'_> {
                 Err(failure) => return self.fail(rec, failure, false).await,
             };
             if let Err(w) = self.write_target(&mut target, &out, idle).await {
-                match target::after_failed_write(ex, w, reused, replayable, p.idempotent) {
+                let how = (reused, replayable, p.idempotent);
+                match target::after_failed_write(ex, &target, w, how) {
                     Ok(retry) => {
-                        fresh_only = retry == Retry::SameTarget;
+                        fresh_only =
+                            retry == Retry::SameTarget || !Exchange::may_reuse(p.idempotent);
                         continue;
                     }
                     Err(f) => return self.fail(rec, f, false).await,
@@ -522,7 +460,8 @@ impl Conn<'_> {
                         p.idempotent,
                     ) {
                         Ok(retry) => {
-                            fresh_only = retry == Retry::SameTarget;
+                            fresh_only =
+                                retry == Retry::SameTarget || !Exchange::may_reuse(p.idempotent);
                             continue;
                         }
                         Err(f) => return self.fail(rec, f, false).await,
@@ -531,13 +470,12 @@ impl Conn<'_> {
             }
         };
         let (mut head_len, mut rbuf) = head;
-        let mut wrote_any = false;
 
         // Interim responses (100 Continue, 103 Early Hints) go to the client as they are.
         loop {
             let status = match response::status(&rbuf[..head_len]) {
                 Some(s) => s,
-                None => return self.fail(rec, Failure::BadResponse, wrote_any).await,
+                None => return self.fail(rec, Failure::BadResponse, false).await,
             };
             if !(100..200).contains(&status) || status == 101 {
                 break;
@@ -546,18 +484,19 @@ impl Conn<'_> {
             // (RFC 9110 §15.2).
             if !p.http10 {
                 let Ok(interim) = response::interim_head(&rbuf[..head_len]) else {
-                    return self.fail(rec, Failure::BadResponse, wrote_any).await;
+                    return self.fail(rec, Failure::BadResponse, false).await;
                 };
                 if self.write_client(&interim, true, idle).await.is_err() {
                     return Next::Close;
                 }
-                wrote_any = true;
+                // An interim response does not stand for the final one: a failure
+                // after it is still answered with its status.
             }
             rbuf.drain(..head_len);
             if status == 100 && !body.is_done() {
                 match self.upload(&mut target, &mut body, idle).await {
                     Ok(()) => {}
-                    Err(UploadError::Client(f)) => return self.fail(rec, f, true).await,
+                    Err(UploadError::Client(f)) => return self.fail(rec, f, false).await,
                     Err(UploadError::Target) => keep = false,
                 }
             }
@@ -568,7 +507,7 @@ impl Conn<'_> {
                     let timer = &mut self.timer;
                     match response::read_head(&mut target, &mut rbuf, timer, idle, stall).await {
                         Ok(end) => head_len = end,
-                        Err(f) => return self.fail(rec, f, true).await,
+                        Err(f) => return self.fail(rec, f, false).await,
                     }
                 }
             }
@@ -589,7 +528,7 @@ impl Conn<'_> {
             p.http10,
         ) {
             Ok(r) => r,
-            Err(_) => return self.fail(rec, Failure::BadResponse, wrote_any).await,
+            Err(_) => return self.fail(rec, Failure::BadResponse, false).await,
         };
         ex.response_started(resp.status);
         rec.answered = Some(Instant::now());
@@ -601,7 +540,7 @@ impl Conn<'_> {
             // Only a websocket that was asked for: any other switch would leave a
             // tunnel past every rule. The target connection is dropped, not pooled.
             if !p.upgrade || !resp.websocket {
-                return self.fail(rec, Failure::BadResponse, wrote_any).await;
+                return self.fail(rec, Failure::BadResponse, false).await;
             }
             // The websocket: what either side sent early goes first, then the relay.
             client_head.extend_from_slice(&rest);
@@ -621,7 +560,7 @@ impl Conn<'_> {
         let mut framing = response::ResponseBody::new(resp.framing);
         let (used, complete) = match framing.feed(&rest, ex, None) {
             Ok(x) => x,
-            Err(_) => return self.fail(rec, Failure::BadResponse, wrote_any).await,
+            Err(_) => return self.fail(rec, Failure::BadResponse, false).await,
         };
         client_head.extend_from_slice(&rest[..used]);
         let mut target_reusable = resp.keep_target && used == rest.len() && !p.close_after;
@@ -642,7 +581,9 @@ impl Conn<'_> {
         if framing.framing == Framing::Close {
             keep = false;
         }
-        if target_reusable && body.is_done() && resp.framing != Framing::Close {
+        // A websocket request answered without a switch goes no further: the target
+        // may have handed its socket to an upgrade handler that parses no more.
+        if target_reusable && body.is_done() && resp.framing != Framing::Close && !p.upgrade {
             target::release(ex, target);
         }
         if !keep {

@@ -2,6 +2,7 @@
 //! ALB's size limits, `Host`, the desync classes), and turned into the bytes sent on,
 //! copied line by line from what arrived, less the hop-by-hop lines, plus tether's own.
 
+pub use crate::headers::is_hop_by_hop;
 use crate::headers::{Header, Headers};
 use crate::settings::DesyncMode;
 
@@ -301,6 +302,12 @@ pub struct ResponseScan<'a> {
     pub keep_alive: bool,
     /// A `Transfer-Encoding` line (its `Content-Length` is not forwarded).
     pub transfer_encoding: bool,
+    /// A transfer coding other than `chunked` (`gzip, chunked`): the body is that
+    /// coding's bytes, which only an HTTP/1 client can be told of.
+    pub other_codings: bool,
+    /// The length the `Content-Length` lines agree on (none when they do not, or
+    /// beside a `Transfer-Encoding`): forwarded as one plain line.
+    pub length: Option<u64>,
     /// A `Content-Length` line beside the `Transfer-Encoding`: the target frames its
     /// responses in a way a reader could take two ways, and its connection is not
     /// reused (RFC 9112 §6.3).
@@ -324,6 +331,8 @@ pub fn scan_response<'a>(
         close: false,
         keep_alive: false,
         transfer_encoding: false,
+        other_codings: false,
+        length: None,
         both_lengths: false,
         named: Named::default(),
         upgrade_websocket: false,
@@ -356,6 +365,7 @@ pub fn scan_response<'a>(
                 for t in tokens(h.value) {
                     scan.transfer_encoding = true;
                     chunked_last = t.eq_ignore_ascii_case(b"chunked");
+                    scan.other_codings |= !chunked_last;
                 }
             }
             14 if name.eq_ignore_ascii_case("content-length") => {
@@ -387,6 +397,9 @@ pub fn scan_response<'a>(
     };
     scan.upgrade_websocket &= upgrades == 1;
     scan.both_lengths = scan.transfer_encoding && length_lines;
+    if !scan.transfer_encoding && length_error.is_none() {
+        scan.length = length;
+    }
     Ok(scan)
 }
 
@@ -523,22 +536,6 @@ pub fn known_method(method: &str) -> bool {
     METHODS.contains(&method)
 }
 
-/// Whether a header is hop-by-hop (RFC 9110 §7.6.1) and so never forwarded as is.
-/// `Transfer-Encoding` is not among them: tether forwards bodies in their coding.
-/// `HTTP2-Settings` belongs to the `h2c` upgrade, which tether never forwards.
-pub fn is_hop_by_hop(name: &str) -> bool {
-    const HOP: [&str; 7] = [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "upgrade",
-        "proxy-authenticate",
-        "http2-settings",
-    ];
-    HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
-}
-
 /// Copies header line `h` of `head` to `out` as the sender wrote it (from its name
 /// through its value's end, trailing spaces included), ended with CRLF whatever
 /// ended it in `head`: a bare LF is never forwarded.
@@ -551,11 +548,13 @@ pub fn copy_line(out: &mut Vec<u8>, head: &[u8], h: &Header<'_>) {
         (h.value.as_ptr() as usize).saturating_sub(base) + h.value.len()
     };
     let from = value_end.min(head.len());
-    let mut end = memchr::memchr(b'\n', &head[from..]).map_or(head.len(), |i| from + i);
-    if end > from && head[end - 1] == b'\r' {
-        end -= 1;
+    let lf = memchr::memchr(b'\n', &head[from..]).map_or(head.len(), |i| from + i);
+    if lf > from && head[lf - 1] == b'\r' {
+        // CRLF, as nearly every line ends: copied with the line.
+        out.extend_from_slice(&head[start.min(lf)..(lf + 1).min(head.len())]);
+        return;
     }
-    out.extend_from_slice(&head[start.min(end)..end]);
+    out.extend_from_slice(&head[start.min(lf)..lf]);
     out.extend_from_slice(b"\r\n");
 }
 

@@ -195,20 +195,20 @@ where
             biased;
             s = step => match s {
                 Step::UpEnded => {
-                    let _ = target.shutdown().await;
+                    shutdown_within(target, idle).await;
                     if down.done {
                         return TunnelEnd::Closed;
                     }
                 }
                 Step::DownEnded => {
-                    let _ = client.shutdown().await;
+                    shutdown_within(client, idle).await;
                     if up.done {
                         return TunnelEnd::Closed;
                     }
                 }
                 Step::Drained => {
-                    let _ = client.write_all(&CLOSE_GOING_AWAY).await;
-                    let _ = client.shutdown().await;
+                    let _ = tokio::time::timeout(idle, client.write_all(&CLOSE_GOING_AWAY)).await;
+                    shutdown_within(client, idle).await;
                     return TunnelEnd::Drained;
                 }
                 Step::Idle => return TunnelEnd::Idle,
@@ -218,7 +218,7 @@ where
                     draining = true;
                     if frames.is_lost() {
                         // Not websocket framing: close without a goodbye.
-                        let _ = client.shutdown().await;
+                        shutdown_within(client, idle).await;
                         return TunnelEnd::Drained;
                     }
                 }

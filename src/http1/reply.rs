@@ -55,6 +55,10 @@ pub(crate) fn response_head(
                 parse::copy_line(&mut out, head, h);
             }
         }
+        if let Some(n) = p.write_length() {
+            let mut digits = itoa::Buffer::new();
+            parse::push_header(&mut out, b"content-length", digits.format(n).as_bytes());
+        }
         if !(100..200).contains(&status) || upgrade {
             ex.write_cookies(
                 p.headers.get_all("set-cookie"),

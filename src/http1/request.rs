@@ -6,9 +6,9 @@
 use crate::exchange::{self, Decision};
 use crate::forwarded::{self, ForwardedFor};
 use crate::headers::{valid_host, Headers};
-use crate::metrics::ListenerStats;
 use crate::observe::{self, Detail};
 use crate::routing::Routing;
+use crate::stats::ListenerStats;
 
 use super::chunked;
 use super::parse::{self, Framing, Verdict};
@@ -66,7 +66,7 @@ impl Http1App {
             crate::settings::Protocol::Http => "http",
             crate::settings::Protocol::Https => "https",
         };
-        let host = host.map_or("-", crate::rules::strip_port);
+        let host = host.map_or("-", crate::headers::strip_port);
         let port = std::str::from_utf8(&self.listener.forwarded_port).unwrap_or("-");
         let mut line = String::with_capacity(
             method.len() + scheme.len() + host.len() + port.len() + target.len() + 20,
@@ -152,7 +152,9 @@ pub fn prepare(app: &Http1App, head: &[u8], client: &ClientConn) -> Result<Prepa
     let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
         return Err(400);
     };
-    if !parse::known_method(method) {
+    // A fragment is no part of a request target (RFC 9112 §3.2), and targets that
+    // cut the path at `#` would route `/admin#x` as `/admin`, past a rule on it.
+    if !parse::known_method(method) || target.contains('#') {
         return Err(400);
     }
     let headers = Headers(req.headers);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::http1::relay::{self, Timer};
-use crate::metrics::{ListenerStats, Stall};
+use crate::stats::{ListenerStats, Stall};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
@@ -19,11 +19,12 @@ use pingora::server::ShutdownWatch;
 use std::net::SocketAddr;
 
 use crate::access_log::Kind;
+use crate::client::ClientConn;
 use crate::exchange::{self, Decision, Exchange, Failure, LbResponse, RequestHead, Retry};
 use crate::forwarded;
 use crate::headers::{valid_host, Header, Headers};
 use crate::http1::parse::{self, Framing};
-use crate::http1::{ClientConn, Http1App};
+use crate::http1::Http1App;
 use crate::observe::{self, Detail, Record};
 use crate::settings::ListenerHeaders;
 use crate::target::{self, response, TargetConn};
@@ -267,10 +268,16 @@ async fn handle(
             let skip = name == "host"
                 || parse::is_hop_by_hop(name)
                 || name == "transfer-encoding"
+                || name == "content-length"
                 || forwarded::leaves_out(name, shaping, listener);
             if !skip {
                 parse::push_header(&mut out, name.as_bytes(), h.value);
             }
+        }
+        if let Some(n) = length {
+            // One line with the length the fields agreed on.
+            let mut digits = itoa::Buffer::new();
+            parse::push_header(&mut out, b"content-length", digits.format(n).as_bytes());
         }
         if cookies > 0 {
             // HTTP/2 splits the cookie into crumbs: one line again for HTTP/1.1, joined
@@ -364,7 +371,12 @@ fn request_host<'a>(
         }
     }
     let Some(authority) = parts.uri.authority() else {
-        return Ok(host_line.and_then(|h| std::str::from_utf8(h).ok()));
+        // Neither `:authority` nor `Host`: no host for the rules, none for the
+        // target (HTTP/1.1 requires one).
+        return match host_line.and_then(|h| std::str::from_utf8(h).ok()) {
+            Some(h) => Ok(Some(h)),
+            None => Err(400),
+        };
     };
     let authority = authority.as_str();
     if !valid_host(authority.as_bytes()) {
@@ -476,8 +488,9 @@ async fn forward(
     let (target, mut rbuf, head_len) = loop {
         let (mut target, reused) = target::connect(ex, fresh_only).await?;
         if let Err(w) = target::write(&mut target, &head, &mut timer, idle, stall).await {
-            let retry = target::after_failed_write(ex, w, reused, replayable, idempotent)?;
-            fresh_only = retry == Retry::SameTarget;
+            let how = (reused, replayable, idempotent);
+            let retry = target::after_failed_write(ex, &target, w, how)?;
+            fresh_only = retry == Retry::SameTarget || !Exchange::may_reuse(idempotent);
             continue;
         }
         if framing != Framing::None {
@@ -522,7 +535,7 @@ async fn forward(
                 let answered = !rbuf.is_empty();
                 let retry =
                     target::after_no_response(ex, f, answered, reused, replayable, idempotent)?;
-                fresh_only = retry == Retry::SameTarget;
+                fresh_only = retry == Retry::SameTarget || !Exchange::may_reuse(idempotent);
             }
         }
     };
@@ -534,6 +547,11 @@ async fn forward(
             if p.status == 101 {
                 // No upgrade was asked for (HTTP/2 requests never carry one): the
                 // target switched protocols on its own, and its connection is dropped.
+                return Err(Failure::BadResponse);
+            }
+            if p.scan.other_codings {
+                // `Transfer-Encoding: gzip`: HTTP/2 has no transfer codings to say so
+                // with, and the coded bytes are no content.
                 return Err(Failure::BadResponse);
             }
             // Bytes after a bodiless response: the target's framing is not ours; the
@@ -548,6 +566,9 @@ async fn forward(
                 {
                     builder = builder.header(h.name, h.value);
                 }
+            }
+            if let Some(n) = p.write_length() {
+                builder = builder.header(http::header::CONTENT_LENGTH, n);
             }
             for cookie in ex.cookies(p.headers.get_all("set-cookie")) {
                 builder = builder.header(http::header::SET_COOKIE, cookie);

@@ -1,5 +1,7 @@
 //! Deadlines for an HTTP/2 connection, which hyper does not keep: every byte has
-//! one here too. The connection's socket counts what it moves, the streams count
+//! one here too. The connection's socket counts the request and response frames it
+//! moves (HEADERS, CONTINUATION, DATA; not PING, SETTINGS or WINDOW_UPDATE, which
+//! keep nothing alive), the streams count
 //! themselves open, and a watchdog beside the connection decides, a few times per
 //! timeout, whether it has gone quiet:
 //!
@@ -22,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::metrics::Stall;
+use crate::stats::Stall;
 
 /// What one connection did: bytes moved, and streams open.
 #[derive(Debug, Default)]
@@ -52,12 +54,15 @@ impl Drop for OpenStream {
     }
 }
 
-/// The client's socket, counting what it moves and following the frame headers
-/// it reads.
+/// The client's socket, following the frames it moves both ways: only request and
+/// response frames (HEADERS, CONTINUATION, DATA) count as progress, so that a
+/// client's PINGs or WINDOW_UPDATEs keep neither an idle connection nor a stalled
+/// stream open.
 pub struct Watched<S> {
     inner: S,
     activity: Arc<Activity>,
-    frames: FrameScan,
+    read: FrameScan,
+    written: FrameScan,
 }
 
 impl<S> Watched<S> {
@@ -65,10 +70,32 @@ impl<S> Watched<S> {
         Watched {
             inner,
             activity,
-            frames: FrameScan::default(),
+            read: FrameScan::after(CLIENT_PREFACE),
+            written: FrameScan::after(0),
+        }
+    }
+
+    /// Follows the first `n` bytes of `bufs`, written.
+    fn wrote(&mut self, bufs: &[io::IoSlice<'_>], mut n: usize) {
+        let mut progress = 0;
+        for b in bufs {
+            if n == 0 {
+                break;
+            }
+            let take = n.min(b.len());
+            progress += self.written.feed(&b[..take]).1;
+            n -= take;
+        }
+        if progress > 0 {
+            self.activity
+                .written
+                .fetch_add(progress as u64, Ordering::Relaxed);
         }
     }
 }
+
+/// The client's connection preface, before its first frame.
+const CLIENT_PREFACE: usize = 24;
 
 impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
@@ -81,10 +108,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         let read = &buf.filled()[before..];
         if !read.is_empty() {
-            this.activity
-                .read
-                .fetch_add(read.len() as u64, Ordering::Relaxed);
-            if let Some(open) = this.frames.feed(read) {
+            let (open, progress) = this.read.feed(read);
+            if progress > 0 {
+                this.activity
+                    .read
+                    .fetch_add(progress as u64, Ordering::Relaxed);
+            }
+            if let Some(open) = open {
                 this.activity.head_open.store(open, Ordering::Relaxed);
             }
         }
@@ -92,37 +122,45 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     }
 }
 
-/// Follows the frames a client sends (RFC 9113 §4.1) far enough to know whether a
-/// header block is open: after a HEADERS (or PUSH_PROMISE) frame without
-/// `END_HEADERS`, until a CONTINUATION frame with it.
+/// Follows the frames of one direction (RFC 9113 §4.1) far enough to know whether
+/// a header block is open (after a HEADERS or PUSH_PROMISE frame without
+/// `END_HEADERS`, until a CONTINUATION frame with it), and how many bytes of request
+/// and response frames passed.
 #[derive(Debug)]
 struct FrameScan {
     /// Bytes still to skip: the connection preface, then each frame's payload.
     skip: usize,
+    /// The payload being skipped is a request's or response's (progress).
+    counts: bool,
     header: [u8; 9],
     have: usize,
-}
-
-impl Default for FrameScan {
-    fn default() -> Self {
-        FrameScan {
-            skip: 24,
-            header: [0; 9],
-            have: 0,
-        }
-    }
 }
 
 impl FrameScan {
     const END_HEADERS: u8 = 0x4;
 
-    /// Reads `bytes`; returns whether a header block is open, when a frame said.
-    fn feed(&mut self, mut bytes: &[u8]) -> Option<bool> {
+    /// A scan that starts after `preface` bytes.
+    fn after(preface: usize) -> Self {
+        FrameScan {
+            skip: preface,
+            counts: false,
+            header: [0; 9],
+            have: 0,
+        }
+    }
+
+    /// Reads `bytes`; returns whether a header block is open (when a frame said),
+    /// and how many bytes of HEADERS, CONTINUATION and DATA frames passed.
+    fn feed(&mut self, mut bytes: &[u8]) -> (Option<bool>, usize) {
         let mut open = None;
+        let mut progress = 0;
         while !bytes.is_empty() {
             if self.skip > 0 {
                 let n = self.skip.min(bytes.len());
                 self.skip -= n;
+                if self.counts {
+                    progress += n;
+                }
                 bytes = &bytes[n..];
                 continue;
             }
@@ -142,9 +180,15 @@ impl FrameScan {
                 0x1 | 0x5 | 0x9 => open = Some(!ends),
                 _ => {}
             }
+            // DATA, HEADERS, CONTINUATION: a request or response moving (an empty
+            // one too: a frame that ends a stream).
+            self.counts = matches!(h[3], 0x0 | 0x1 | 0x9);
+            if self.counts {
+                progress += 9;
+            }
             self.skip = length;
         }
-        open
+        (open, progress)
     }
 }
 
@@ -157,7 +201,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = r {
-            this.activity.written.fetch_add(n as u64, Ordering::Relaxed);
+            this.wrote(&[io::IoSlice::new(buf)], n);
         }
         r
     }
@@ -178,7 +222,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = r {
-            this.activity.written.fetch_add(n as u64, Ordering::Relaxed);
+            this.wrote(bufs, n);
         }
         r
     }
@@ -314,24 +358,30 @@ mod tests {
         let continuation_at = bytes.len();
         bytes.extend_from_slice(&[0, 0, 1, 9, 4, 0, 0, 0, 1, 0x84]);
         for split in [1, 2, 5, 9, 64] {
-            let mut scan = FrameScan::default();
+            let mut scan = FrameScan::after(CLIENT_PREFACE);
             let mut open = false;
+            let mut progress = 0;
             let mut feed = |part: &[u8]| {
                 for piece in part.chunks(split) {
-                    if let Some(o) = scan.feed(piece) {
+                    let (o, p) = scan.feed(piece);
+                    if let Some(o) = o {
                         open = o;
                     }
+                    progress += p;
                 }
-                open
+                (open, progress)
             };
-            assert!(!feed(&bytes[..headers_at]), "split {split}: SETTINGS");
-            assert!(
+            // SETTINGS is no progress; HEADERS and CONTINUATION are, 10 bytes each.
+            assert_eq!(feed(&bytes[..headers_at]), (false, 0), "split {split}");
+            assert_eq!(
                 feed(&bytes[headers_at..continuation_at]),
-                "split {split}: HEADERS"
+                (true, 10),
+                "split {split}"
             );
-            assert!(
-                !feed(&bytes[continuation_at..]),
-                "split {split}: CONTINUATION"
+            assert_eq!(
+                feed(&bytes[continuation_at..]),
+                (false, 20),
+                "split {split}"
             );
         }
     }

@@ -6,7 +6,7 @@
 //!   it what it is ([`pool::PoolKey`]); a request that is not idempotent always takes
 //!   a new one ([`Exchange::may_reuse`]);
 //! - every write and read has a deadline, the idle timeout, and a peer that stalls
-//!   is counted and logged ([`crate::metrics::Stall`]);
+//!   is counted and logged ([`crate::stats::Stall`]);
 //! - a request that failed before any response is sent again only as the exchange
 //!   core allows ([`Exchange::failed_before_response`]): never one that was written
 //!   and is not idempotent;
@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use crate::exchange::{Exchange, Failure, Retry};
 use crate::http1::relay::{self, Timer, WriteFailed};
-use crate::metrics::{ListenerStats, Stall};
+use crate::stats::{ListenerStats, Stall};
 pub use pool::{PoolKey, TargetConn};
 
 /// Where a stall on the target side is counted: the listener's stats and the
@@ -89,17 +89,18 @@ pub async fn write(
 /// again (on a new connection, or to another target), or the failure to answer.
 pub fn after_failed_write(
     ex: &mut Exchange,
+    target: &TargetConn,
     w: WriteFailed,
-    reused: bool,
-    replayable: bool,
-    idempotent: bool,
+    (reused, replayable, idempotent): (bool, bool, bool),
 ) -> Result<Retry, Failure> {
     if w.timed_out {
         return Err(Failure::TargetTimeout);
     }
     // The target refused the bytes: it has closed the connection. Nothing written
-    // means nothing to act on, whatever the method.
-    let safe = w.written == 0 || idempotent;
+    // means nothing to act on, whatever the method. Over TLS a failed write may
+    // have sent records before it failed and still say 0: not proof.
+    let nothing_sent = w.written == 0 && !target.is_tls();
+    let safe = nothing_sent || idempotent;
     match ex.failed_before_response(reused, replayable, safe) {
         Retry::No => Err(Failure::TargetClosed),
         retry => Ok(retry),

@@ -42,6 +42,10 @@ impl std::fmt::Debug for TargetConn {
 }
 
 impl TargetConn {
+    pub fn is_tls(&self) -> bool {
+        matches!(self, TargetConn::Tls(_))
+    }
+
     fn tcp(&self) -> &TcpStream {
         match self {
             TargetConn::Plain(s) => s,

@@ -12,8 +12,8 @@ use crate::headers::Headers;
 use crate::http1::chunked;
 use crate::http1::parse::{self, Framing, ResponseScan};
 use crate::http1::relay::{self, Timer};
-use crate::metrics::{ListenerStats, Stall};
 use crate::settings::ListenerHeaders;
+use crate::stats::{ListenerStats, Stall};
 
 /// Reads a response head into `buf`; returns its length. The target may be silent
 /// for `idle` between reads; a target that is silent longer is counted in `stats`.
@@ -57,6 +57,8 @@ where
 pub fn status(head: &[u8]) -> Option<u16> {
     let line_end = memchr::memchr(b'\n', head)?;
     let line = &head[..line_end];
+    // `HTTP/1.1 200\r\n`: no reason phrase, and the CR is not the code's.
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
     let mut parts = line.splitn(3, |b| *b == b' ');
     let version = parts.next()?;
     if !version.starts_with(b"HTTP/1.") {
@@ -91,15 +93,22 @@ impl Parsed<'_> {
         !(self.scan.close || (self.http10 && !self.scan.keep_alive) || self.scan.both_lengths)
     }
 
-    /// Whether the target's line `name` goes on to the client: not hop-by-hop (a
-    /// websocket 101's `Upgrade` aside), not named by `Connection`, no
-    /// `Content-Length` beside a `Transfer-Encoding` (RFC 9112 §6.3), and not one
-    /// the listener sets itself.
+    /// Whether the target's line `name` goes on to the client as it came: not
+    /// hop-by-hop (a websocket 101's `Upgrade` aside), not named by `Connection`,
+    /// not `Content-Length` (written once, plain, by [`Parsed::write_length`]; never
+    /// beside a `Transfer-Encoding`, RFC 9112 §6.3), and not one the listener sets
+    /// itself.
     pub fn forwards(&self, name: &str, listener: Option<&ListenerHeaders>) -> bool {
         let upgrade_line = self.status == 101 && name.eq_ignore_ascii_case("upgrade");
         !((!upgrade_line && (parse::is_hop_by_hop(name) || self.scan.named.contains(name)))
-            || (self.scan.transfer_encoding && name.eq_ignore_ascii_case("content-length"))
+            || name.eq_ignore_ascii_case("content-length")
             || listener.is_some_and(|l| !l.is_noop() && l.replaces(name)))
+    }
+
+    /// The one `Content-Length` value the client gets, when the target's lines say
+    /// one length (duplicates and lists agreeing) and no `Transfer-Encoding`.
+    pub fn write_length(&self) -> Option<u64> {
+        self.scan.length
     }
 }
 
@@ -226,5 +235,17 @@ impl ResponseBody {
                 Ok((bytes.len(), false))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn it_should_read_a_status_without_a_reason_phrase() {
+        assert_eq!(super::status(b"HTTP/1.1 200\r\n\r\n"), Some(200));
+        assert_eq!(super::status(b"HTTP/1.1 100\r\n\r\n"), Some(100));
+        assert_eq!(super::status(b"HTTP/1.0 404 Not Found\r\n\r\n"), Some(404));
+        assert_eq!(super::status(b"HTTP/1.1 20\r\n\r\n"), None);
+        assert_eq!(super::status(b"HTTP/2 200\r\n\r\n"), None);
     }
 }
