@@ -54,7 +54,25 @@ pub struct DiscoveryError {
     pub message: String,
 }
 
-/// What the poll loop needs from a discovery source: one full look at the targets.
+/// Where one group's targets come from. The poll loop ([`follow`]) calls `poll` once
+/// per interval, one call at a time, and each answer is a full look at the group:
+///
+/// - `Ok(targets)` is the whole truth, sorted by address (an unchanged answer must
+///   compare equal, or it is republished). The targets listed take traffic (after their first passing health check), those
+///   marked `draining` drain, and every target of the group left out drains for the
+///   deregistration delay, as a target removed from the config does.
+/// - `Ok(vec![])` therefore drains the whole group: new requests get 503 at once. A
+///   source answers it only when it knows the group has no targets (ECS: the service
+///   runs no task; a file that lists `[]`), never because it could not tell.
+/// - `Err(_)` means "could not tell": the loop keeps the last good targets (a group is
+///   never emptied by a failure), shows the error on the status page, and backs off
+///   (doubling from the interval to 8 intervals, at most 2 minutes, with jitter). A
+///   source unsure of its answer (a call failed, a file unreadable, half written,
+///   empty or unparsable) answers `Err` rather than a guess.
+/// - Cancellation: at shutdown the loop's task is aborted, so a `poll` future may be
+///   dropped at any await point. It must hold nothing that needs cleanup (no lock or
+///   temporary file across an await) and leave `self` fit for a next poll: state it
+///   keeps between polls (a cache) is updated only with what it has finished reading.
 #[async_trait]
 pub trait Source: Send {
     async fn poll(&mut self) -> Result<Vec<Discovered>, DiscoveryError>;
