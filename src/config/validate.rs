@@ -517,7 +517,7 @@ fn build_stickiness(
 fn build_discovery(
     ctx: &Ctx<'_>,
     g: &RawTargetGroup,
-) -> Result<Option<crate::discovery::EcsDiscovery>, ConfigError> {
+) -> Result<Option<crate::discovery::DiscoverySpec>, ConfigError> {
     let Some(d) = &g.discovery else {
         return Ok(None);
     };
@@ -560,16 +560,18 @@ fn build_discovery(
         )?,
         None => Duration::from_secs(10),
     };
-    Ok(Some(crate::discovery::EcsDiscovery {
-        cluster: ecs.cluster.clone(),
-        service: ecs.service.clone(),
-        target_group_arn: ecs.target_group_arn.clone(),
-        container_name: ecs.container_name.clone(),
-        container_port: ecs.container_port.as_ref().map(|p| *p.get_ref()),
-        interval,
-        region: ecs.region.clone(),
-        endpoint_url: ecs.endpoint_url.clone(),
-    }))
+    Ok(Some(crate::discovery::DiscoverySpec::Ecs(
+        crate::discovery::EcsDiscovery {
+            cluster: ecs.cluster.clone(),
+            service: ecs.service.clone(),
+            target_group_arn: ecs.target_group_arn.clone(),
+            container_name: ecs.container_name.clone(),
+            container_port: ecs.container_port.as_ref().map(|p| *p.get_ref()),
+            interval,
+            region: ecs.region.clone(),
+            endpoint_url: ecs.endpoint_url.clone(),
+        },
+    )))
 }
 
 /// HTTPS to a group's targets: verified against `ca_file` (or the system roots), for

@@ -20,6 +20,32 @@ mod status;
 
 pub use status::{DiscoveryStatus, PollStatus};
 
+/// Where a group's targets come from (validated config): one source per group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiscoverySpec {
+    Ecs(EcsDiscovery),
+}
+
+impl DiscoverySpec {
+    /// How often the source is polled (while it answers).
+    pub fn interval(&self) -> Duration {
+        match self {
+            DiscoverySpec::Ecs(ecs) => ecs.interval,
+        }
+    }
+
+    /// The source that follows this spec (ECS: its SDK clients, made from the AWS
+    /// chain; without the `ecs` feature, a source that always fails).
+    async fn open(self) -> Box<dyn Source> {
+        match self {
+            #[cfg(feature = "ecs")]
+            DiscoverySpec::Ecs(ecs) => Box::new(ecs::EcsSource::new(ecs).await),
+            #[cfg(not(feature = "ecs"))]
+            DiscoverySpec::Ecs(ecs) => Box::new(Unavailable(ecs)),
+        }
+    }
+}
+
 /// Where a group's targets come from in ECS (validated config).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EcsDiscovery {
@@ -86,7 +112,7 @@ pub type DiscoveredTargets = Arc<ArcSwap<HashMap<String, Vec<Discovered>>>>;
 /// Polls the source of each discovering group; on a change, stores the targets and
 /// asks for a routing rebuild.
 pub struct DiscoveryService {
-    pub groups: Vec<(String, EcsDiscovery)>,
+    pub groups: Vec<(String, DiscoverySpec)>,
     pub discovered: DiscoveredTargets,
     pub rebuild: Arc<dyn Fn() + Send + Sync>,
     /// What each group's polls last saw, for the status page.
@@ -114,7 +140,7 @@ fn backoff(interval: Duration, failures: u32) -> Duration {
 /// last, and keeps the last good one while polls fail.
 async fn follow(
     group: String,
-    mut source: impl Source,
+    mut source: Box<dyn Source>,
     interval: Duration,
     discovered: DiscoveredTargets,
     rebuild: Arc<dyn Fn() + Send + Sync>,
@@ -168,16 +194,13 @@ impl BackgroundService for DiscoveryService {
         let tasks: Vec<_> = self
             .groups
             .iter()
-            .map(|(group, config)| {
-                let (group, config) = (group.clone(), config.clone());
+            .map(|(group, spec)| {
+                let (group, spec) = (group.clone(), spec.clone());
                 let (discovered, rebuild) = (self.discovered.clone(), self.rebuild.clone());
                 let status = self.status.clone();
                 tokio::spawn(async move {
-                    let interval = config.interval;
-                    #[cfg(feature = "ecs")]
-                    let source = ecs::EcsSource::new(config).await;
-                    #[cfg(not(feature = "ecs"))]
-                    let source = Unavailable(config);
+                    let interval = spec.interval();
+                    let source = spec.open().await;
                     follow(group, source, interval, discovered, rebuild, status).await
                 })
             })

@@ -55,10 +55,10 @@ fn start(answers: Vec<Result<Vec<Discovered>, DiscoveryError>>) -> Run {
     let discovered: DiscoveredTargets = Arc::default();
     let rebuilds = Arc::new(AtomicUsize::new(0));
     let counter = rebuilds.clone();
-    let source = Scripted {
+    let source = Box::new(Scripted {
         answers: answers.into(),
         polls: polls.clone(),
-    };
+    });
     let status = DiscoveryStatus::default();
     let task = tokio::spawn(follow(
         "g".into(),
