@@ -1,7 +1,7 @@
 //! Targets that follow a discovery source: each discovering group polls its
 //! [`Source`], keeps the last good answer when a poll fails, backs off with jitter,
-//! and republishes routing when its targets change. ECS ([`ecs`], behind the `ecs`
-//! cargo feature, on by default) is the one source today.
+//! and republishes routing when its targets change. Two sources: ECS ([`ecs`], behind
+//! the `ecs` cargo feature, on by default) and a file of targets ([`file`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,14 +16,17 @@ use rand::Rng;
 
 #[cfg(feature = "ecs")]
 pub mod ecs;
+pub mod file;
 mod status;
 
+pub use file::{FileDiscovery, FileError};
 pub use status::{DiscoveryStatus, PollStatus};
 
 /// Where a group's targets come from (validated config): one source per group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DiscoverySpec {
     Ecs(EcsDiscovery),
+    File(FileDiscovery),
 }
 
 impl DiscoverySpec {
@@ -31,6 +34,7 @@ impl DiscoverySpec {
     pub fn interval(&self) -> Duration {
         match self {
             DiscoverySpec::Ecs(ecs) => ecs.interval,
+            DiscoverySpec::File(file) => file.interval,
         }
     }
 
@@ -42,6 +46,7 @@ impl DiscoverySpec {
             DiscoverySpec::Ecs(ecs) => Box::new(ecs::EcsSource::new(ecs).await),
             #[cfg(not(feature = "ecs"))]
             DiscoverySpec::Ecs(ecs) => Box::new(Unavailable(ecs)),
+            DiscoverySpec::File(file) => Box::new(file::FileSource::new(file)),
         }
     }
 }
@@ -67,17 +72,22 @@ pub struct EcsDiscovery {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Discovered {
     pub addr: SocketAddr,
-    pub task_arn: String,
-    /// The task is stopping (desiredStatus STOPPED) but still running: drain it.
+    /// The ECS task behind the target (shown by `tether targets`); none from a file.
+    pub task_arn: Option<String>,
+    /// Listed but not to take new requests (ECS: the task is stopping, desiredStatus
+    /// STOPPED, but still running; a file: `"draining": true`): drain it.
     pub draining: bool,
 }
 
-/// Why a poll failed: which call, and what it said.
+/// Why a poll failed.
 #[derive(Debug, thiserror::Error)]
-#[error("{call}: {message}")]
-pub struct DiscoveryError {
-    pub call: &'static str,
-    pub message: String,
+pub enum DiscoveryError {
+    /// A call to the source's API: which call, and what it said.
+    #[error("{call}: {message}")]
+    Call { call: &'static str, message: String },
+    /// The targets file: unreadable, empty, or wrong at a line.
+    #[error(transparent)]
+    File(#[from] FileError),
 }
 
 /// Where one group's targets come from. The poll loop ([`follow`]) calls `poll` once
@@ -221,7 +231,7 @@ struct Unavailable(EcsDiscovery);
 #[async_trait]
 impl Source for Unavailable {
     async fn poll(&mut self) -> Result<Vec<Discovered>, DiscoveryError> {
-        Err(DiscoveryError {
+        Err(DiscoveryError::Call {
             call: "ecs",
             message: format!(
                 "cluster {}: this tether was built without the `ecs` feature",

@@ -28,13 +28,13 @@ impl Source for Scripted {
 fn target(port: u16) -> Discovered {
     Discovered {
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        task_arn: format!("task-{port}"),
+        task_arn: Some(format!("task-{port}")),
         draining: false,
     }
 }
 
 fn down() -> DiscoveryError {
-    DiscoveryError {
+    DiscoveryError::Call {
         call: "ListTasks",
         message: "ThrottlingException".into(),
     }
