@@ -179,7 +179,7 @@ pub struct TargetGroupConfig {
     pub lifecycle: Lifecycle,
     /// HTTPS to the targets (`protocol = "HTTPS"`).
     pub upstream_tls: Option<UpstreamTls>,
-    /// Targets from a discovery source (ECS) instead of `targets`.
+    /// Targets from a discovery source (ECS, a file) instead of `targets`.
     pub discovery: Option<crate::discovery::DiscoverySpec>,
 }
 
