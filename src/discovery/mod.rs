@@ -94,9 +94,10 @@ pub enum DiscoveryError {
 /// per interval, one call at a time, and each answer is a full look at the group:
 ///
 /// - `Ok(targets)` is the whole truth, sorted by address (an unchanged answer must
-///   compare equal, or it is republished). The targets listed take traffic (after their first passing health check), those
-///   marked `draining` drain, and every target of the group left out drains for the
-///   deregistration delay, as a target removed from the config does.
+///   compare equal, or it is republished). The targets listed take traffic (after
+///   their first passing health check), those marked `draining` drain, and every
+///   target of the group left out drains for the deregistration delay, as a target
+///   removed from the config does.
 /// - `Ok(vec![])` therefore drains the whole group: new requests get 503 at once. A
 ///   source answers it only when it knows the group has no targets (ECS: the service
 ///   runs no task; a file that lists `[]`), never because it could not tell.
