@@ -14,9 +14,10 @@
 //! time, size or inode changed, so both a tool that writes in place and one that
 //! renames a new file over the old are seen, and an unchanged file costs a `stat`.
 //!
-//! A missing, unreadable or empty file, or one wrong at a line, is an error, and the
-//! poll loop keeps the last good targets: an empty file is what a tool that truncates
-//! and then writes leaves for a moment, so only an explicit JSON `[]` empties a group.
+//! A missing, unreadable or empty file, or one wrong at a line (a syntax error, a bad
+//! address, an address listed twice), is an error, and the poll loop keeps the last
+//! good targets: an empty file is what a tool that truncates and then writes leaves
+//! for a moment, so only an explicit JSON `[]` empties a group.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -56,6 +57,7 @@ pub enum Format {
 }
 
 impl Format {
+    /// The format of a file named `path`.
     pub fn of(path: &Path) -> Format {
         match path.extension() {
             Some(ext) if ext.eq_ignore_ascii_case("json") => Format::Json,
