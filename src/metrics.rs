@@ -293,7 +293,7 @@ impl Metrics {
     fn own_families(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
         let mut polls = Family::new(
             "tether_discovery_polls",
-            "Discovery polls (ECS) of the target group.",
+            "Discovery polls (ECS or a targets file) of the target group.",
         );
         let mut failures = Family::new(
             "tether_discovery_poll_failures",

@@ -144,7 +144,7 @@ impl Reloader {
 }
 
 /// Which groups discover their targets, and how.
-fn discovery_of(config: &Config) -> Vec<(String, Option<crate::discovery::EcsDiscovery>)> {
+fn discovery_of(config: &Config) -> Vec<(String, Option<crate::discovery::DiscoverySpec>)> {
     config
         .target_groups
         .iter()

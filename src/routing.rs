@@ -110,8 +110,9 @@ fn build_group(
     in_use: bool,
     discovered: Option<&[Discovered]>,
 ) -> Arc<TargetGroup> {
-    // A discovering group's targets are the tasks that take traffic (a stopping
-    // task is left out, so it drains like a target removed from the config).
+    // A discovering group's targets are those that take traffic (a stopping task,
+    // or a file's draining entry, is left out, so it drains like a target removed
+    // from the config).
     let addrs: Vec<std::net::SocketAddr> = match (&g.discovery, discovered) {
         (Some(_), Some(found)) => found
             .iter()
@@ -126,7 +127,7 @@ fn build_group(
             found
                 .iter()
                 .find(|d| d.addr == addr)
-                .map(|d| d.task_arn.clone())
+                .and_then(|d| d.task_arn.clone())
         })
     };
     let checked = g.lifecycle.health_check.enabled;

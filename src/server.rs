@@ -292,17 +292,17 @@ impl Tether {
             admin = Some(service.addr);
             server.add_service(background_service("admin", service));
         }
-        let ecs_groups: Vec<_> = config
+        let discovering: Vec<_> = config
             .target_groups
             .iter()
             .filter_map(|g| g.discovery.clone().map(|d| (g.name.clone(), d)))
             .collect();
-        if !ecs_groups.is_empty() {
+        if !discovering.is_empty() {
             let rebuilder = reloader.clone();
             server.add_service(background_service(
-                "ECS discovery",
+                "discovery",
                 DiscoveryService {
-                    groups: ecs_groups,
+                    groups: discovering,
                     discovered,
                     rebuild: Arc::new(move || rebuilder.rebuild()),
                     status: discovery_status,

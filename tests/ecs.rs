@@ -332,43 +332,6 @@ deregistration_delay = "30s"
     )
 }
 
-async fn served_by(lb: &TetherProc, path: &str, n: usize) -> HashMap<String, usize> {
-    let mut client = Client::connect(lb.addr()).await;
-    let mut seen = HashMap::new();
-    for _ in 0..n {
-        let r = client.get(path).await;
-        // Before the first discovery the group is empty (503): recorded as such.
-        let key = if r.status == 200 {
-            r.text()
-        } else {
-            format!("status {}", r.status)
-        };
-        *seen.entry(key).or_default() += 1;
-        if r.status != 200 {
-            client = Client::connect(lb.addr()).await;
-        }
-    }
-    seen
-}
-
-/// Waits (bounded) until the requests to `path` are served by exactly `want`.
-async fn wait_served(lb: &TetherProc, path: &str, want: &[&str]) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let seen = served_by(lb, path, 12).await;
-        let mut ids: Vec<&str> = seen.keys().map(String::as_str).collect();
-        ids.sort();
-        if ids == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "served by {ids:?}, want {want:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 fn awsvpc(arn: &str, ip: &str, last: &'static str, desired: &'static str) -> FakeTask {
     FakeTask {
         arn: arn.into(),
@@ -379,19 +342,6 @@ fn awsvpc(arn: &str, ip: &str, last: &'static str, desired: &'static str) -> Fak
         instance: None,
         bindings: Vec::new(),
     }
-}
-
-/// What the admin API's status page shows of `group`'s discovery.
-async fn discovery_status(lb: &TetherProc, group: &str) -> tether::admin::status::DiscoveryView {
-    let mut admin = Client::connect(SocketAddr::from(([127, 0, 0, 1], lb.admin_port))).await;
-    let reply = admin.get("/status").await;
-    let status: tether::admin::status::Status =
-        serde_json::from_slice(&reply.body).expect("/status JSON");
-    status
-        .discovery
-        .into_iter()
-        .find(|d| d.group == group)
-        .unwrap_or_else(|| panic!("no discovery status for {group}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -668,4 +618,69 @@ async fn it_should_refuse_a_reload_that_changes_discovery() {
         Client::connect(lb.addr()).await.get("/").await.text(),
         "static"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn it_should_follow_an_ecs_group_and_a_file_group_side_by_side() {
+    let task = Backend::start_at(SocketAddr::from(([127, 0, 0, 8], 0)), "ecs-task").await;
+    let port = task.addr.port();
+    let listed = Backend::start("file-target").await;
+    let fake: Fake = Arc::default();
+    fake.lock()
+        .unwrap()
+        .tasks
+        .push(awsvpc("arn:ecs-task", "127.0.0.8", "RUNNING", "RUNNING"));
+    let endpoint = start_fake(fake.clone()).await;
+    let config = format!(
+        r#"
+[load_balancer]
+alb_limits = false
+admin = "127.0.0.1:{{admin}}"
+[[listener]]
+address = "127.0.0.1"
+port = {{port}}
+default_action = {{ forward = "socket" }}
+  [[listener.rule]]
+  priority = 10
+  conditions = {{ path_pattern = ["/files/*"] }}
+  action = {{ forward = "files" }}
+{}
+[target_group.files]
+discovery = {{ file = {{ path = "targets.txt", interval = "200ms" }} }}
+health_check = {{ path = "/health", interval = "200ms", timeout = "100ms", healthy_threshold = 2 }}
+"#,
+        ecs_group("socket", "socket-service", port, endpoint),
+    );
+    let lb = TetherProc::start_with_env(&config, AWS_ENV).await;
+    let file = lb.config_path.with_file_name("targets.txt");
+    std::fs::write(&file, format!("{}\n", listed.addr)).unwrap();
+    wait_served(&lb, "/", &["ecs-task"]).await;
+    wait_served(&lb, "/files/a", &["file-target"]).await;
+
+    // A bad file fails its own group's polls only; both keep serving.
+    std::fs::write(&file, "not a target\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while discovery_status(&lb, "files")
+        .await
+        .failing_since_ms
+        .is_none()
+    {
+        assert!(Instant::now() < deadline, "the bad file was never seen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let files = discovery_status(&lb, "files").await;
+    assert!(
+        files.last_error.as_deref().is_some_and(|e| e.ends_with(
+            "targets.txt:1:1: \"not a target\": one IP:port a line (comments start with #)"
+        )),
+        "{files:?}"
+    );
+    let socket = discovery_status(&lb, "socket").await;
+    assert!(
+        socket.failing_since_ms.is_none() && socket.targets == 1,
+        "{socket:?}"
+    );
+    wait_served(&lb, "/", &["ecs-task"]).await;
+    wait_served(&lb, "/files/a", &["file-target"]).await;
+    drop((task, listed));
 }

@@ -179,8 +179,8 @@ pub struct TargetGroupConfig {
     pub lifecycle: Lifecycle,
     /// HTTPS to the targets (`protocol = "HTTPS"`).
     pub upstream_tls: Option<UpstreamTls>,
-    /// Targets from ECS instead of `targets`.
-    pub discovery: Option<crate::discovery::EcsDiscovery>,
+    /// Targets from a discovery source (ECS, a file) instead of `targets`.
+    pub discovery: Option<crate::discovery::DiscoverySpec>,
 }
 
 impl Config {

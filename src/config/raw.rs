@@ -372,7 +372,15 @@ pub(super) struct RawTargetGroup {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDiscovery {
-    pub(super) ecs: Spanned<RawEcs>,
+    pub(super) ecs: Option<Spanned<RawEcs>>,
+    pub(super) file: Option<Spanned<RawFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFile {
+    pub(super) path: Spanned<String>,
+    pub(super) interval: Option<Spanned<HumanDuration>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -916,3 +916,70 @@ fn an_access_log_needs_a_path() {
         "2:14: missing field `path`",
     );
 }
+
+// === Discovery ===
+
+/// A listener forwarding to `web`, whose group is `group` (TOML lines).
+fn with_web_group(group: &str) -> String {
+    format!(
+        "[[listener]]\nport = 8080\ndefault_action = {{ forward = \"web\" }}\n[target_group.web]\n{group}\n"
+    )
+}
+
+#[test]
+fn a_targets_file_is_taken_from_the_config_files_directory_and_need_not_exist() {
+    let src = with_web_group("discovery = { file = { path = \"targets.json\" } }");
+    let c = Config::parse(&src, Path::new("/etc/tether/tether.toml")).unwrap();
+    assert_eq!(
+        c.target_groups[0].discovery,
+        Some(crate::discovery::DiscoverySpec::File(
+            crate::discovery::FileDiscovery {
+                path: PathBuf::from("/etc/tether/targets.json"),
+                interval: Duration::from_secs(5),
+            }
+        ))
+    );
+    let src = with_web_group(
+        "discovery = { file = { path = \"/run/targets.txt\", interval = \"200ms\" } }",
+    );
+    let c = Config::parse(&src, Path::new("/etc/tether/tether.toml")).unwrap();
+    let Some(crate::discovery::DiscoverySpec::File(f)) = &c.target_groups[0].discovery else {
+        panic!("{:?}", c.target_groups[0].discovery);
+    };
+    assert_eq!(f.path, Path::new("/run/targets.txt"));
+    assert_eq!(f.interval, Duration::from_millis(200));
+}
+
+#[test]
+fn a_discovery_block_needs_one_source_with_its_keys() {
+    rejects(
+        &with_web_group("discovery = {}"),
+        "5:13: discovery needs a source: `ecs = { … }` or `file = { path = \"…\" }`",
+    );
+    rejects(
+        &with_web_group("discovery = { file = { path = \"t.json\" }, ecs = { cluster = \"c\", service = \"s\", container_port = 80 } }"),
+        "5:22: discovery takes one source: `ecs` or `file`, not both",
+    );
+    rejects(
+        &with_web_group("discovery = { file = { interval = \"5s\" } }"),
+        "5:22: missing field `path`",
+    );
+    rejects(
+        &with_web_group("discovery = { file = { path = \"t.json\", format = \"json\" } }"),
+        "5:41: unknown field `format`, expected `path` or `interval`",
+    );
+    rejects(
+        &with_web_group("discovery = { file = { path = \" \" } }"),
+        "5:31: file discovery needs a path",
+    );
+    rejects(
+        &with_web_group("discovery = { file = { path = \"t.json\", interval = \"10ms\" } }"),
+        "5:52: interval must be between 100ms and 1h",
+    );
+    rejects(
+        &with_web_group(
+            "targets = [\"127.0.0.1:9001\"]\ndiscovery = { file = { path = \"t.json\" } }",
+        ),
+        "5:12: a group takes targets from either `targets` or `discovery`, not both",
+    );
+}

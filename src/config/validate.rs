@@ -148,7 +148,7 @@ pub(super) fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config
         };
         let lifecycle = build_lifecycle(ctx, &g, alb_limits)?;
         let upstream_tls = build_upstream_tls(ctx, &g, path)?;
-        let discovery = build_discovery(ctx, &g)?;
+        let discovery = build_discovery(ctx, &g, path)?;
         let stickiness = match g.stickiness {
             Some(st) => build_stickiness(ctx, st)?,
             None => None,
@@ -512,29 +512,92 @@ fn build_stickiness(
     }))
 }
 
-/// ECS discovery of a group: a service (with its container port), or the services
-/// bound to an ALB target group ARN (container and port from that binding).
+/// Where a discovering group's targets come from: ECS or a file, one of them.
 fn build_discovery(
     ctx: &Ctx<'_>,
     g: &RawTargetGroup,
-) -> Result<Option<crate::discovery::EcsDiscovery>, ConfigError> {
+    config_path: &Path,
+) -> Result<Option<crate::discovery::DiscoverySpec>, ConfigError> {
+    use crate::discovery::DiscoverySpec;
     let Some(d) = &g.discovery else {
         return Ok(None);
     };
-    let ecs = d.get_ref().ecs.get_ref();
-    let span = d.get_ref().ecs.span();
+    match (&d.get_ref().ecs, &d.get_ref().file) {
+        (Some(ecs), None) => build_ecs(ctx, g, ecs).map(|e| Some(DiscoverySpec::Ecs(e))),
+        (None, Some(file)) => {
+            build_file(ctx, g, file, config_path).map(|f| Some(DiscoverySpec::File(f)))
+        }
+        (Some(_), Some(file)) => Err(ctx.err(
+            file.span(),
+            "discovery takes one source: `ecs` or `file`, not both",
+        )),
+        (None, None) => Err(ctx.err(
+            d.span(),
+            "discovery needs a source: `ecs = { … }` or `file = { path = \"…\" }`",
+        )),
+    }
+}
+
+/// A group's targets from `discovery` refuse `targets` beside it.
+fn no_static_targets(ctx: &Ctx<'_>, g: &RawTargetGroup) -> Result<(), ConfigError> {
+    match g.targets.first() {
+        Some(t) => Err(ctx.err(
+            t.span(),
+            "a group takes targets from either `targets` or `discovery`, not both",
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Targets from a file: its path (relative to the config file's directory; it need
+/// not exist yet, a tool may write it later) and the poll interval (default 5 s,
+/// 100 ms – 1 h).
+fn build_file(
+    ctx: &Ctx<'_>,
+    g: &RawTargetGroup,
+    file: &Spanned<RawFile>,
+    config_path: &Path,
+) -> Result<crate::discovery::FileDiscovery, ConfigError> {
+    no_static_targets(ctx, g)?;
+    let raw = file.get_ref();
+    if raw.path.get_ref().trim().is_empty() {
+        return Err(ctx.err(raw.path.span(), "file discovery needs a path"));
+    }
+    let interval = match &raw.interval {
+        Some(i) => check_duration(
+            ctx,
+            i,
+            "interval",
+            Duration::from_millis(100),
+            Duration::from_secs(3600),
+        )?,
+        None => crate::discovery::file::DEFAULT_INTERVAL,
+    };
+    Ok(crate::discovery::FileDiscovery {
+        path: config_path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(raw.path.get_ref()),
+        interval,
+    })
+}
+
+/// ECS discovery of a group: a service (with its container port), or the services
+/// bound to an ALB target group ARN (container and port from that binding).
+fn build_ecs(
+    ctx: &Ctx<'_>,
+    g: &RawTargetGroup,
+    ecs: &Spanned<RawEcs>,
+) -> Result<crate::discovery::EcsDiscovery, ConfigError> {
+    let span = ecs.span();
+    let ecs = ecs.get_ref();
     if !cfg!(feature = "ecs") {
         return Err(ctx.err(
             span,
             "ecs discovery: this tether was built without the `ecs` feature (cargo build --features ecs)",
         ));
     }
-    if let Some(t) = g.targets.first() {
-        return Err(ctx.err(
-            t.span(),
-            "a group takes targets from either `targets` or `discovery`, not both",
-        ));
-    }
+    no_static_targets(ctx, g)?;
     match (&ecs.service, &ecs.target_group_arn) {
         (Some(_), Some(_)) | (None, None) => {
             return Err(ctx.err(
@@ -560,7 +623,7 @@ fn build_discovery(
         )?,
         None => Duration::from_secs(10),
     };
-    Ok(Some(crate::discovery::EcsDiscovery {
+    Ok(crate::discovery::EcsDiscovery {
         cluster: ecs.cluster.clone(),
         service: ecs.service.clone(),
         target_group_arn: ecs.target_group_arn.clone(),
@@ -569,7 +632,7 @@ fn build_discovery(
         interval,
         region: ecs.region.clone(),
         endpoint_url: ecs.endpoint_url.clone(),
-    }))
+    })
 }
 
 /// HTTPS to a group's targets: verified against `ca_file` (or the system roots), for

@@ -98,7 +98,7 @@ pub fn targets_from_tasks(
         if let Some(addr) = addr {
             out.push(Discovered {
                 addr,
-                task_arn: task_arn.to_string(),
+                task_arn: Some(task_arn.to_string()),
                 draining: task.desired_status() == Some("STOPPED"),
             });
         }
@@ -111,7 +111,7 @@ pub fn targets_from_tasks(
 // === Calls ===
 
 fn call_err<E: std::fmt::Display>(call: &'static str) -> impl Fn(E) -> DiscoveryError {
-    move |e| DiscoveryError {
+    move |e| DiscoveryError::Call {
         call,
         message: e.to_string(),
     }
@@ -441,7 +441,7 @@ mod tests {
         let got = targets_from_tasks(&tasks, &binding(), &HashMap::new());
         let summary: Vec<(String, bool)> = got
             .iter()
-            .map(|d| (d.task_arn.clone(), d.draining))
+            .map(|d| (d.task_arn.clone().unwrap_or_default(), d.draining))
             .collect();
         assert_eq!(
             summary,

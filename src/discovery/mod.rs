@@ -1,7 +1,7 @@
 //! Targets that follow a discovery source: each discovering group polls its
 //! [`Source`], keeps the last good answer when a poll fails, backs off with jitter,
-//! and republishes routing when its targets change. ECS ([`ecs`], behind the `ecs`
-//! cargo feature, on by default) is the one source today.
+//! and republishes routing when its targets change. Two sources: ECS ([`ecs`], behind
+//! the `ecs` cargo feature, on by default) and a file of targets ([`file`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,9 +16,40 @@ use rand::Rng;
 
 #[cfg(feature = "ecs")]
 pub mod ecs;
+pub mod file;
 mod status;
 
+pub use file::{FileDiscovery, FileError};
 pub use status::{DiscoveryStatus, PollStatus};
+
+/// Where a group's targets come from (validated config): one source per group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiscoverySpec {
+    Ecs(EcsDiscovery),
+    File(FileDiscovery),
+}
+
+impl DiscoverySpec {
+    /// How often the source is polled (while it answers).
+    pub fn interval(&self) -> Duration {
+        match self {
+            DiscoverySpec::Ecs(ecs) => ecs.interval,
+            DiscoverySpec::File(file) => file.interval,
+        }
+    }
+
+    /// The source that follows this spec (ECS: its SDK clients, made from the AWS
+    /// chain; without the `ecs` feature, a source that always fails).
+    async fn open(self) -> Box<dyn Source> {
+        match self {
+            #[cfg(feature = "ecs")]
+            DiscoverySpec::Ecs(ecs) => Box::new(ecs::EcsSource::new(ecs).await),
+            #[cfg(not(feature = "ecs"))]
+            DiscoverySpec::Ecs(ecs) => Box::new(Unavailable(ecs)),
+            DiscoverySpec::File(file) => Box::new(file::FileSource::new(file)),
+        }
+    }
+}
 
 /// Where a group's targets come from in ECS (validated config).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,20 +72,44 @@ pub struct EcsDiscovery {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Discovered {
     pub addr: SocketAddr,
-    pub task_arn: String,
-    /// The task is stopping (desiredStatus STOPPED) but still running: drain it.
+    /// The ECS task behind the target (shown by `tether targets`); none from a file.
+    pub task_arn: Option<String>,
+    /// Listed but not to take new requests (ECS: the task is stopping, desiredStatus
+    /// STOPPED, but still running; a file: `"draining": true`): drain it.
     pub draining: bool,
 }
 
-/// Why a poll failed: which call, and what it said.
+/// Why a poll failed.
 #[derive(Debug, thiserror::Error)]
-#[error("{call}: {message}")]
-pub struct DiscoveryError {
-    pub call: &'static str,
-    pub message: String,
+pub enum DiscoveryError {
+    /// A call to the source's API: which call, and what it said.
+    #[error("{call}: {message}")]
+    Call { call: &'static str, message: String },
+    /// The targets file: unreadable, empty, or wrong at a line.
+    #[error(transparent)]
+    File(#[from] FileError),
 }
 
-/// What the poll loop needs from a discovery source: one full look at the targets.
+/// Where one group's targets come from. The poll loop ([`follow`]) calls `poll` once
+/// per interval, one call at a time, and each answer is a full look at the group:
+///
+/// - `Ok(targets)` is the whole truth, sorted by address (an unchanged answer must
+///   compare equal, or it is republished). The targets listed take traffic (after
+///   their first passing health check), those marked `draining` drain, and every
+///   target of the group left out drains for the deregistration delay, as a target
+///   removed from the config does.
+/// - `Ok(vec![])` therefore drains the whole group: new requests get 503 at once. A
+///   source answers it only when it knows the group has no targets (ECS: the service
+///   runs no task; a file that lists `[]`), never because it could not tell.
+/// - `Err(_)` means "could not tell": the loop keeps the last good targets (a group is
+///   never emptied by a failure), shows the error on the status page, and backs off
+///   (doubling from the interval to 8 intervals, at most 2 minutes, with jitter). A
+///   source unsure of its answer (a call failed, a file unreadable, half written,
+///   empty or unparsable) answers `Err` rather than a guess.
+/// - Cancellation: at shutdown the loop's task is aborted, so a `poll` future may be
+///   dropped at any await point. It must hold nothing that needs cleanup (no lock or
+///   temporary file across an await) and leave `self` fit for a next poll: state it
+///   keeps between polls (a cache) is updated only with what it has finished reading.
 #[async_trait]
 pub trait Source: Send {
     async fn poll(&mut self) -> Result<Vec<Discovered>, DiscoveryError>;
@@ -68,7 +123,7 @@ pub type DiscoveredTargets = Arc<ArcSwap<HashMap<String, Vec<Discovered>>>>;
 /// Polls the source of each discovering group; on a change, stores the targets and
 /// asks for a routing rebuild.
 pub struct DiscoveryService {
-    pub groups: Vec<(String, EcsDiscovery)>,
+    pub groups: Vec<(String, DiscoverySpec)>,
     pub discovered: DiscoveredTargets,
     pub rebuild: Arc<dyn Fn() + Send + Sync>,
     /// What each group's polls last saw, for the status page.
@@ -96,7 +151,7 @@ fn backoff(interval: Duration, failures: u32) -> Duration {
 /// last, and keeps the last good one while polls fail.
 async fn follow(
     group: String,
-    mut source: impl Source,
+    mut source: Box<dyn Source>,
     interval: Duration,
     discovered: DiscoveredTargets,
     rebuild: Arc<dyn Fn() + Send + Sync>,
@@ -150,16 +205,13 @@ impl BackgroundService for DiscoveryService {
         let tasks: Vec<_> = self
             .groups
             .iter()
-            .map(|(group, config)| {
-                let (group, config) = (group.clone(), config.clone());
+            .map(|(group, spec)| {
+                let (group, spec) = (group.clone(), spec.clone());
                 let (discovered, rebuild) = (self.discovered.clone(), self.rebuild.clone());
                 let status = self.status.clone();
                 tokio::spawn(async move {
-                    let interval = config.interval;
-                    #[cfg(feature = "ecs")]
-                    let source = ecs::EcsSource::new(config).await;
-                    #[cfg(not(feature = "ecs"))]
-                    let source = Unavailable(config);
+                    let interval = spec.interval();
+                    let source = spec.open().await;
                     follow(group, source, interval, discovered, rebuild, status).await
                 })
             })
@@ -180,7 +232,7 @@ struct Unavailable(EcsDiscovery);
 #[async_trait]
 impl Source for Unavailable {
     async fn poll(&mut self) -> Result<Vec<Discovered>, DiscoveryError> {
-        Err(DiscoveryError {
+        Err(DiscoveryError::Call {
             call: "ecs",
             message: format!(
                 "cluster {}: this tether was built without the `ecs` feature",

@@ -28,13 +28,13 @@ impl Source for Scripted {
 fn target(port: u16) -> Discovered {
     Discovered {
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        task_arn: format!("task-{port}"),
+        task_arn: Some(format!("task-{port}")),
         draining: false,
     }
 }
 
 fn down() -> DiscoveryError {
-    DiscoveryError {
+    DiscoveryError::Call {
         call: "ListTasks",
         message: "ThrottlingException".into(),
     }
@@ -55,10 +55,10 @@ fn start(answers: Vec<Result<Vec<Discovered>, DiscoveryError>>) -> Run {
     let discovered: DiscoveredTargets = Arc::default();
     let rebuilds = Arc::new(AtomicUsize::new(0));
     let counter = rebuilds.clone();
-    let source = Scripted {
+    let source = Box::new(Scripted {
         answers: answers.into(),
         polls: polls.clone(),
-    };
+    });
     let status = DiscoveryStatus::default();
     let task = tokio::spawn(follow(
         "g".into(),
@@ -168,4 +168,95 @@ fn the_backoff_doubles_up_to_eight_intervals_and_never_past_two_minutes() {
     assert_eq!(backoff(s(5), 3), s(40));
     assert_eq!(backoff(s(60), 3), s(120));
     assert_eq!(backoff(s(1), 9), s(8));
+}
+
+/// ECS and a file side by side, each group through its own `follow` as
+/// [`DiscoveryService`] runs them: ECS is played by a scripted source (the real one
+/// needs an endpoint: tests/ecs.rs has both against a fake one), the file is real and
+/// opened from its spec.
+#[tokio::test(start_paused = true)]
+async fn it_should_follow_an_ecs_group_and_a_file_group_through_the_same_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("targets.json");
+    std::fs::write(&path, r#"["127.0.0.1:2", "127.0.0.1:1"]"#).unwrap();
+    let discovered: DiscoveredTargets = Arc::default();
+    let status = DiscoveryStatus::default();
+    let rebuilds = Arc::new(AtomicUsize::new(0));
+    let counter = rebuilds.clone();
+    let rebuild: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+    });
+    let mut ecs_answers = vec![Ok(vec![target(7)])];
+    ecs_answers.extend((0..10).map(|_| Ok(vec![target(7), target(8)])));
+    let ecs = Box::new(Scripted {
+        answers: ecs_answers.into(),
+        polls: Arc::default(),
+    });
+    let file = DiscoverySpec::File(FileDiscovery {
+        path: path.clone(),
+        interval: INTERVAL,
+    })
+    .open()
+    .await;
+    let tasks = [
+        tokio::spawn(follow(
+            "ecs".into(),
+            ecs,
+            INTERVAL,
+            discovered.clone(),
+            rebuild.clone(),
+            status.clone(),
+        )),
+        tokio::spawn(follow(
+            "file".into(),
+            file,
+            INTERVAL,
+            discovered.clone(),
+            rebuild,
+            status.clone(),
+        )),
+    ];
+    let group = |name: &str| -> Vec<(u16, bool)> {
+        discovered.load()[name]
+            .iter()
+            .map(|t| (t.addr.port(), t.draining))
+            .collect()
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(group("ecs"), [(7, false)]);
+    assert_eq!(group("file"), [(1, false), (2, false)]);
+    assert_eq!(rebuilds.load(Ordering::SeqCst), 2);
+
+    // Both change: ECS scales out; the file drops 2, marks 1 draining, adds 3.
+    let tmp = dir.path().join("targets.json.tmp");
+    std::fs::write(
+        &tmp,
+        r#"[{ "address": "127.0.0.1:1", "draining": true }, "127.0.0.1:3"]"#,
+    )
+    .unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    tokio::time::sleep(INTERVAL).await;
+    assert_eq!(group("ecs"), [(7, false), (8, false)]);
+    assert_eq!(group("file"), [(1, true), (3, false)]);
+    assert_eq!(rebuilds.load(Ordering::SeqCst), 4);
+
+    // A bad file: its group keeps its targets and shows the error; ECS goes on.
+    std::fs::write(&path, "[\n  \"127.0.0.1:3\",\n  \"garbage\"\n]").unwrap();
+    tokio::time::sleep(INTERVAL).await;
+    assert_eq!(group("file"), [(1, true), (3, false)]);
+    assert_eq!(rebuilds.load(Ordering::SeqCst), 4);
+    let all = status.snapshot();
+    let (_, ecs) = all.iter().find(|(g, _)| g == "ecs").unwrap();
+    let (_, file) = all.iter().find(|(g, _)| g == "file").unwrap();
+    assert_eq!((ecs.failures, ecs.targets), (0, 2), "{ecs:?}");
+    assert!(file.failing_since.is_some(), "{file:?}");
+    let error = file.last_error.as_deref().unwrap_or_default();
+    assert!(
+        error.starts_with(&format!("{}:3:", path.display()))
+            && error.contains("invalid target \"garbage\""),
+        "{error}"
+    );
+    for t in tasks {
+        t.abort();
+    }
 }

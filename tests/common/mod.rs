@@ -988,6 +988,67 @@ pub async fn wait_state(lb: &TetherProc, addr: SocketAddr, state: &str) {
     }
 }
 
+// === Discovery ===
+
+/// Which backends answer `n` requests to `path` on one keep-alive connection, and how
+/// often (a non-200 answer is counted as `status N`, on a new connection).
+pub async fn served_by(
+    lb: &TetherProc,
+    path: &str,
+    n: usize,
+) -> std::collections::HashMap<String, usize> {
+    let mut client = Client::connect(lb.addr()).await;
+    let mut seen = std::collections::HashMap::new();
+    for _ in 0..n {
+        let r = client.get(path).await;
+        // Before the first discovery the group is empty (503): recorded as such.
+        let key = if r.status == 200 {
+            r.text()
+        } else {
+            format!("status {}", r.status)
+        };
+        *seen.entry(key).or_default() += 1;
+        if r.status != 200 {
+            client = Client::connect(lb.addr()).await;
+        }
+    }
+    seen
+}
+
+/// Waits (bounded) until the requests to `path` are served by exactly `want`.
+pub async fn wait_served(lb: &TetherProc, path: &str, want: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let seen = served_by(lb, path, 12).await;
+        let mut ids: Vec<&str> = seen.keys().map(String::as_str).collect();
+        ids.sort();
+        if ids == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "served by {ids:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// What the admin API's status page shows of `group`'s discovery.
+pub async fn discovery_status(
+    lb: &TetherProc,
+    group: &str,
+) -> tether::admin::status::DiscoveryView {
+    let mut admin = Client::connect(SocketAddr::from(([127, 0, 0, 1], lb.admin_port))).await;
+    let reply = admin.get("/status").await;
+    let status: tether::admin::status::Status =
+        serde_json::from_slice(&reply.body).expect("/status JSON");
+    status
+        .discovery
+        .into_iter()
+        .find(|d| d.group == group)
+        .unwrap_or_else(|| panic!("no discovery status for {group}"))
+}
+
 // === TLS backend ===
 
 /// A hyper backend behind TLS (a certificate of `pki` for 127.0.0.1, `a.internal`
