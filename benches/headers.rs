@@ -13,7 +13,8 @@ use arc_swap::ArcSwap;
 use criterion::{criterion_group, criterion_main, Criterion};
 use tether::config::Config;
 use tether::exchange::ListenerInfo;
-use tether::http1::{prepare, ClientConn, Http1App};
+use tether::http1::{prepare, ClientConn};
+use tether::listener::ListenerApp;
 use tether::routing::Routing;
 use tether::sticky::{expires, request_cookie_or, set_cookie, CookieFlags, AWSALB, AWSALBCORS};
 
@@ -62,7 +63,7 @@ fn bench(c: &mut Criterion) {
         None,
         &Default::default(),
     )));
-    let app = Http1App {
+    let app = ListenerApp {
         listener: ListenerInfo::new(0, 8080, tether::settings::Protocol::Http),
         routing,
         client_header_timeout: std::time::Duration::from_secs(60),

@@ -17,49 +17,17 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 
-use crate::access_log::{AccessLog, ActionKind};
+use crate::access_log::ActionKind;
 use crate::headers::Headers;
+pub use crate::listener::ListenerInfo;
 use crate::routing::Routing;
 use crate::rules::{Action, Forward, RedirectInput, RequestInfo};
-use crate::settings::{Protocol, StickinessKind, UpstreamTls};
+use crate::settings::{StickinessKind, UpstreamTls};
 use crate::socketio;
 use crate::stats::ListenerStats;
 use crate::sticky::{self, CookieFlags, KeyRing, Pin, Purpose};
 use crate::target_group::{Outstanding, PickedBy, PinHints, Target, TargetGroup};
 use crate::transform::Rewritten;
-
-/// What an engine knows of the listener a request came in on.
-#[derive(Debug, Clone)]
-pub struct ListenerInfo {
-    /// Index of the listener in the config (its rule set in [`Routing::listeners`]).
-    pub index: usize,
-    pub port: u16,
-    pub protocol: Protocol,
-    /// `X-Forwarded-Port` and `-Proto` values, made once.
-    pub forwarded_port: Box<[u8]>,
-    pub forwarded_proto: &'static [u8],
-    /// The listener's counters (`GET /metrics`).
-    pub stats: Arc<ListenerStats>,
-    /// The access log, when one is configured.
-    pub access_log: Option<Arc<AccessLog>>,
-}
-
-impl ListenerInfo {
-    pub fn new(index: usize, port: u16, protocol: Protocol) -> Self {
-        ListenerInfo {
-            index,
-            port,
-            protocol,
-            forwarded_port: port.to_string().into_bytes().into_boxed_slice(),
-            forwarded_proto: match protocol {
-                Protocol::Http => b"http",
-                Protocol::Https => b"https",
-            },
-            stats: Arc::default(),
-            access_log: None,
-        }
-    }
-}
 
 /// What the core looks at in a request head.
 #[derive(Debug, Clone, Copy)]

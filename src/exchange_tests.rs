@@ -7,6 +7,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 
 use crate::headers::Header;
+use crate::settings::Protocol;
 
 // === Fixtures ===
 

@@ -211,7 +211,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 async fn probe(addr: SocketAddr, path: &str, https: bool) -> Result<u16, BoxError> {
     let stream = tokio::net::TcpStream::connect(addr).await?;
     if https {
-        let connector = tokio_rustls::TlsConnector::from(crate::tls::no_verify_client());
+        let connector = tokio_rustls::TlsConnector::from(crate::listener::tls::no_verify_client());
         let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
         let tls = connector.connect(name, stream).await?;
         return request(tls, addr, path).await;

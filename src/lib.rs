@@ -11,7 +11,7 @@
 pub mod access_log;
 pub mod admin;
 mod alb_regex;
-mod client;
+
 pub mod config;
 pub mod demo;
 pub mod discovery;
@@ -22,7 +22,7 @@ pub mod health;
 pub mod http1;
 mod http2;
 mod lifecycle;
-mod listener;
+pub mod listener;
 pub mod log_limit;
 pub mod metrics;
 mod observe;
@@ -37,7 +37,7 @@ pub mod stats;
 pub mod sticky;
 pub mod target;
 pub mod target_group;
-pub mod tls;
+pub use listener::tls;
 mod tls_session;
 mod transform;
 pub mod upgrade;

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::access_log::{ActionKind, Entry, Kind};
-use crate::client::ClientConn;
 use crate::exchange::{Exchange, LbResponse, ListenerInfo};
+use crate::listener::client::ClientConn;
 use crate::stats::ListenerStats;
 
 /// What the access log needs beyond the counters: taken only when it is on.

@@ -10,10 +10,10 @@ use arc_swap::ArcSwap;
 
 use crate::config::{Config, ConfigError};
 use crate::discovery::DiscoveredTargets;
+use crate::listener::tls::{CertResolver, TlsError};
 use crate::routing::{Routing, SharedRouting};
 use crate::settings::Protocol;
 use crate::stats::ReloadStats;
-use crate::tls::{CertResolver, TlsError};
 
 /// Why a reload was refused. The running config stays in force.
 #[derive(Debug, thiserror::Error)]

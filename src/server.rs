@@ -15,12 +15,12 @@ use crate::access_log::AccessLog;
 use crate::config::Config;
 use crate::discovery::{DiscoveredTargets, DiscoveryService, DiscoveryStatus};
 use crate::exchange::ListenerInfo;
-use crate::http1::Http1App;
+use crate::http1::ListenerApp;
+use crate::listener::tls::{CertResolver, CertStore};
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::routing::{Routing, SharedRouting};
 use crate::settings::Protocol;
-use crate::tls::{CertResolver, CertStore};
 use crate::upgrade::Start;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::ListenerConfig;
@@ -37,7 +37,7 @@ const DOWNSTREAM_WRITE_BUFFER: usize = 0;
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error(transparent)]
-    Tls(crate::tls::TlsError),
+    Tls(crate::listener::tls::TlsError),
     #[error("{0}")]
     Engine(String),
     #[error("cannot listen on {addr}: {source}")]
@@ -161,7 +161,7 @@ impl Tether {
             None,
             &discovered.load(),
         )));
-        crate::tls::install_provider();
+        crate::listener::tls::install_provider();
         let access_log = match &config.load_balancer.access_log {
             Some(target) => Some(
                 AccessLog::start(target.clone(), &config.load_balancer.name).map_err(|source| {
@@ -190,7 +190,7 @@ impl Tether {
             let tls13_only = l
                 .tls
                 .as_ref()
-                .is_some_and(|t| t.policy == crate::tls::SslPolicy::Tls13Only);
+                .is_some_and(|t| t.policy == crate::listener::tls::SslPolicy::Tls13Only);
             let mut listener = ListenerInfo::new(i, addr.port(), l.protocol);
             listener.access_log = access_log.clone();
             // Two listeners may share a port on different addresses: then the label
@@ -202,7 +202,7 @@ impl Tether {
                 Metrics::listener_label(l.protocol, addr.port())
             };
             listener_stats.push((label, listener.stats.clone()));
-            let app = Http1App {
+            let app = ListenerApp {
                 listener,
                 routing: routing.clone(),
                 client_header_timeout: config.load_balancer.client_header_timeout,
@@ -393,7 +393,7 @@ impl pingora::listeners::TlsAccept for KeepServerName {
         tls: &pingora::protocols::tls::TlsRef,
     ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
         let name = tls.server_name()?;
-        Some(Arc::new(crate::client::ServerName(name.into())))
+        Some(Arc::new(crate::listener::client::ServerName(name.into())))
     }
 }
 
@@ -401,7 +401,7 @@ impl pingora::listeners::TlsAccept for KeepServerName {
 /// file that fails to load keeps the running certificates and says why.
 struct CertWatch(Vec<Arc<CertResolver>>);
 
-fn modified(specs: &[crate::tls::CertSpec]) -> Vec<Option<std::time::SystemTime>> {
+fn modified(specs: &[crate::listener::tls::CertSpec]) -> Vec<Option<std::time::SystemTime>> {
     specs
         .iter()
         .flat_map(|s| [&s.cert, &s.key])

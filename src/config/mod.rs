@@ -163,8 +163,8 @@ pub struct ListenerConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerTls {
     /// The first is the default certificate.
-    pub certificates: Vec<crate::tls::CertSpec>,
-    pub policy: crate::tls::SslPolicy,
+    pub certificates: Vec<crate::listener::tls::CertSpec>,
+    pub policy: crate::listener::tls::SslPolicy,
 }
 
 #[derive(Debug, Clone)]

@@ -276,7 +276,7 @@ fn build_listener_tls(
     config_path: &Path,
     warnings: &mut Vec<String>,
 ) -> Result<Option<ListenerTls>, ConfigError> {
-    use crate::tls::{CertSpec, SslPolicy};
+    use crate::listener::tls::{CertSpec, SslPolicy};
     if protocol == Protocol::Http {
         if let Some(c) = &l.certificates {
             return Err(ctx.err(c.span(), "certificates go with protocol = \"HTTPS\""));
@@ -313,7 +313,7 @@ fn build_listener_tls(
             cert: base.join(&c.get_ref().cert),
             key: base.join(&c.get_ref().key),
         };
-        let loaded = crate::tls::load(&spec).map_err(|e| ctx.err(c.span(), e))?;
+        let loaded = crate::listener::tls::load(&spec).map_err(|e| ctx.err(c.span(), e))?;
         if loaded.expired(std::time::SystemTime::now()) {
             warnings.push(format!(
                 "{}: the certificate has expired: clients will refuse it",
@@ -660,7 +660,7 @@ fn build_upstream_tls(
                 .parent()
                 .unwrap_or(Path::new("."))
                 .join(f.get_ref());
-            let certs = crate::tls::load_ca(&path).map_err(|e| ctx.err(f.span(), e))?;
+            let certs = crate::listener::tls::load_ca(&path).map_err(|e| ctx.err(f.span(), e))?;
             Some(std::sync::Arc::new(certs))
         }
         None => None,

@@ -19,11 +19,10 @@ use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 
 use crate::access_log::Kind;
-pub use crate::client::ClientConn;
-use crate::exchange::{Decision, Exchange, Failure, LbResponse, ListenerInfo, Retry};
+use crate::exchange::{Decision, Exchange, Failure, LbResponse, Retry};
+pub use crate::listener::client::ClientConn;
+pub use crate::listener::ListenerApp;
 use crate::observe::{self, Record};
-use crate::routing::SharedRouting;
-use crate::settings::DesyncMode;
 use crate::stats::{ConnectionGuard, ListenerStats, Stall};
 use crate::target::{self, response, TargetConn};
 use parse::Framing;
@@ -33,21 +32,10 @@ use reply::response_head;
 pub use request::{prepare, Plan, Prepared};
 use request::{refused_detail, BodyState, Refused};
 
-/// One listener's engine settings.
-#[derive(Debug)]
-pub struct Http1App {
-    pub listener: ListenerInfo,
-    pub routing: SharedRouting,
-    pub client_header_timeout: Duration,
-    pub desync: DesyncMode,
-    /// The listener's policy allows TLS 1.3 only.
-    pub tls13_only: bool,
-}
-
 /// Serves an HTTP/1 client connection (after the listener's checks): requests until
 /// the connection ends, then its websocket, if it became one, in a task of its own.
 pub(crate) async fn serve(
-    app: &Arc<Http1App>,
+    app: &Arc<ListenerApp>,
     stream: Stream,
     client: ClientConn,
     keep_alive: Duration,
@@ -87,7 +75,7 @@ struct Tunnel {
 impl Tunnel {
     async fn run(
         mut self,
-        app: Arc<Http1App>,
+        app: Arc<ListenerApp>,
         mut io: Counted<Stream>,
         mut timer: relay::Timer,
         _guard: ConnectionGuard,
@@ -123,7 +111,7 @@ enum Next {
 
 /// One client connection.
 struct Conn<'a> {
-    app: &'a Arc<Http1App>,
+    app: &'a Arc<ListenerApp>,
     io: Counted<Stream>,
     /// The stream's byte counts when the current request began.
     counted: (u64, u64),
@@ -717,13 +705,13 @@ mod tests {
             std::path::Path::new("t.toml"),
         )
         .unwrap();
-        let app = Arc::new(Http1App {
-            listener: ListenerInfo::new(0, 1, crate::settings::Protocol::Http),
+        let app = Arc::new(ListenerApp {
+            listener: crate::listener::ListenerInfo::new(0, 1, crate::settings::Protocol::Http),
             routing: Arc::new(arc_swap::ArcSwap::from_pointee(
                 crate::routing::Routing::build(&config, None, &Default::default()),
             )),
             client_header_timeout: Duration::from_secs(60),
-            desync: DesyncMode::default(),
+            desync: crate::settings::DesyncMode::default(),
             tls13_only: false,
         });
         let (_tx, rx) = tokio::sync::watch::channel(false);

@@ -12,10 +12,10 @@ use crate::stats::ListenerStats;
 
 use super::chunked;
 use super::parse::{self, Framing, Verdict};
-use super::{ClientConn, Http1App};
+use super::{ClientConn, ListenerApp};
 use crate::exchange::RequestHead;
 
-impl Http1App {
+impl ListenerApp {
     /// Ends a head going to a target: ALB's forwarded headers, then the empty line.
     /// Returns where in `out` the trace id sent is.
     pub(crate) fn end_upstream_head(
@@ -139,7 +139,7 @@ pub(super) enum Refused {
 /// Parses and checks a request head (`head`: the bytes up to and including its empty
 /// line) and decides the request, without awaiting anything: nothing borrowed from
 /// the head outlives this call. `Err` is the status of a refused head.
-pub fn prepare(app: &Http1App, head: &[u8], client: &ClientConn) -> Result<Prepared, u16> {
+pub fn prepare(app: &ListenerApp, head: &[u8], client: &ClientConn) -> Result<Prepared, u16> {
     let len = head.len();
 
     let mut lines =
@@ -407,7 +407,7 @@ impl BodyState {
 
 /// What the access log can say of a refused head (a desync rejection, a bad Host):
 /// its request line and desync class, when it parses at all.
-pub(super) fn refused_detail(app: &Http1App, head: &[u8]) -> Option<Box<Detail>> {
+pub(super) fn refused_detail(app: &ListenerApp, head: &[u8]) -> Option<Box<Detail>> {
     let mut lines = [httparse::EMPTY_HEADER; parse::MAX_HEADERS];
     let mut req = httparse::Request::new(&mut lines);
     if !req.parse(head).ok()?.is_complete() {

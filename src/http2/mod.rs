@@ -19,12 +19,12 @@ use pingora::server::ShutdownWatch;
 use std::net::SocketAddr;
 
 use crate::access_log::Kind;
-use crate::client::ClientConn;
 use crate::exchange::{self, Decision, Exchange, Failure, LbResponse, RequestHead, Retry};
 use crate::forwarded;
 use crate::headers::{valid_host, Header, Headers};
 use crate::http1::parse::{self, Framing};
-use crate::http1::Http1App;
+use crate::listener::client::ClientConn;
+use crate::listener::ListenerApp;
 use crate::observe::{self, Detail, Record};
 use crate::settings::ListenerHeaders;
 use crate::target::{self, response, TargetConn};
@@ -39,7 +39,7 @@ type Body = BoxBody<Bytes, std::io::Error>;
 /// connection idle for `idle_timeout`, and closes one whose streams (or a request
 /// being started) stall.
 pub async fn serve(
-    app: Arc<Http1App>,
+    app: Arc<ListenerApp>,
     stream: Stream,
     client: ClientConn,
     keep_alive: Duration,
@@ -151,7 +151,7 @@ fn error(status: u16) -> Response<Body> {
 }
 
 async fn handle(
-    app: Arc<Http1App>,
+    app: Arc<ListenerApp>,
     client: ClientConn,
     req: Request<Incoming>,
     open: watchdog::OpenStream,
@@ -423,7 +423,7 @@ fn own_response(
 /// when the stream's task drops it.
 struct StreamRecord {
     rec: Record,
-    app: Arc<Http1App>,
+    app: Arc<ListenerApp>,
     client: ClientConn,
     finished: bool,
     /// Counts the stream open for the connection's watchdog while it lives.
@@ -465,7 +465,7 @@ struct Sent {
 /// that streams its body (its exchange and record still to be set).
 async fn forward(
     ex: &mut Exchange,
-    app: &Http1App,
+    app: &ListenerApp,
     sent: Sent,
     mut body: Incoming,
     rec: &mut Record,

@@ -10,12 +10,12 @@ use pingora::apps::ServerApp;
 use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
 
-use crate::client::ClientConn;
-use crate::http1::Http1App;
+use crate::listener::client::ClientConn;
+use crate::listener::ListenerApp;
 use crate::stats::ListenerStats;
 
 #[async_trait]
-impl ServerApp for Http1App {
+impl ServerApp for ListenerApp {
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
