@@ -97,6 +97,18 @@ pub fn error_page(status: u16) -> Bytes {
     ))
 }
 
+/// How an attempt to send a request went, when it failed before any response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempt {
+    /// The connection came from the pool.
+    pub reused: bool,
+    /// The whole request is still at hand (nothing streamed from the client is lost).
+    pub replayable: bool,
+    /// Sending it again cannot repeat an effect: no byte of it was written, or its
+    /// method is idempotent (RFC 9110 §9.2.2).
+    pub safe: bool,
+}
+
 /// What to do with a request.
 #[derive(Debug)]
 pub enum Decision {
@@ -448,15 +460,17 @@ impl Exchange {
     }
 
     /// The target closed or reset the connection before any byte of a response, or
-    /// refused the request's bytes. `reused`: the connection came from the pool;
-    /// `replayable`: the whole request is still at hand (nothing streamed from the
-    /// client is lost); `safe`: sending it again cannot repeat an effect, because no
-    /// byte of it was written or its method is idempotent (RFC 9110 §9.2.2). A reset
+    /// refused the request's bytes ([`Attempt`] says how it had gone). A reset
     /// is no proof that the target's application never read the request (it may
     /// have read it, acted, then crashed), so a request that was written and is not
     /// idempotent is never sent twice: such requests take new connections instead
     /// (see [`Exchange::may_reuse`]), which do not race a keep-alive close.
-    pub fn failed_before_response(&mut self, reused: bool, replayable: bool, safe: bool) -> Retry {
+    pub fn failed_before_response(&mut self, attempt: Attempt) -> Retry {
+        let Attempt {
+            reused,
+            replayable,
+            safe,
+        } = attempt;
         if !replayable || !safe {
             if !reused {
                 let target = self.target().clone();

@@ -948,7 +948,11 @@ fn it_should_replay_an_idempotent_request_on_a_closed_pooled_connection_once() {
     let mut ex = forwarded(decide_get(&r, "/", None, &[]));
     let first = ex.target().clone();
     assert_eq!(
-        ex.failed_before_response(true, true, true),
+        ex.failed_before_response(Attempt {
+            reused: true,
+            replayable: true,
+            safe: true
+        }),
         Retry::SameTarget
     );
     assert_eq!(ex.addr(), first.addr);
@@ -956,7 +960,14 @@ fn it_should_replay_an_idempotent_request_on_a_closed_pooled_connection_once() {
         !first.is_suspect(crate::target_group::now_ms()),
         "a pooled close says nothing of health"
     );
-    assert_eq!(ex.failed_before_response(true, true, true), Retry::No);
+    assert_eq!(
+        ex.failed_before_response(Attempt {
+            reused: true,
+            replayable: true,
+            safe: true
+        }),
+        Retry::No
+    );
 }
 
 #[test]
@@ -965,10 +976,24 @@ fn it_should_never_replay_a_written_request_that_is_not_idempotent() {
     // have acted on goes once, pooled connection or not.
     let r = routing();
     let mut ex = forwarded(decide_get(&r, "/", None, &[]));
-    assert_eq!(ex.failed_before_response(true, true, false), Retry::No);
+    assert_eq!(
+        ex.failed_before_response(Attempt {
+            reused: true,
+            replayable: true,
+            safe: false
+        }),
+        Retry::No
+    );
     let mut ex = forwarded(decide_get(&r, "/", None, &[]));
     let first = ex.addr();
-    assert_eq!(ex.failed_before_response(false, true, false), Retry::No);
+    assert_eq!(
+        ex.failed_before_response(Attempt {
+            reused: false,
+            replayable: true,
+            safe: false
+        }),
+        Retry::No
+    );
     assert_eq!(ex.addr(), first);
     assert!(!Exchange::may_reuse(false) && Exchange::may_reuse(true));
 }
@@ -977,8 +1002,22 @@ fn it_should_never_replay_a_written_request_that_is_not_idempotent() {
 fn it_should_not_retry_a_request_that_cannot_be_replayed() {
     let r = routing();
     let mut ex = forwarded(decide_get(&r, "/", None, &[]));
-    assert_eq!(ex.failed_before_response(true, false, true), Retry::No);
-    assert_eq!(ex.failed_before_response(false, false, true), Retry::No);
+    assert_eq!(
+        ex.failed_before_response(Attempt {
+            reused: true,
+            replayable: false,
+            safe: true
+        }),
+        Retry::No
+    );
+    assert_eq!(
+        ex.failed_before_response(Attempt {
+            reused: false,
+            replayable: false,
+            safe: true
+        }),
+        Retry::No
+    );
 }
 
 #[test]
@@ -987,12 +1026,23 @@ fn it_should_move_a_safe_request_elsewhere_when_a_fresh_connection_closes() {
     let mut ex = forwarded(decide_get(&r, "/", None, &[]));
     let first = ex.target().clone();
     assert_eq!(
-        ex.failed_before_response(false, true, true),
+        ex.failed_before_response(Attempt {
+            reused: false,
+            replayable: true,
+            safe: true
+        }),
         Retry::Elsewhere
     );
     assert_ne!(ex.addr(), first.addr);
     assert!(first.is_suspect(crate::target_group::now_ms()));
-    assert_eq!(ex.failed_before_response(false, true, true), Retry::No);
+    assert_eq!(
+        ex.failed_before_response(Attempt {
+            reused: false,
+            replayable: true,
+            safe: true
+        }),
+        Retry::No
+    );
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! modules (`rules`, `sticky`, `target_group`, `http1`, …) are public for the criterion
 //! benchmarks. The rest is private.
 #![deny(rust_2018_idioms)]
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 pub mod access_log;
 pub mod admin;

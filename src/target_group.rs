@@ -491,7 +491,8 @@ impl TargetGroup {
         all
     }
 
-    /// Drops draining targets for which `done` is true.
+    /// Keeps the draining targets for which `keep` is true, and drops the others
+    /// (those whose drain has ended).
     pub fn retain_draining(&self, mut keep: impl FnMut(&Arc<Target>) -> bool) {
         self.draining.lock().retain(|t| keep(t));
     }

@@ -1,4 +1,4 @@
-//! ALB's header attributes through the real binary (ALB-REFERENCE §6, §7, §13): what
+//! ALB's header attributes through the real binary (AWS's ALB guide: HTTP headers, load balancer and listener attributes): what
 //! a target sees of `X-Forwarded-For` in each mode, invalid header names, the Host,
 //! the TLS headers; the client keep-alive closing busy connections gracefully;
 //! HTTP/2 turned off; and the listener's response headers on target responses and

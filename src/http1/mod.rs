@@ -410,8 +410,12 @@ impl Conn<'_> {
                 Err(failure) => return self.fail(rec, failure, false).await,
             };
             if let Err(w) = self.write_target(&mut target, &out, idle).await {
-                let how = (reused, replayable, p.idempotent);
-                match target::after_failed_write(ex, &target, w, how) {
+                let sent = target::Sent {
+                    reused,
+                    replayable,
+                    idempotent: p.idempotent,
+                };
+                match target::after_failed_write(ex, &target, w, sent) {
                     Ok(retry) => {
                         fresh_only =
                             retry == Retry::SameTarget || !Exchange::may_reuse(p.idempotent);
@@ -439,14 +443,12 @@ impl Conn<'_> {
                 Ok(head) => break (target, (head, rbuf)),
                 Err(f) => {
                     let answered = !rbuf.is_empty();
-                    match target::after_no_response(
-                        ex,
-                        f,
-                        answered,
+                    let sent = target::Sent {
                         reused,
                         replayable,
-                        p.idempotent,
-                    ) {
+                        idempotent: p.idempotent,
+                    };
+                    match target::after_no_response(ex, f, answered, sent) {
                         Ok(retry) => {
                             fresh_only =
                                 retry == Retry::SameTarget || !Exchange::may_reuse(p.idempotent);

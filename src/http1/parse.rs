@@ -64,7 +64,8 @@ pub enum Verdict {
     Reject,
 }
 
-/// ALB's desync action table (shared ALB-REFERENCE §10).
+/// ALB's desync action table ("Desync mitigation mode" in AWS's Application Load
+/// Balancer user guide, https://docs.aws.amazon.com/elasticloadbalancing/latest/application/edit-load-balancer-attributes.html#desync-mitigation-mode).
 pub fn desync_verdict(mode: DesyncMode, tier: http_desync_guardian::RequestSafetyTier) -> Verdict {
     use http_desync_guardian::RequestSafetyTier as T;
     match (mode, tier) {

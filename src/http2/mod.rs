@@ -488,8 +488,12 @@ async fn forward(
     let (target, mut rbuf, head_len) = loop {
         let (mut target, reused) = target::connect(ex, fresh_only).await?;
         if let Err(w) = target::write(&mut target, &head, &mut timer, idle, stall).await {
-            let how = (reused, replayable, idempotent);
-            let retry = target::after_failed_write(ex, &target, w, how)?;
+            let sent = target::Sent {
+                reused,
+                replayable,
+                idempotent,
+            };
+            let retry = target::after_failed_write(ex, &target, w, sent)?;
             fresh_only = retry == Retry::SameTarget || !Exchange::may_reuse(idempotent);
             continue;
         }
@@ -533,8 +537,12 @@ async fn forward(
             }
             Err(f) => {
                 let answered = !rbuf.is_empty();
-                let retry =
-                    target::after_no_response(ex, f, answered, reused, replayable, idempotent)?;
+                let sent = target::Sent {
+                    reused,
+                    replayable,
+                    idempotent,
+                };
+                let retry = target::after_no_response(ex, f, answered, sent)?;
                 fresh_only = retry == Retry::SameTarget || !Exchange::may_reuse(idempotent);
             }
         }

@@ -20,10 +20,21 @@ pub mod response;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::exchange::{Exchange, Failure, Retry};
+use crate::exchange::{Attempt, Exchange, Failure, Retry};
 use crate::http1::relay::{self, Timer, WriteFailed};
 use crate::stats::{ListenerStats, Stall};
 pub use pool::{PoolKey, TargetConn};
+
+/// How a request went out on a connection: what the retry decisions need.
+#[derive(Debug, Clone, Copy)]
+pub struct Sent {
+    /// The connection came from the pool.
+    pub reused: bool,
+    /// The whole request is still at hand.
+    pub replayable: bool,
+    /// Its method is idempotent.
+    pub idempotent: bool,
+}
 
 /// Where a stall on the target side is counted: the listener's stats and the
 /// client's address (for the log line).
@@ -91,7 +102,7 @@ pub fn after_failed_write(
     ex: &mut Exchange,
     target: &TargetConn,
     w: WriteFailed,
-    (reused, replayable, idempotent): (bool, bool, bool),
+    sent: Sent,
 ) -> Result<Retry, Failure> {
     if w.timed_out {
         return Err(Failure::TargetTimeout);
@@ -100,8 +111,12 @@ pub fn after_failed_write(
     // means nothing to act on, whatever the method. Over TLS a failed write may
     // have sent records before it failed and still say 0: not proof.
     let nothing_sent = w.written == 0 && !target.is_tls();
-    let safe = nothing_sent || idempotent;
-    match ex.failed_before_response(reused, replayable, safe) {
+    let attempt = Attempt {
+        reused: sent.reused,
+        replayable: sent.replayable,
+        safe: nothing_sent || sent.idempotent,
+    };
+    match ex.failed_before_response(attempt) {
         Retry::No => Err(Failure::TargetClosed),
         retry => Ok(retry),
     }
@@ -114,14 +129,17 @@ pub fn after_no_response(
     ex: &mut Exchange,
     failure: Failure,
     answered: bool,
-    reused: bool,
-    replayable: bool,
-    idempotent: bool,
+    sent: Sent,
 ) -> Result<Retry, Failure> {
     if answered || !matches!(failure, Failure::TargetClosed | Failure::TargetReset) {
         return Err(failure);
     }
-    match ex.failed_before_response(reused, replayable, idempotent) {
+    let attempt = Attempt {
+        reused: sent.reused,
+        replayable: sent.replayable,
+        safe: sent.idempotent,
+    };
+    match ex.failed_before_response(attempt) {
         Retry::No => Err(failure),
         retry => Ok(retry),
     }
