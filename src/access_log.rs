@@ -58,6 +58,7 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The log's `type` field (`http`, `https`, `h2`, `ws`, `wss`).
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Http => "http",

@@ -414,10 +414,12 @@ impl Exchange {
         })
     }
 
+    /// The target the request goes to now (it may move on a retry).
     pub fn target(&self) -> &Arc<Target> {
         self.outstanding.target()
     }
 
+    /// The current target's address.
     pub fn addr(&self) -> SocketAddr {
         self.target().addr
     }
@@ -433,10 +435,12 @@ impl Exchange {
         self.rewritten.host.as_deref()
     }
 
+    /// The group's TLS settings for its targets, when it speaks HTTPS to them.
     pub fn upstream_tls(&self) -> Option<&UpstreamTls> {
         self.group.upstream_tls.as_ref()
     }
 
+    /// How long a connection to a target may take (ALB: 10 s).
     pub fn connect_timeout(&self) -> Duration {
         self.group.connect_timeout
     }

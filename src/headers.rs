@@ -39,6 +39,7 @@ impl<'a> Headers<'a> {
         })
     }
 
+    /// The lines, in the order they came.
     pub fn iter(self) -> std::slice::Iter<'a, Header<'a>> {
         self.0.iter()
     }

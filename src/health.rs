@@ -33,6 +33,7 @@ pub enum State {
 }
 
 impl State {
+    /// The state stored as `v` ([`State`] as `u8`); an unknown value reads as initial.
     pub fn from_u8(v: u8) -> State {
         match v {
             1 => State::Healthy,
@@ -44,6 +45,7 @@ impl State {
         }
     }
 
+    /// The state's name as ALB's API writes it (`healthy`, `draining`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             State::Initial => "initial",
@@ -77,6 +79,7 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// The reason stored as `v` ([`Reason`] as `u8`); an unknown value reads as none.
     pub fn from_u8(v: u8) -> Reason {
         match v {
             1 => Reason::InitialHealthChecking,
@@ -90,6 +93,7 @@ impl Reason {
         }
     }
 
+    /// ALB's reason code (`Elb.InitialHealthChecking`, `Target.Timeout`, …); empty for none.
     pub fn code(self) -> &'static str {
         match self {
             Reason::None => "",
@@ -103,6 +107,7 @@ impl Reason {
         }
     }
 
+    /// ALB's description of the reason; empty for none.
     pub fn description(self) -> &'static str {
         match self {
             Reason::None => "",
@@ -156,6 +161,7 @@ pub struct Tracker {
 }
 
 impl Tracker {
+    /// A tracker starting in `state` for `reason`, with no check results counted yet.
     pub fn new(state: State, reason: Reason) -> Self {
         Tracker {
             state,

@@ -29,6 +29,7 @@ pub struct LifecycleService {
 }
 
 impl LifecycleService {
+    /// Moves targets through their lifecycle (draining, slow start) on `routing`.
     pub fn new(routing: SharedRouting) -> Self {
         LifecycleService { routing }
     }

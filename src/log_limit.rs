@@ -32,6 +32,7 @@ struct Window {
 }
 
 impl RateLimit {
+    /// A limit of `per_second` lines for the log target `target`.
     pub fn new(target: &'static str, per_second: u32) -> RateLimit {
         RateLimit {
             target,

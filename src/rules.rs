@@ -50,10 +50,12 @@ enum PatternKind {
 }
 
 impl Pattern {
+    /// A wildcard pattern (`*`, `?`) matched as written (paths).
     pub fn case_sensitive(text: &str) -> Self {
         Self::new(text, false)
     }
 
+    /// A wildcard pattern (`*`, `?`) matched in any ASCII case (hosts, header values).
     pub fn case_insensitive(text: &str) -> Self {
         Self::new(text, true)
     }
@@ -81,6 +83,7 @@ impl Pattern {
         }
     }
 
+    /// Whether `value` matches the whole pattern.
     pub fn matches(&self, value: &[u8]) -> bool {
         let eq = |p: u8, v: u8| {
             if self.case_insensitive {
@@ -166,6 +169,7 @@ impl RegexValue {
             .map_err(|e| describe_regex_error(pattern, &e))
     }
 
+    /// Whether the regex matches somewhere in `value` (ALB's regex values are unanchored).
     pub fn matches(&self, value: &[u8]) -> bool {
         self.0.is_match(value)
     }
@@ -207,6 +211,7 @@ impl Values {
         self.wildcards.len() + self.regexes.len()
     }
 
+    /// Whether there are no values at all.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -239,6 +244,7 @@ pub enum Condition {
 }
 
 impl Condition {
+    /// Whether the request meets this condition (OR over its values).
     pub fn matches(&self, req: &RequestInfo<'_>) -> bool {
         match self {
             Condition::PathPattern(values) => {
@@ -297,6 +303,7 @@ pub struct Rule<G = Arc<TargetGroup>> {
 }
 
 impl<G> Rule<G> {
+    /// Whether the request meets every condition of the rule (AND across kinds).
     pub fn matches(&self, req: &RequestInfo<'_>) -> bool {
         self.conditions.iter().all(|c| c.matches(req))
     }
@@ -310,6 +317,7 @@ pub struct RuleSet<G = Arc<TargetGroup>> {
 }
 
 impl<G> RuleSet<G> {
+    /// A listener's rules, sorted by priority, and the action when none matches.
     pub fn new(mut rules: Vec<Rule<G>>, default_action: Action<G>) -> Self {
         rules.sort_by_key(|r| r.priority);
         RuleSet {
@@ -329,10 +337,12 @@ impl<G> RuleSet<G> {
         (&self.default_action, None)
     }
 
+    /// The rules, in priority order.
     pub fn rules(&self) -> &[Rule<G>] {
         &self.rules
     }
 
+    /// The listener's default action.
     pub fn default_action(&self) -> &Action<G> {
         &self.default_action
     }
@@ -386,6 +396,7 @@ pub enum Action<G = Arc<TargetGroup>> {
 }
 
 impl<G> Action<G> {
+    /// The same action with each target group `G` replaced by `f(G)` (config names to built groups).
     pub fn map_groups<H>(&self, f: &impl Fn(&G) -> H) -> Action<H> {
         match self {
             Action::Forward(fw) => Action::Forward(
@@ -422,6 +433,7 @@ pub struct WeightedGroup<G = Arc<TargetGroup>> {
 }
 
 impl<G> Forward<G> {
+    /// A forward to one group.
     pub fn single(group: G) -> Self {
         Self::weighted(vec![WeightedGroup { group, weight: 1 }])
     }
@@ -436,6 +448,7 @@ impl<G> Forward<G> {
         }
     }
 
+    /// The same forward with target-group stickiness (`AWSALBTG`) for `duration`, or none.
     pub fn with_stickiness(mut self, duration: Option<Duration>) -> Self {
         self.stickiness = duration;
         self

@@ -20,6 +20,7 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// The protocol as ALB writes it (`HTTP`, `HTTPS`).
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Http => "HTTP",
@@ -43,6 +44,7 @@ pub enum DesyncMode {
 }
 
 impl DesyncMode {
+    /// The mode called `name` in the config (`monitor`, `defensive`, `strictest`).
     pub fn from_name(name: &str) -> Option<DesyncMode> {
         match name {
             "monitor" => Some(DesyncMode::Monitor),
@@ -70,6 +72,7 @@ pub enum XffMode {
 }
 
 impl XffMode {
+    /// The mode called `name` in the config (`append`, `preserve`, `remove`).
     pub fn from_name(name: &str) -> Option<XffMode> {
         match name {
             "append" => Some(XffMode::Append),
@@ -278,6 +281,7 @@ pub struct UpstreamTls {
 }
 
 impl UpstreamTls {
+    /// TLS to targets with `server_name` (else the target's IP) verified by `ca` (else the system's roots).
     pub fn new(server_name: Option<String>, ca: Option<Arc<Vec<Vec<u8>>>>) -> Self {
         use std::hash::{Hash, Hasher};
         // SipHash with fixed keys: the same settings give the same identity after a
@@ -292,6 +296,7 @@ impl UpstreamTls {
         }
     }
 
+    /// A digest of the settings: equal settings, equal identity (the target pool's key).
     pub fn identity(&self) -> u64 {
         self.identity
     }
@@ -360,6 +365,7 @@ impl Default for Matcher {
 }
 
 impl Matcher {
+    /// Parses ALB's matcher syntax: codes and ranges, comma-separated (`200,300-399`).
     pub fn parse(s: &str) -> Result<Matcher, String> {
         let mut ranges = Vec::new();
         for part in s.split(',').map(str::trim) {
@@ -384,6 +390,7 @@ impl Matcher {
         Ok(Matcher(ranges))
     }
 
+    /// Whether `status` is one of the matcher's codes.
     pub fn matches(&self, status: u16) -> bool {
         self.0.iter().any(|(lo, hi)| (*lo..=*hi).contains(&status))
     }

@@ -100,6 +100,7 @@ pub struct Exit {
 }
 
 impl Exit {
+    /// The way out, writing out `access_log` (when there is one) first.
     pub fn new(access_log: Option<Arc<AccessLog>>) -> Arc<Exit> {
         Arc::new(Exit {
             access_log,

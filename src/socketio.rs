@@ -36,6 +36,7 @@ pub struct SidTable {
 }
 
 impl SidTable {
+    /// A table holding about `capacity` sids, sharded for concurrent use.
     pub fn new(capacity: usize) -> Self {
         SidTable {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
@@ -80,14 +81,17 @@ impl SidTable {
         Some(entry.target)
     }
 
+    /// Forgets `sid` (its session ended).
     pub fn remove(&self, sid: &str) {
         self.shard(sid).lock().remove(sid);
     }
 
+    /// How many sids are pinned now.
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().len()).sum()
     }
 
+    /// Whether no sid is pinned.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

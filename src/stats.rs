@@ -64,6 +64,7 @@ impl Stall {
         Stall::H2Idle,
     ];
 
+    /// The `stalled` label value.
     pub fn name(self) -> &'static str {
         match self {
             Stall::ClientRead => "client_read",
@@ -101,6 +102,7 @@ impl ListenerStats {
         }
     }
 
+    /// Adds `n` to `counter`.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
@@ -120,6 +122,7 @@ impl ListenerStats {
         }
     }
 
+    /// How many connections closed for `stall`.
     pub fn stalls(&self, stall: Stall) -> u64 {
         self.stalls.get(stall as usize).map_or(0, load)
     }
@@ -169,6 +172,7 @@ impl TargetStats {
         self.response_time.observe(elapsed);
     }
 
+    /// Counts a connection to the target that could not be made.
     pub fn connection_error(&self) {
         self.connection_errors.fetch_add(1, Ordering::Relaxed);
     }
@@ -189,6 +193,7 @@ pub struct Histogram {
 }
 
 impl Histogram {
+    /// Counts one response time, `d`, in its bucket.
     pub fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
         let i = BUCKETS.partition_point(|&b| b < secs);

@@ -56,6 +56,7 @@ pub struct Target {
 }
 
 impl Target {
+    /// A target at `addr`, in the initial state, with no requests yet.
     pub fn new(addr: SocketAddr) -> Self {
         Target {
             addr,
@@ -79,6 +80,7 @@ impl Target {
         self.label.lock().clone()
     }
 
+    /// Sets what the status page shows beside the address (an ECS task's name, say).
     pub fn set_label(&self, label: Option<String>) {
         *self.label.lock() = label;
     }
@@ -103,6 +105,7 @@ impl Target {
         self.requests.load(Ordering::Relaxed)
     }
 
+    /// Its health state and ALB's reason for it.
     pub fn state(&self) -> (State, Reason) {
         (
             State::from_u8(self.state.load(Ordering::Relaxed)),
@@ -151,6 +154,7 @@ impl Target {
         }
     }
 
+    /// Whether the target is draining (deregistered, finishing what it has).
     pub fn is_draining(&self) -> bool {
         self.drain_deadline.load(Ordering::Relaxed) != 0
     }
@@ -162,6 +166,7 @@ impl Target {
         self.set_state(State::Draining, Reason::DeregistrationInProgress);
     }
 
+    /// When its drain ends (milliseconds of [`now_ms`]), if it is draining.
     pub fn drain_deadline(&self) -> Option<u64> {
         Some(self.drain_deadline.load(Ordering::Relaxed)).filter(|d| *d != 0)
     }
@@ -193,6 +198,7 @@ pub struct Outstanding {
 }
 
 impl Outstanding {
+    /// Counts a request outstanding on `target` until this drops.
     pub fn new(target: Arc<Target>) -> Self {
         target.outstanding.fetch_add(1, Ordering::Relaxed);
         target.requests.fetch_add(1, Ordering::Relaxed);
@@ -202,6 +208,7 @@ impl Outstanding {
         }
     }
 
+    /// The target the request is outstanding on.
     pub fn target(&self) -> &Arc<Target> {
         &self.target
     }
@@ -335,6 +342,7 @@ impl Selector for WeightedRandom {
     }
 }
 
+/// The target picker for `algorithm`.
 pub fn selector(algorithm: Algorithm) -> Box<dyn Selector> {
     match algorithm {
         Algorithm::RoundRobin => Box::<RoundRobin>::default(),
@@ -417,6 +425,9 @@ pub enum PickedBy {
 const FULL_WEIGHT: u32 = 1000;
 
 impl TargetGroup {
+    /// A group called `name` of `targets`, picked by `algorithm`. Its lifecycle starts with
+    /// health checks off (every target takes traffic as it is); the config's groups set
+    /// theirs with [`TargetGroup::with_lifecycle`].
     pub fn new(
         name: impl Into<String>,
         algorithm: Algorithm,
@@ -448,16 +459,20 @@ impl TargetGroup {
         group
     }
 
+    /// The same group with cookie stickiness (`AWSALB`, `AWSALBAPP-0`), or none.
     pub fn with_stickiness(mut self, stickiness: Option<Stickiness>) -> Self {
         self.stickiness = stickiness;
         self
     }
 
+    /// The same group with Socket.IO `sid` pinning, or none.
     pub fn with_socketio(mut self, socketio: Option<SocketIoPinning>) -> Self {
         self.socketio = socketio;
         self
     }
 
+    /// The same group with `lifecycle` (health checks, draining, slow start); `in_use`:
+    /// some rule forwards to it (a group no rule uses is not health-checked, as on ALB).
     pub fn with_lifecycle(mut self, lifecycle: Lifecycle, in_use: bool) -> Self {
         self.lifecycle = lifecycle;
         self.in_use = in_use;
@@ -465,16 +480,19 @@ impl TargetGroup {
         self
     }
 
+    /// The same group speaking HTTPS to its targets with `tls`, or HTTP.
     pub fn with_upstream_tls(mut self, tls: Option<UpstreamTls>) -> Self {
         self.upstream_tls = tls;
         self
     }
 
+    /// The same group with `draining` targets carried over (a rebuild keeps drains going).
     pub fn with_draining(self, draining: Vec<Arc<Target>>) -> Self {
         *self.draining.lock() = draining;
         self
     }
 
+    /// The registered targets (draining ones are not among them).
     pub fn targets(&self) -> &[Arc<Target>] {
         &self.targets
     }

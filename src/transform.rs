@@ -192,6 +192,7 @@ pub struct Rewritten {
 }
 
 impl Transforms {
+    /// Whether the rule rewrites nothing.
     pub fn is_empty(&self) -> bool {
         self.url.is_none() && self.host.is_none()
     }

@@ -44,6 +44,7 @@ impl FrameTracker {
         }
     }
 
+    /// Follows `data`, the next bytes of the stream, frame by frame.
     pub fn feed(&mut self, mut data: &[u8]) {
         while !data.is_empty() && !self.lost {
             if self.payload_left > 0 {

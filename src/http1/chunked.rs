@@ -83,6 +83,7 @@ impl Default for Decoder {
 }
 
 impl Decoder {
+    /// Whether the body's end (the last chunk and the trailer section) has been read.
     pub fn is_done(&self) -> bool {
         self.state == State::Done
     }

@@ -123,6 +123,7 @@ impl<'a> Named<'a> {
             .any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
     }
 
+    /// Whether `Connection` names no header.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

@@ -364,6 +364,7 @@ pub struct Counted<S> {
 }
 
 impl<S> Counted<S> {
+    /// Counts what moves through `inner`, from zero.
     pub fn new(inner: S) -> Self {
         Counted {
             inner,
@@ -372,6 +373,7 @@ impl<S> Counted<S> {
         }
     }
 
+    /// The stream being counted.
     pub fn get_ref(&self) -> &S {
         &self.inner
     }

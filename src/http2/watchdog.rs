@@ -42,6 +42,7 @@ pub struct Activity {
 pub struct OpenStream(Arc<Activity>);
 
 impl Activity {
+    /// Counts a stream open until the returned guard drops.
     pub fn open_stream(self: &Arc<Self>) -> OpenStream {
         self.streams.fetch_add(1, Ordering::Relaxed);
         OpenStream(self.clone())
@@ -66,6 +67,7 @@ pub struct Watched<S> {
 }
 
 impl<S> Watched<S> {
+    /// Watches `inner`, the client's socket, reporting to `activity`.
     pub fn new(inner: S, activity: Arc<Activity>) -> Self {
         Watched {
             inner,
@@ -255,6 +257,7 @@ pub struct Watchdog {
 }
 
 impl Watchdog {
+    /// A watchdog for one connection, with its idle and header timeouts.
     pub fn new(activity: Arc<Activity>, idle: Duration, header: Duration) -> Self {
         Watchdog {
             activity,

@@ -49,6 +49,7 @@ pub struct ListenerInfo {
 }
 
 impl ListenerInfo {
+    /// Listener `index` of the config, on `port`, with fresh counters and no access log.
     pub fn new(index: usize, port: u16, protocol: Protocol) -> Self {
         ListenerInfo {
             index,

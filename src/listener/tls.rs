@@ -37,6 +37,7 @@ impl SslPolicy {
         "ELBSecurityPolicy-TLS13-1-3-2021-06",
     ];
 
+    /// The policy ALB calls `name` (`ELBSecurityPolicy-TLS13-1-2-2021-06`, …), if tether has it.
     pub fn from_name(name: &str) -> Option<SslPolicy> {
         match name {
             "ELBSecurityPolicy-TLS13-1-2-2021-06" => Some(SslPolicy::Tls13And12),
@@ -45,6 +46,7 @@ impl SslPolicy {
         }
     }
 
+    /// The policy's ALB name.
     pub fn name(self) -> &'static str {
         match self {
             SslPolicy::Tls13And12 => Self::NAMES[0],
@@ -121,6 +123,7 @@ impl fmt::Debug for LoadedCert {
 }
 
 impl LoadedCert {
+    /// Whether the certificate's validity has ended by `now`.
     pub fn expired(&self, now: SystemTime) -> bool {
         self.not_after.is_some_and(|t| t < now)
     }
@@ -220,12 +223,14 @@ fn fit(names: &[String], sni: &str) -> u8 {
 }
 
 impl CertStore {
+    /// Loads every certificate and key of `specs`; the first that fails is the error.
     pub fn load(specs: &[CertSpec]) -> Result<CertStore, TlsError> {
         Ok(CertStore {
             certs: specs.iter().map(load).collect::<Result<_, _>>()?,
         })
     }
 
+    /// The certificates, in the config's order.
     pub fn certs(&self) -> &[LoadedCert] {
         &self.certs
     }
@@ -260,6 +265,7 @@ pub struct CertResolver {
 }
 
 impl CertResolver {
+    /// A resolver choosing among `store`'s certificates by SNI, under `policy`.
     pub fn new(store: CertStore, specs: Vec<CertSpec>, policy: SslPolicy) -> Self {
         CertResolver {
             store: ArcSwap::from_pointee(store),
@@ -282,6 +288,7 @@ impl CertResolver {
         None
     }
 
+    /// The certificate files it was made from (what a reload reads again).
     pub fn specs(&self) -> Arc<Vec<CertSpec>> {
         self.specs.load_full()
     }

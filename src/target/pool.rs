@@ -42,6 +42,7 @@ impl std::fmt::Debug for TargetConn {
 }
 
 impl TargetConn {
+    /// Whether the connection speaks TLS.
     pub fn is_tls(&self) -> bool {
         matches!(self, TargetConn::Tls(_))
     }
@@ -222,6 +223,7 @@ pub struct PoolKey {
 }
 
 impl PoolKey {
+    /// The key of a connection to `addr`, with `tls` when it speaks TLS.
     pub fn new(addr: SocketAddr, tls: Option<&UpstreamTls>) -> Self {
         PoolKey {
             addr,

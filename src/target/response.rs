@@ -167,6 +167,7 @@ pub struct ResponseBody {
 }
 
 impl ResponseBody {
+    /// A body framed as `framing` says, none of it read yet.
     pub fn new(framing: Framing) -> Self {
         ResponseBody {
             framing,

@@ -1,3 +1,5 @@
+//! Rules of the source tree, checked on its text.
+//!
 //! No import cycles between `src/` modules: each file's `crate::` paths (in `use`
 //! lines and in code) are edges to the module files they name, and the graph must
 //! have no cycle. A cycle makes modules that can only be read, changed and tested
@@ -240,4 +242,36 @@ fn it_should_see_a_cycle_when_one_is_put_back() {
     let mut acyclic = known.clone();
     acyclic.insert("b".into(), "pub fn f() {}\n".into());
     assert!(cycles(&graph(&acyclic)).is_empty());
+}
+
+#[test]
+fn it_should_document_every_public_function() {
+    // A reader of a public function's call sees its doc comment, not its body:
+    // `TargetGroup::new` once turned health checks off without a word.
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut missing = Vec::new();
+    for (module, text) in modules(&src) {
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            if line.trim_start().starts_with("#[cfg(test)]") {
+                break;
+            }
+            let t = line.trim_start();
+            if !(t.starts_with("pub fn ") || t.starts_with("pub async fn ")) {
+                continue;
+            }
+            let mut j = i;
+            while j > 0 && lines[j - 1].trim_start().starts_with("#[") {
+                j -= 1;
+            }
+            if j == 0 || !lines[j - 1].trim_start().starts_with("///") {
+                missing.push(format!("{module}:{}: {}", i + 1, t));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "public functions without a doc comment:\n{}",
+        missing.join("\n")
+    );
 }
