@@ -15,6 +15,7 @@ mod alb_regex;
 pub mod config;
 pub mod demo;
 pub mod discovery;
+mod drain;
 pub mod exchange;
 mod forwarded;
 pub mod headers;

@@ -16,10 +16,11 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::task::JoinHandle;
 
+use crate::drain;
 use crate::health::{self, Reason, State, Tracker};
 use crate::routing::SharedRouting;
 use crate::settings::HealthCheck;
-use crate::target_group::{now_ms, Target};
+use crate::target_group::Target;
 
 /// How often the service looks for routing changes and drain ends.
 const TICK: Duration = Duration::from_millis(100);
@@ -92,33 +93,9 @@ impl LifecycleService {
         }
     }
 
-    /// Ends draining: early when the target has nothing open, else at its deadline,
-    /// closing what is still open.
+    /// Ends the drains that are over ([`drain::finish`]).
     fn finish_drains(&self) {
-        let routing = self.routing.load();
-        let now = now_ms();
-        for g in &routing.groups {
-            g.retain_draining(|t| {
-                let Some(deadline) = t.drain_deadline() else {
-                    return false;
-                };
-                if t.connections() == 0 {
-                    tracing::info!(group = %g.name, target = %t.addr, "drained: nothing open");
-                    return false;
-                }
-                if now >= deadline {
-                    tracing::info!(
-                        group = %g.name,
-                        target = %t.addr,
-                        open = t.connections(),
-                        "deregistration delay over: closing what is still open"
-                    );
-                    t.close_connections();
-                    return false;
-                }
-                true
-            });
-        }
+        drain::finish(&self.routing.load().groups);
     }
 }
 

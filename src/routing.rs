@@ -10,12 +10,13 @@ use std::collections::{HashMap, HashSet};
 
 use crate::config::{Config, TargetGroupConfig};
 use crate::discovery::Discovered;
+use crate::drain;
 use crate::health::{Reason, State};
 use crate::rules::RuleSet;
 use crate::settings::{ListenerHeaders, RequestShaping};
 use crate::socketio::SidTable;
 use crate::sticky::KeyRing;
-use crate::target_group::{now_ms, SocketIoPinning, Target, TargetGroup};
+use crate::target_group::{SocketIoPinning, Target, TargetGroup};
 
 #[derive(Debug)]
 pub struct Routing {
@@ -155,9 +156,8 @@ fn build_group(
                 }
                 return t;
             }
-            if let Some(t) = old_draining.iter().find(|t| t.addr == *addr) {
-                t.stop_draining(fresh_state, fresh_reason);
-                return t.clone();
+            if let Some(t) = drain::reregister(&old_draining, *addr, fresh_state, fresh_reason) {
+                return t;
             }
             let t = Target::new(*addr);
             t.set_state(fresh_state, fresh_reason);
@@ -167,20 +167,12 @@ fn build_group(
     for t in &targets {
         t.set_label(task_of(t.addr));
     }
-    let listed = |t: &Arc<Target>| addrs.contains(&t.addr);
-    let delay = g.lifecycle.deregistration_delay;
-    let mut draining: Vec<Arc<Target>> = old_draining.into_iter().filter(|t| !listed(t)).collect();
-    for t in old.map(|o| o.targets().to_vec()).unwrap_or_default() {
-        if listed(&t) {
-            continue;
-        }
-        if delay.is_zero() {
-            t.close_connections();
-        } else {
-            t.start_draining(now_ms() + delay.as_millis() as u64);
-            draining.push(t);
-        }
-    }
+    let draining = drain::deregister(
+        old.map(|o| o.targets()).unwrap_or_default(),
+        old_draining,
+        |t| addrs.contains(&t.addr),
+        g.lifecycle.deregistration_delay,
+    );
     Arc::new(
         TargetGroup::new(g.name.clone(), g.algorithm, g.connect_timeout, targets)
             .with_stickiness(g.stickiness.clone())
