@@ -1,7 +1,7 @@
 //! Assembles a pingora server from a validated config: one proxy service per
 //! listener, all reading one routing snapshot, and a reloader that swaps it.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -14,25 +14,12 @@ use pingora::services::background::{background_service, BackgroundService};
 use crate::access_log::AccessLog;
 use crate::config::Config;
 use crate::discovery::{DiscoveredTargets, DiscoveryService, DiscoveryStatus};
-use crate::exchange::ListenerInfo;
-use crate::http1::ListenerApp;
-use crate::listener::tls::{CertResolver, CertStore};
+use crate::listener::tls::CertResolver;
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::routing::{Routing, SharedRouting};
 use crate::settings::Protocol;
 use crate::upgrade::Start;
-use pingora::listeners::tls::TlsSettings;
-use pingora::listeners::ListenerConfig;
-use pingora::listeners::TcpSocketOptions;
-use pingora::protocols::l4::stream::L4BufferSettings;
-
-/// Bytes of the read buffer pingora puts in front of each client connection (its
-/// default is 64 KiB, allocated zeroed per connection, so resident for every idle
-/// websocket). HTTP/1 parsing and TLS read into buffers of their own.
-const DOWNSTREAM_READ_BUFFER: usize = 0;
-/// No write buffer either: the engine writes whole heads (and body pieces) at once.
-const DOWNSTREAM_WRITE_BUFFER: usize = 0;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -72,27 +59,6 @@ pub struct Tether {
     _reserved: Vec<socket2::Socket>,
 }
 
-/// Picks a free port for a listener configured with port 0 and holds it: a socket
-/// bound with `SO_REUSEPORT` but never listening keeps every other program off the
-/// port (binding it needs `SO_REUSEPORT` under the same user) while receiving no
-/// connections itself; pingora then binds the same port with `SO_REUSEPORT` and
-/// listens. Unlike picking a port and releasing it, no other program can take the
-/// port in between.
-fn reserve_port(addr: SocketAddr) -> std::io::Result<(socket2::Socket, SocketAddr)> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        None,
-    )?;
-    socket.set_reuse_port(true)?;
-    socket.bind(&addr.into())?;
-    let bound = socket
-        .local_addr()?
-        .as_socket()
-        .ok_or_else(|| std::io::Error::other("bound a non-IP address"))?;
-    Ok((socket, bound))
-}
-
 impl Tether {
     /// Builds the services of a fresh start (no upgrade socket).
     pub fn build(config: &Config) -> Result<Tether, ServerError> {
@@ -104,26 +70,8 @@ impl Tether {
     /// upgrade ([`Start::upgrade`]) this waits (up to about 6 s, pingora's limit) for
     /// the running tether, sent SIGQUIT, to hand over its listening sockets.
     pub fn build_with(config: &Config, start: &Start) -> Result<Tether, ServerError> {
-        let mut reserved = Vec::new();
-        let mut bound = Vec::new();
-        for (i, l) in config.listeners.iter().enumerate() {
-            let bind_err = |source| ServerError::Bind {
-                addr: l.addr,
-                source,
-            };
-            if start.upgrade {
-                // The running tether holds the port; its socket comes over the
-                // upgrade socket, known by the address it was bound with.
-                bound.push(start.inherited(i, l.addr).unwrap_or(l.addr));
-            } else if l.addr.port() == 0 {
-                let (socket, addr) = reserve_port(l.addr).map_err(bind_err)?;
-                reserved.push(socket);
-                bound.push(addr);
-            } else {
-                TcpListener::bind(l.addr).map_err(bind_err)?;
-                bound.push(l.addr);
-            }
-        }
+        let (reserved, bound) = crate::listener::bind::addresses(&config.listeners, start)
+            .map_err(|(addr, source)| ServerError::Bind { addr, source })?;
         let threads = config.load_balancer.threads;
         let grace = config.load_balancer.upgrade_grace;
         let mut conf = ServerConf {
@@ -187,64 +135,24 @@ impl Tether {
         let mut listener_stats = Vec::new();
         let mut resolvers = Vec::new();
         for (i, (l, &addr)) in config.listeners.iter().zip(&bound).enumerate() {
-            let tls13_only = l
-                .tls
-                .as_ref()
-                .is_some_and(|t| t.policy == crate::listener::tls::SslPolicy::Tls13Only);
-            let mut listener = ListenerInfo::new(i, addr.port(), l.protocol);
-            listener.access_log = access_log.clone();
-            // Two listeners may share a port on different addresses: then the label
-            // names the address too, so that no two series have the same labels.
+            // Two listeners may share a port on different addresses: then the metrics
+            // label names the address too, so that no two series have the same labels.
             let shared = bound.iter().filter(|b| b.port() == addr.port()).count() > 1;
-            let label = if shared {
-                format!("{}:{addr}", l.protocol.as_str())
-            } else {
-                Metrics::listener_label(l.protocol, addr.port())
-            };
-            listener_stats.push((label, listener.stats.clone()));
-            let app = ListenerApp {
-                listener,
-                routing: routing.clone(),
-                client_header_timeout: config.load_balancer.client_header_timeout,
-                desync: config.load_balancer.desync_mitigation_mode,
-                tls13_only,
-            };
-            let mut service = pingora::services::listening::Service::new(
-                format!("listener {} {}", l.protocol.as_str(), addr),
-                app,
-            );
-            let mut endpoint = ListenerConfig::tcp(addr.to_string()).l4_buffer(
-                L4BufferSettings::new(DOWNSTREAM_READ_BUFFER, DOWNSTREAM_WRITE_BUFFER),
-            );
-            if l.addr.port() == 0 {
-                let mut options = TcpSocketOptions::default();
-                options.so_reuseport = Some(true);
-                endpoint = endpoint.tcp_socket_options(options);
+            let built = crate::listener::bind::service(
+                (i, l, addr, shared),
+                config,
+                routing.clone(),
+                access_log.clone(),
+            )
+            .map_err(|e| match e {
+                crate::listener::bind::BindError::Tls(e) => ServerError::Tls(e),
+                crate::listener::bind::BindError::Engine(e) => ServerError::Engine(e),
+            })?;
+            listener_stats.push((built.label, built.stats));
+            if let Some(resolver) = built.resolver {
+                resolvers.push((i, resolver));
             }
-            match &l.tls {
-                None => service.add_listener(endpoint),
-                Some(tls) => {
-                    let store = CertStore::load(&tls.certificates).map_err(ServerError::Tls)?;
-                    let resolver = Arc::new(
-                        CertResolver::new(store, tls.certificates.clone(), tls.policy)
-                            .counting_refusals(listener_stats.last().map(|(_, s)| s.clone())),
-                    );
-                    let mut settings = TlsSettings::with_callbacks(Box::new(KeepServerName))
-                        .map_err(|e| ServerError::Engine(e.to_string()))?;
-                    settings.set_cert_resolver(resolver.clone());
-                    // HTTP/2 for clients that offer it (unless `http2_enabled` is
-                    // off: ALPN then offers HTTP/1.1 alone); targets get HTTP/1.1.
-                    if config.load_balancer.http2_enabled {
-                        settings.enable_h2();
-                    } else {
-                        settings.set_alpn(pingora::protocols::ALPN::H1);
-                    }
-                    service.add_listener(endpoint.tls(settings));
-                    resolvers.push((i, resolver));
-                }
-            }
-            service.threads = Some(threads);
-            server.add_service(service);
+            server.add_service(built.service);
         }
         if !resolvers.is_empty() {
             server.add_service(background_service(
@@ -379,21 +287,6 @@ impl BackgroundService for SighupReload {
                 _ = shutdown.changed() => return,
             }
         }
-    }
-}
-
-/// After a handshake: keeps the client's SNI name with the connection (for the
-/// access log's `domain_name`).
-struct KeepServerName;
-
-#[async_trait]
-impl pingora::listeners::TlsAccept for KeepServerName {
-    async fn handshake_complete_callback(
-        &self,
-        tls: &pingora::protocols::tls::TlsRef,
-    ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
-        let name = tls.server_name()?;
-        Some(Arc::new(crate::listener::client::ServerName(name.into())))
     }
 }
 

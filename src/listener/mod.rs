@@ -4,11 +4,12 @@
 //! of its accepted connections, HTTP/1.1 or HTTP/2 ([`accept`]); [`tls`] holds its
 //! certificates and policies, and [`client`] what it learns of each client.
 //!
-//! Still elsewhere: binding (in `server::Tether::build_with`), the listener's
-//! response headers (`settings::ListenerHeaders`) and counters
-//! (`stats::ListenerStats`).
+//! [`bind`] checks its address and makes its pingora service. Still elsewhere: the
+//! listener's response headers (`settings::ListenerHeaders`, part of the config
+//! model) and counters (`stats::ListenerStats`, a leaf every module may count in).
 
 pub mod accept;
+pub mod bind;
 pub mod client;
 pub mod tls;
 
