@@ -393,7 +393,7 @@ impl Conn<'_> {
         let mut body = BodyState::new(p.body);
         match body.take(&mut self.buf, &mut out) {
             Ok(()) => {}
-            Err(()) => {
+            Err(_) => {
                 let _ = self
                     .respond(rec, &LbResponse::error(400), false, true)
                     .await;

@@ -43,6 +43,29 @@ pub fn head_too_long(buf: &[u8], limit: usize) -> bool {
     line_end > MAX_REQUEST_LINE
 }
 
+/// Why a head is refused: its framing cannot be decided without doubt, or its
+/// `Connection` lines are not ones tether forwards around (a 400 for a request, a
+/// 502 for a response).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Malformed {
+    #[error("invalid content-length")]
+    InvalidLength,
+    #[error("conflicting content-length")]
+    ConflictingLength,
+    #[error("transfer-encoding must end with chunked")]
+    ChunkedNotLast,
+    #[error("transfer-encoding without a coding")]
+    NoCoding,
+    #[error("tab in transfer-encoding")]
+    TabInTransferEncoding,
+    #[error("transfer-encoding in an HTTP/1.0 request")]
+    TransferEncodingInHttp10,
+    #[error("connection names a framing header")]
+    ConnectionNamesFraming,
+    #[error("too many connection options")]
+    TooManyConnectionOptions,
+}
+
 /// How a message body is framed (RFC 9112 §6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
@@ -100,7 +123,7 @@ pub struct Named<'a> {
 }
 
 impl<'a> Named<'a> {
-    fn push(&mut self, name: &'a [u8]) -> Result<(), &'static str> {
+    fn push(&mut self, name: &'a [u8]) -> Result<(), Malformed> {
         if self.names[..self.len]
             .iter()
             .any(|n| n.eq_ignore_ascii_case(name))
@@ -110,7 +133,7 @@ impl<'a> Named<'a> {
         let slot = self
             .names
             .get_mut(self.len)
-            .ok_or("too many connection options")?;
+            .ok_or(Malformed::TooManyConnectionOptions)?;
         *slot = name;
         self.len += 1;
         Ok(())
@@ -168,10 +191,7 @@ pub struct RequestScan<'a> {
 /// be framed without doubt, or a `Connection` line names a framing header or too many
 /// (answered 400 in every desync mode: a body whose end is uncertain is never
 /// forwarded).
-pub fn scan_request<'a>(
-    headers: Headers<'a>,
-    http10: bool,
-) -> Result<RequestScan<'a>, &'static str> {
+pub fn scan_request<'a>(headers: Headers<'a>, http10: bool) -> Result<RequestScan<'a>, Malformed> {
     let mut scan = RequestScan {
         framing: Framing::None,
         drop_length: false,
@@ -212,7 +232,7 @@ pub fn scan_request<'a>(
                     } else if t.eq_ignore_ascii_case(b"upgrade") {
                         scan.upgrade_option = true;
                     } else if is_framing_header(t) {
-                        return Err("connection names a framing header");
+                        return Err(Malformed::ConnectionNamesFraming);
                     } else {
                         scan.named.push(t)?;
                     }
@@ -222,18 +242,18 @@ pub fn scan_request<'a>(
             17 if name.eq_ignore_ascii_case("transfer-encoding") => {
                 if h.value.contains(&b'\t') {
                     // llhttp refuses it; no reading of it is worth the doubt.
-                    return Err("tab in transfer-encoding");
+                    return Err(Malformed::TabInTransferEncoding);
                 }
                 for t in tokens(h.value) {
                     if chunked_last {
                         // Something after chunked: not the final coding.
-                        return Err("transfer-encoding must end with chunked");
+                        return Err(Malformed::ChunkedNotLast);
                     }
                     te_seen = true;
                     chunked_last = t.eq_ignore_ascii_case(b"chunked");
                 }
                 if tokens(h.value).next().is_none() {
-                    return Err("transfer-encoding without a coding");
+                    return Err(Malformed::NoCoding);
                 }
             }
             _ => {}
@@ -241,10 +261,10 @@ pub fn scan_request<'a>(
     }
     if te_seen {
         if http10 {
-            return Err("transfer-encoding in an HTTP/1.0 request");
+            return Err(Malformed::TransferEncodingInHttp10);
         }
         if !chunked_last {
-            return Err("transfer-encoding must end with chunked");
+            return Err(Malformed::ChunkedNotLast);
         }
         scan.framing = Framing::Chunked;
         scan.drop_length = length.is_some();
@@ -260,16 +280,13 @@ pub fn scan_request<'a>(
 
 /// The framing of a request's body and whether its `Content-Length` lines are left
 /// out ([`scan_request`]'s part of it).
-pub fn request_framing(
-    headers: Headers<'_>,
-    http10: bool,
-) -> Result<(Framing, bool), &'static str> {
+pub fn request_framing(headers: Headers<'_>, http10: bool) -> Result<(Framing, bool), Malformed> {
     scan_request(headers, http10).map(|s| (s.framing, s.drop_length))
 }
 
 /// The `Content-Length` of a message: every value (and list member) must be the
 /// same decimal number.
-pub fn content_length(headers: Headers<'_>) -> Result<Option<u64>, &'static str> {
+pub fn content_length(headers: Headers<'_>) -> Result<Option<u64>, Malformed> {
     let mut length = None;
     for v in headers.get_all("content-length") {
         add_length(v, &mut length)?;
@@ -279,14 +296,14 @@ pub fn content_length(headers: Headers<'_>) -> Result<Option<u64>, &'static str>
 
 /// Adds one `Content-Length` value (a list of decimal numbers) to what earlier lines
 /// said: all must agree.
-fn add_length(value: &[u8], length: &mut Option<u64>) -> Result<(), &'static str> {
+fn add_length(value: &[u8], length: &mut Option<u64>) -> Result<(), Malformed> {
     for t in value.split(|b| *b == b',').map(|t| t.trim_ascii()) {
         if t.is_empty() || t.len() > 19 || !t.iter().all(u8::is_ascii_digit) {
-            return Err("invalid content-length");
+            return Err(Malformed::InvalidLength);
         }
         let n = t.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
         if length.is_some_and(|l| l != n) {
-            return Err("conflicting content-length");
+            return Err(Malformed::ConflictingLength);
         }
         *length = Some(n);
     }
@@ -327,7 +344,7 @@ pub fn scan_response<'a>(
     status: u16,
     head_request: bool,
     headers: Headers<'a>,
-) -> Result<ResponseScan<'a>, &'static str> {
+) -> Result<ResponseScan<'a>, Malformed> {
     let mut scan = ResponseScan {
         framing: Framing::None,
         close: false,

@@ -381,7 +381,11 @@ impl BodyState {
 
     /// Moves the body bytes at the front of `buf` to `out` (the bytes after the
     /// body stay in `buf`: the next request).
-    pub(super) fn take(&mut self, buf: &mut Vec<u8>, out: &mut Vec<u8>) -> Result<(), ()> {
+    pub(super) fn take(
+        &mut self,
+        buf: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), chunked::Invalid> {
         if self.done || buf.is_empty() {
             return Ok(());
         }
@@ -393,7 +397,7 @@ impl BodyState {
                 n
             }
             Framing::Chunked => {
-                let n = self.chunks.feed(buf, |_| {}).map_err(|_| ())?;
+                let n = self.chunks.feed(buf, |_| {})?;
                 self.done = self.chunks.is_done();
                 n
             }
