@@ -1,0 +1,345 @@
+//! Listener rules from their config: conditions (wildcard and regex values),
+//! actions (forward, redirect, fixed response) and transforms, checked as ALB
+//! checks them.
+
+use super::*;
+
+/// The wildcard and regex values of a path, host or header condition. A condition
+/// with regex values takes at most 3 values in all, as on ALB; wildcard-only
+/// conditions keep tether's earlier (unlimited) count.
+pub(super) fn build_values(
+    ctx: &Ctx<'_>,
+    what: &str,
+    raw: &RawValues,
+    span: Range<usize>,
+    case_insensitive: bool,
+) -> Result<Values, ConfigError> {
+    if raw.values.is_empty() && raw.regex_values.is_empty() {
+        return Err(ctx.err(span, format!("{what} needs at least one value")));
+    }
+    if !raw.regex_values.is_empty() {
+        let extra = raw
+            .values
+            .iter()
+            .chain(&raw.regex_values)
+            .nth(MAX_EVALUATIONS_PER_CONDITION);
+        if let Some(extra) = extra {
+            return Err(ctx.err(
+                extra.span(),
+                format!("{what} takes at most {MAX_EVALUATIONS_PER_CONDITION} values and regex_values together (ALB's match evaluations per condition)"),
+            ));
+        }
+    }
+    let pattern = if case_insensitive {
+        Pattern::case_insensitive
+    } else {
+        Pattern::case_sensitive
+    };
+    let mut values = Values {
+        wildcards: raw.values.iter().map(|p| pattern(p.get_ref())).collect(),
+        regexes: Vec::new(),
+    };
+    for r in &raw.regex_values {
+        if r.get_ref().chars().count() > MAX_CONDITION_REGEX {
+            return Err(ctx.err(
+                r.span(),
+                format!("regex value is longer than {MAX_CONDITION_REGEX} characters"),
+            ));
+        }
+        let regex =
+            RegexValue::new(r.get_ref(), case_insensitive).map_err(|m| ctx.err(r.span(), m))?;
+        values.regexes.push(regex);
+    }
+    Ok(values)
+}
+
+/// A rule's transforms: at most one of each kind.
+pub(super) fn build_transforms(
+    ctx: &Ctx<'_>,
+    raw: Vec<Spanned<RawTransform>>,
+) -> Result<Transforms, ConfigError> {
+    let mut out = Transforms::default();
+    for t in raw {
+        let span = t.span();
+        let (slot, rw, what, case_insensitive) = match t.into_inner() {
+            RawTransform::UrlRewrite(rw) => (&mut out.url, rw, "url_rewrite", false),
+            RawTransform::HostHeaderRewrite(rw) => (&mut out.host, rw, "host_header_rewrite", true),
+        };
+        if slot.is_some() {
+            return Err(ctx.err(span, format!("a rule takes at most one {what}")));
+        }
+        let rewrite = Rewrite::new(rw.regex.get_ref(), rw.replace.get_ref(), case_insensitive)
+            .map_err(|e| match e {
+                RewriteError::Regex(m) => ctx.err(rw.regex.span(), m),
+                RewriteError::Replace(m) => ctx.err(rw.replace.span(), m),
+            })?;
+        *slot = Some(rewrite);
+    }
+    Ok(out)
+}
+
+pub(super) fn build_conditions(
+    ctx: &Ctx<'_>,
+    raw: Spanned<RawConditions>,
+) -> Result<Vec<Condition>, ConfigError> {
+    let span = raw.span();
+    let raw = raw.into_inner();
+    let mut out = Vec::new();
+    // ALB's match evaluations per rule, counted over regex values.
+    let mut regexes = Vec::new();
+    if let Some(v) = raw.path_pattern {
+        let span = v.span();
+        let values = build_values(ctx, "path_pattern", &v.get_ref().0, span, false)?;
+        regexes.extend(v.get_ref().0.regex_values.iter().map(|r| r.span()));
+        out.push(Condition::PathPattern(values));
+    }
+    if let Some(v) = raw.host_header {
+        let span = v.span();
+        let values = build_values(ctx, "host_header", &v.get_ref().0, span, true)?;
+        regexes.extend(v.get_ref().0.regex_values.iter().map(|r| r.span()));
+        out.push(Condition::HostHeader(values));
+    }
+    if let Some(v) = raw.http_request_method {
+        non_empty(ctx, &v, "http_request_method")?;
+        let mut methods = Vec::new();
+        for m in v.into_inner() {
+            let ok = !m.get_ref().is_empty()
+                && m.get_ref().len() <= 40
+                && m.get_ref()
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_');
+            if !ok {
+                return Err(ctx.err(
+                    m.span(),
+                    format!(
+                        "invalid method \"{}\": methods are matched exactly, write them in capitals (A-Z, '-', '_')",
+                        m.get_ref()
+                    ),
+                ));
+            }
+            methods.push(m.into_inner());
+        }
+        out.push(Condition::HttpRequestMethod(methods));
+    }
+    if let Some(v) = raw.source_ip {
+        non_empty(ctx, &v, "source_ip")?;
+        let nets = v
+            .get_ref()
+            .iter()
+            .map(|c| parse_cidr(c.get_ref()).map_err(|m| ctx.err(c.span(), m)))
+            .collect::<Result<_, _>>()?;
+        out.push(Condition::SourceIp(nets));
+    }
+    for h in raw.http_header.unwrap_or_default() {
+        let span = h.span();
+        let h = h.into_inner();
+        let name = http::HeaderName::from_bytes(h.name.get_ref().as_bytes()).map_err(|_| {
+            ctx.err(
+                h.name.span(),
+                format!("invalid header name \"{}\"", h.name.get_ref()),
+            )
+        })?;
+        let raw_values = RawValues {
+            values: h.values,
+            regex_values: h.regex_values,
+        };
+        let values = build_values(ctx, "http_header", &raw_values, span, true)?;
+        regexes.extend(raw_values.regex_values.iter().map(|r| r.span()));
+        out.push(Condition::HttpHeader { name, values });
+    }
+    if let Some(extra) = regexes.get(MAX_EVALUATIONS_PER_RULE) {
+        return Err(ctx.err(
+            extra.clone(),
+            format!("a rule takes at most {MAX_EVALUATIONS_PER_RULE} regex values in all (ALB's match evaluations per rule)"),
+        ));
+    }
+    if let Some(v) = raw.query_string {
+        non_empty(ctx, &v, "query_string")?;
+        out.push(Condition::QueryString(
+            v.get_ref()
+                .iter()
+                .map(|q| {
+                    (
+                        q.key.as_deref().map(Pattern::case_insensitive),
+                        Pattern::case_insensitive(&q.value),
+                    )
+                })
+                .collect(),
+        ));
+    }
+    if out.is_empty() {
+        return Err(ctx.err(span, "a rule needs at least one condition"));
+    }
+    Ok(out)
+}
+
+const CONTENT_TYPES: &[&str] = &[
+    "text/plain",
+    "text/css",
+    "text/html",
+    "application/javascript",
+    "application/json",
+];
+
+pub(super) fn build_action(
+    ctx: &Ctx<'_>,
+    raw: Spanned<RawAction>,
+    groups: &HashMap<String, usize>,
+) -> Result<Action<usize>, ConfigError> {
+    let span = raw.span();
+    let group = |name: &Spanned<String>| {
+        groups.get(name.get_ref()).copied().ok_or_else(|| {
+            ctx.err(
+                name.span(),
+                format!(
+                    "unknown target group \"{}\": define it as [target_group.{}]",
+                    name.get_ref(),
+                    name.get_ref()
+                ),
+            )
+        })
+    };
+    match raw.into_inner() {
+        RawAction::Forward(RawForward::Single(name)) => {
+            // The value's own span is lost inside the enum; point at the action.
+            let name = Spanned::new(span, name);
+            Ok(Action::Forward(Forward::single(group(&name)?)))
+        }
+        RawAction::Forward(RawForward::Weighted(w)) => {
+            let list = &w.target_groups;
+            if list.get_ref().is_empty() || list.get_ref().len() > 5 {
+                return Err(ctx.err(list.span(), "a weighted forward takes 1 to 5 target groups"));
+            }
+            let mut seen = HashSet::new();
+            let mut out = Vec::new();
+            for g in list.get_ref() {
+                let index = group(&g.name)?;
+                if !seen.insert(index) {
+                    return Err(ctx.err(
+                        g.name.span(),
+                        format!("target group \"{}\" is listed twice", g.name.get_ref()),
+                    ));
+                }
+                if *g.weight.get_ref() > 999 {
+                    return Err(ctx.err(g.weight.span(), "weight must be between 0 and 999"));
+                }
+                out.push(WeightedGroup {
+                    group: index,
+                    weight: *g.weight.get_ref(),
+                });
+            }
+            if out.iter().all(|g| g.weight == 0) {
+                return Err(ctx.err(
+                    list.span(),
+                    "at least one target group needs a weight above 0",
+                ));
+            }
+            let stickiness = match w.stickiness {
+                Some(st) if st.enabled != Some(false) => Some(match st.duration {
+                    Some(d) => {
+                        check_duration(ctx, &d, "duration", Duration::from_secs(1), MAX_STICKINESS)?
+                    }
+                    None => DEFAULT_STICKINESS,
+                }),
+                _ => None,
+            };
+            Ok(Action::Forward(
+                Forward::weighted(out).with_stickiness(stickiness),
+            ))
+        }
+        RawAction::FixedResponse(f) => {
+            let status = *f.status.get_ref();
+            if !matches!(status / 100, 2 | 4 | 5) {
+                return Err(ctx.err(f.status.span(), "status must be 2XX, 4XX or 5XX"));
+            }
+            let content_type = match f.content_type {
+                Some(ct) if !CONTENT_TYPES.contains(&ct.get_ref().as_str()) => {
+                    return Err(ctx.err(
+                        ct.span(),
+                        format!("content_type must be one of {}", CONTENT_TYPES.join(", ")),
+                    ))
+                }
+                Some(ct) => ct.into_inner(),
+                None => "text/plain".to_string(),
+            };
+            let body = match f.body {
+                Some(b) if b.get_ref().len() > 1024 => {
+                    return Err(ctx.err(b.span(), "body must be at most 1024 bytes"))
+                }
+                Some(b) => b.into_inner(),
+                None => String::new(),
+            };
+            Ok(Action::FixedResponse(FixedResponse {
+                status,
+                content_type,
+                body,
+            }))
+        }
+        RawAction::Redirect(r) => build_redirect(ctx, span, r).map(Action::Redirect),
+    }
+}
+
+pub(super) fn build_redirect(
+    ctx: &Ctx<'_>,
+    span: Range<usize>,
+    r: RawRedirect,
+) -> Result<Redirect, ConfigError> {
+    let protocol = match r.protocol {
+        Some(p) => {
+            let v = p.get_ref().as_str();
+            if !matches!(v, "HTTP" | "HTTPS" | "#{protocol}") {
+                return Err(ctx.err(
+                    p.span(),
+                    "protocol must be \"HTTP\", \"HTTPS\" or \"#{protocol}\"",
+                ));
+            }
+            p.into_inner()
+        }
+        None => "#{protocol}".to_string(),
+    };
+    let port = match r.port {
+        Some(p) => {
+            let v = &p.get_ref().0;
+            let ok = v == "#{port}" || v.parse::<u16>().is_ok_and(|n| n != 0);
+            if !ok {
+                return Err(ctx.err(p.span(), "port must be 1-65535 or \"#{port}\""));
+            }
+            p.into_inner().0
+        }
+        None => "#{port}".to_string(),
+    };
+    let path = match r.path {
+        Some(p) if !p.get_ref().starts_with('/') => {
+            return Err(ctx.err(p.span(), "path must start with '/', like \"/#{path}\""))
+        }
+        Some(p) => p.into_inner(),
+        None => "/#{path}".to_string(),
+    };
+    let status = match r.status {
+        Some(s) if !matches!(*s.get_ref(), 301 | 302) => {
+            return Err(ctx.err(s.span(), "status must be 301 or 302"))
+        }
+        Some(s) => *s.get_ref(),
+        None => 301,
+    };
+    let redirect = Redirect {
+        protocol,
+        host: r.host.unwrap_or_else(|| "#{host}".to_string()),
+        port,
+        path,
+        query: r.query.unwrap_or_else(|| "#{query}".to_string()),
+        status,
+    };
+    let unchanged = redirect.protocol == "#{protocol}"
+        && redirect.host == "#{host}"
+        && redirect.port == "#{port}"
+        && redirect.path == "/#{path}"
+        && redirect.query == "#{query}";
+    if unchanged {
+        return Err(ctx.err(
+            span,
+            "a redirect must change something (protocol, host, port, path or query), or it would loop",
+        ));
+    }
+    Ok(redirect)
+}
