@@ -4,6 +4,7 @@
 
 pub mod alb_log;
 pub mod example;
+pub mod raw_http;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
