@@ -2,6 +2,7 @@
 //! the readings a target might use, a recording raw target and a raw client. Used by
 //! the tests that check bytes on the wire (tests/http1, tests/engine, ...).
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -295,6 +296,30 @@ pub fn body_len(buf: &[u8], framing: Framing) -> Option<Result<usize, ()>> {
     }
 }
 
+/// Where a head ends (just past its empty line; CRLF lines).
+pub fn head_end(buf: &[u8]) -> Option<usize> {
+    find(buf, b"\r\n\r\n").map(|i| i + 4)
+}
+
+/// The length of the whole request at the front of `buf` (head and body, read as
+/// RFC 9112 says); `None` while incomplete, `Some(Err)` when it cannot be framed.
+pub fn request_len(buf: &[u8]) -> Option<Result<usize, ()>> {
+    let head = match parse_head(buf)? {
+        Ok(h) => h,
+        Err(()) => return Some(Err(())),
+    };
+    let framing = request_framing(&head, View::Rfc);
+    body_len(&buf[head.len..], framing).map(|r| r.map(|n| head.len + n))
+}
+
+/// The body of a whole request (as sent: chunked stays chunked).
+pub fn request_body(req: &[u8]) -> &[u8] {
+    match parse_head(req) {
+        Some(Ok(h)) => &req[h.len..],
+        _ => &[],
+    }
+}
+
 /// The request lines found in `bytes` (one connection's stream) when read as `view`.
 pub fn request_lines(bytes: &[u8], view: View) -> Vec<String> {
     let mut lines = Vec::new();
@@ -367,10 +392,25 @@ pub struct ConnRecord {
 /// `Expect: 100-continue` and a body) carries `X-Target-Saw: METHOD TARGET`. The
 /// connection stays open for more requests unless the request asks to close. A
 /// request it cannot frame (bad chunk size, unknown coding) gets no answer.
+///
+/// That is [`TargetReply::ByPath`]; [`RecordingTarget::start_with`] picks another answer.
+/// Every whole request is also kept, in arrival order ([`RecordingTarget::take_requests`]).
 pub struct RecordingTarget {
     pub addr: SocketAddr,
     pub conns: Arc<Mutex<Vec<ConnRecord>>>,
+    pub requests: Arc<Mutex<VecDeque<Vec<u8>>>>,
     pub task: JoinHandle<()>,
+}
+
+/// How a [`RecordingTarget`] answers each whole request.
+#[derive(Debug, Clone, Copy)]
+pub enum TargetReply {
+    /// The canned responses chosen by the request (see [`RecordingTarget`]).
+    ByPath,
+    /// These bytes, as they are, to every request; the connection stays open.
+    Fixed(&'static [u8]),
+    /// `200` with the body `target=<request-target>\nhost=<Host>\n`; stays open.
+    EchoTargetAndHost,
 }
 
 impl Drop for RecordingTarget {
@@ -381,10 +421,16 @@ impl Drop for RecordingTarget {
 
 impl RecordingTarget {
     pub async fn start() -> RecordingTarget {
+        RecordingTarget::start_with(TargetReply::ByPath).await
+    }
+
+    pub async fn start_with(reply: TargetReply) -> RecordingTarget {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind target");
         let addr = listener.local_addr().expect("target addr");
         let conns: Arc<Mutex<Vec<ConnRecord>>> = Arc::default();
         let task_conns = conns.clone();
+        let requests: Arc<Mutex<VecDeque<Vec<u8>>>> = Arc::default();
+        let task_requests = requests.clone();
         let task = tokio::spawn(async move {
             // Connections live in the set: dropping the target ends them all.
             let mut set = tokio::task::JoinSet::new();
@@ -400,11 +446,32 @@ impl RecordingTarget {
                 let (rd, wr) = stream.into_split();
                 let (tx, rx) = unbounded_channel();
                 set.spawn(record(rd, idx, task_conns.clone(), tx));
-                set.spawn(answer(wr, rx));
+                set.spawn(answer(wr, rx, reply, task_requests.clone()));
                 while set.try_join_next().is_some() {}
             }
         });
-        RecordingTarget { addr, conns, task }
+        RecordingTarget {
+            addr,
+            conns,
+            requests,
+            task,
+        }
+    }
+
+    /// The whole requests received since the last call (head and body as sent).
+    pub fn take_requests(&self) -> Vec<Vec<u8>> {
+        lock(&self.requests).drain(..).collect()
+    }
+
+    /// The start lines of the whole requests received (and not taken).
+    pub fn start_lines(&self) -> Vec<String> {
+        lock(&self.requests)
+            .iter()
+            .filter_map(|r| match parse_head(r) {
+                Some(Ok(h)) => Some(h.start_line),
+                _ => None,
+            })
+            .collect()
     }
 
     pub fn snapshot(&self) -> Vec<usize> {
@@ -479,7 +546,13 @@ pub async fn go_silent(rx: &mut UnboundedReceiver<Vec<u8>>) {
     while rx.recv().await.is_some() {}
 }
 
-pub async fn answer(mut wr: OwnedWriteHalf, mut rx: UnboundedReceiver<Vec<u8>>) {
+pub async fn answer(
+    mut wr: OwnedWriteHalf,
+    mut rx: UnboundedReceiver<Vec<u8>>,
+    reply: TargetReply,
+    requests: Arc<Mutex<VecDeque<Vec<u8>>>>,
+) {
+    let by_path = matches!(reply, TargetReply::ByPath);
     let mut buf: Vec<u8> = Vec::new();
     loop {
         let head = loop {
@@ -494,7 +567,7 @@ pub async fn answer(mut wr: OwnedWriteHalf, mut rx: UnboundedReceiver<Vec<u8>>) 
         };
         let (method, target, _) = head.request_parts();
         let saw = format!("{method} {target}").replace(|c: char| c.is_control(), "?");
-        if head.header("upgrade").is_some() && target.starts_with("/ws-accept") {
+        if by_path && head.header("upgrade").is_some() && target.starts_with("/ws-accept") {
             let _ = wr
                 .write_all(
                     format!(
@@ -510,7 +583,7 @@ pub async fn answer(mut wr: OwnedWriteHalf, mut rx: UnboundedReceiver<Vec<u8>>) 
         let expects_continue = head
             .header("expect")
             .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
-        if expects_continue && framing != Framing::Empty {
+        if by_path && expects_continue && framing != Framing::Empty {
             let interim = format!("HTTP/1.1 100 Continue\r\nX-Target-Saw: {saw}\r\n\r\n");
             if wr.write_all(interim.as_bytes()).await.is_err() {
                 return;
@@ -526,12 +599,24 @@ pub async fn answer(mut wr: OwnedWriteHalf, mut rx: UnboundedReceiver<Vec<u8>>) 
                 },
             }
         };
-        buf.drain(..total);
-        if target.contains("slow") {
+        lock(&requests).push_back(buf.drain(..total).collect());
+        if by_path && target.contains("slow") {
             tokio::time::sleep(Duration::from_millis(600)).await;
         }
-        let (reply, close) = reply_for(&head, &method, &target, &saw);
-        if wr.write_all(&reply).await.is_err() {
+        let (bytes, close) = match reply {
+            TargetReply::ByPath => reply_for(&head, &method, &target, &saw),
+            TargetReply::Fixed(bytes) => (bytes.to_vec(), false),
+            TargetReply::EchoTargetAndHost => {
+                let host = head.header("host").unwrap_or_default();
+                let body = format!("target={target}\nhost={host}\n");
+                let text = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                (text.into_bytes(), false)
+            }
+        };
+        if wr.write_all(&bytes).await.is_err() {
             return;
         }
         if close {

@@ -44,7 +44,7 @@ async fn serve_idle_closing(mut s: TcpStream, id: &'static str, stats: Arc<RaceS
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; 16384];
     loop {
-        while let Ok(Some(n)) = request_len(&buf) {
+        while let Some(Ok(n)) = request_len(&buf) {
             let req: Vec<u8> = buf.drain(..n).collect();
             if req.starts_with(b"POST ") {
                 let mut posts = stats.posts.lock().expect("posts");
@@ -192,7 +192,7 @@ async fn post_resetting_target(posts: Arc<AtomicUsize>) -> (SocketAddr, JoinHand
                 let mut buf = Vec::new();
                 let mut chunk = vec![0u8; 16384];
                 loop {
-                    while let Ok(Some(n)) = request_len(&buf) {
+                    while let Some(Ok(n)) = request_len(&buf) {
                         let req: Vec<u8> = buf.drain(..n).collect();
                         if req.starts_with(b"POST ") {
                             posts.fetch_add(1, Ordering::SeqCst);
@@ -234,7 +234,12 @@ async fn it_should_send_a_post_once_when_the_target_resets_after_reading_it() {
         .await
         .expect("write");
     let post = read_response(&mut s, RESPONSE_WAIT).await.expect("POST");
-    assert_eq!(post.status, 502, "{}", show(&post.head));
+    assert_eq!(
+        post.status,
+        502,
+        "{}",
+        show(post.head.start_line.as_bytes())
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         posts.load(Ordering::SeqCst),

@@ -17,12 +17,13 @@ mod trickle;
 mod valid;
 mod websockets;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::raw_http::*;
 use common::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
@@ -96,232 +97,7 @@ health_check = {{ enabled = false }}
     )
 }
 
-// === Messages (test side) ===
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    if hay.len() < needle.len() {
-        return None;
-    }
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Bytes for a failure message: escaped, cut when long.
-fn show(b: &[u8]) -> String {
-    let s = String::from_utf8_lossy(b).escape_debug().to_string();
-    if s.len() > 600 {
-        let mut cut = 600;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        format!("{}… ({} bytes)", &s[..cut], b.len())
-    } else {
-        s
-    }
-}
-
-/// Where a head ends (just past its empty line; CRLF lines).
-fn head_end(buf: &[u8]) -> Option<usize> {
-    find(buf, b"\r\n\r\n").map(|i| i + 4)
-}
-
-/// `(name, value)` of each header line of a head (after its first line), trimmed.
-fn head_fields(head: &[u8]) -> Vec<(String, String)> {
-    let text = String::from_utf8_lossy(head);
-    text.split("\r\n")
-        .skip(1)
-        .filter(|l| !l.is_empty())
-        .map(|l| match l.split_once(':') {
-            Some((n, v)) => (n.trim().to_string(), v.trim().to_string()),
-            None => (l.to_string(), String::new()),
-        })
-        .collect()
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    None,
-    Length(usize),
-    Chunked,
-    /// Until the connection closes (responses only).
-    Close,
-}
-
-fn framing(head: &[u8], response: bool) -> Result<Framing, String> {
-    let fields = head_fields(head);
-    let te = fields
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"))
-        .map(|(_, v)| v.as_str())
-        .collect::<Vec<_>>()
-        .join(",");
-    if !te.is_empty() {
-        let last = te.rsplit(',').next().unwrap_or("").trim();
-        return if last.eq_ignore_ascii_case("chunked") {
-            Ok(Framing::Chunked)
-        } else {
-            Err(format!("transfer-encoding {te:?}"))
-        };
-    }
-    match fields
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-    {
-        Some((_, v)) => v
-            .parse()
-            .map(Framing::Length)
-            .map_err(|_| format!("content-length {v:?}")),
-        None if response => Ok(Framing::Close),
-        None => Ok(Framing::None),
-    }
-}
-
-/// The length of the complete chunked body (trailers included) at the front of
-/// `buf`; `None` while incomplete.
-fn chunked_len(buf: &[u8]) -> Result<Option<usize>, String> {
-    let mut i = 0;
-    loop {
-        let Some(eol) = find(&buf[i..], b"\r\n") else {
-            return Ok(None);
-        };
-        let line = &buf[i..i + eol];
-        let size = line.split(|b| *b == b';').next().unwrap_or(b"");
-        let size = std::str::from_utf8(size)
-            .ok()
-            .and_then(|s| usize::from_str_radix(s.trim(), 16).ok())
-            .ok_or_else(|| format!("chunk size line {}", show(line)))?;
-        i += eol + 2;
-        if size == 0 {
-            // Trailer lines up to the empty one.
-            loop {
-                let Some(eol) = find(&buf[i..], b"\r\n") else {
-                    return Ok(None);
-                };
-                i += eol + 2;
-                if eol == 0 {
-                    return Ok(Some(i));
-                }
-            }
-        }
-        if buf.len() < i + size + 2 {
-            return Ok(None);
-        }
-        if &buf[i + size..i + size + 2] != b"\r\n" {
-            return Err("chunk data not followed by CRLF".into());
-        }
-        i += size + 2;
-    }
-}
-
-/// The length of the whole request at the front of `buf` (head and body); `None`
-/// while incomplete.
-fn request_len(buf: &[u8]) -> Result<Option<usize>, String> {
-    let Some(head) = head_end(buf) else {
-        return Ok(None);
-    };
-    Ok(match framing(&buf[..head], false)? {
-        Framing::None | Framing::Close => Some(head),
-        Framing::Length(n) => (buf.len() >= head + n).then_some(head + n),
-        Framing::Chunked => chunked_len(&buf[head..])?.map(|n| head + n),
-    })
-}
-
-/// The body of a whole request (as sent: chunked stays chunked).
-fn request_body(req: &[u8]) -> &[u8] {
-    &req[head_end(req).unwrap_or(req.len())..]
-}
-
-// === A target that records every byte ===
-
-/// A raw target: records every byte it receives and each whole request (content
-/// length or chunked with trailers, read to its end), and answers each with [`OK`].
-/// What it cannot parse is recorded and the connection closed.
-struct RecordingTarget {
-    addr: SocketAddr,
-    raw: Arc<Mutex<Vec<u8>>>,
-    requests: Arc<Mutex<VecDeque<Vec<u8>>>>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for RecordingTarget {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl RecordingTarget {
-    async fn start() -> RecordingTarget {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let raw = Arc::new(Mutex::new(Vec::new()));
-        let requests = Arc::new(Mutex::new(VecDeque::new()));
-        let (r, q) = (raw.clone(), requests.clone());
-        let task = tokio::spawn(async move {
-            let mut conns = JoinSet::new();
-            while let Ok((s, _)) = listener.accept().await {
-                conns.spawn(serve_recording(s, r.clone(), q.clone()));
-                while conns.try_join_next().is_some() {}
-            }
-        });
-        RecordingTarget {
-            addr,
-            raw,
-            requests,
-            task,
-        }
-    }
-
-    fn take_requests(&self) -> Vec<Vec<u8>> {
-        lock(&self.requests).drain(..).collect()
-    }
-
-    fn raw(&self) -> Vec<u8> {
-        lock(&self.raw).clone()
-    }
-}
-
-async fn serve_recording(
-    mut s: TcpStream,
-    raw: Arc<Mutex<Vec<u8>>>,
-    requests: Arc<Mutex<VecDeque<Vec<u8>>>>,
-) {
-    let mut buf = Vec::new();
-    let mut chunk = vec![0u8; 65536];
-    loop {
-        loop {
-            match request_len(&buf) {
-                Ok(Some(n)) => {
-                    let req: Vec<u8> = buf.drain(..n).collect();
-                    lock(&requests).push_back(req);
-                    if s.write_all(OK).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => break,
-                Err(_) => return,
-            }
-        }
-        match s.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                lock(&raw).extend_from_slice(&chunk[..n]);
-                buf.extend_from_slice(&chunk[..n]);
-            }
-        }
-    }
-}
-
 // === Client side ===
-
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    head: Vec<u8>,
-    body: Vec<u8>,
-}
 
 /// How reading a response ended without one.
 #[derive(Debug)]
@@ -346,34 +122,17 @@ impl std::fmt::Display for NoResp {
     }
 }
 
-/// Reads one response (content-length, chunked or close-delimited body) from `s`.
+/// Reads one final response (content-length, chunked or close-delimited body) from
+/// `s` with the kit's reader.
 async fn read_response(s: &mut TcpStream, wait: Duration) -> Result<Resp, NoResp> {
     let deadline = tokio::time::Instant::now() + wait;
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; 16384];
     loop {
-        if let Some(h) = head_end(&buf) {
-            let status = std::str::from_utf8(&buf[..h])
-                .ok()
-                .and_then(|t| t.strip_prefix("HTTP/1.1 "))
-                .and_then(|t| t.get(..3))
-                .and_then(|c| c.parse::<u16>().ok())
-                .ok_or_else(|| NoResp::Garbage(show(&buf[..h])))?;
-            let body_len = match framing(&buf[..h], true).map_err(NoResp::Garbage)? {
-                Framing::None => Some(0),
-                Framing::Length(n) => Some(n),
-                Framing::Chunked => chunked_len(&buf[h..]).map_err(NoResp::Garbage)?,
-                Framing::Close => None,
-            };
-            if let Some(n) = body_len {
-                if buf.len() >= h + n && !(100..200).contains(&status) {
-                    return Ok(Resp {
-                        status,
-                        head: buf[..h].to_vec(),
-                        body: buf[h..h + n].to_vec(),
-                    });
-                }
-            }
+        match parse_response(&buf, false, false) {
+            Some(Ok((r, _))) if !(100..200).contains(&r.status) => return Ok(r),
+            Some(Err(e)) => return Err(NoResp::Garbage(e)),
+            _ => {}
         }
         let read = tokio::time::timeout_at(deadline, s.read(&mut chunk)).await;
         match read {
@@ -381,21 +140,10 @@ async fn read_response(s: &mut TcpStream, wait: Duration) -> Result<Resp, NoResp
             Ok(Err(_)) => return Err(NoResp::Reset(buf)),
             Ok(Ok(0)) => {
                 // A close-delimited body ends here.
-                if let Some(h) = head_end(&buf) {
-                    if framing(&buf[..h], true) == Ok(Framing::Close) {
-                        let status = buf
-                            .get(9..12)
-                            .and_then(|c| std::str::from_utf8(c).ok().and_then(|c| c.parse().ok()));
-                        if let Some(status) = status {
-                            return Ok(Resp {
-                                status,
-                                head: buf[..h].to_vec(),
-                                body: buf[h..].to_vec(),
-                            });
-                        }
-                    }
-                }
-                return Err(NoResp::Closed(buf));
+                return match parse_response(&buf, false, true) {
+                    Some(Ok((r, _))) if !(100..200).contains(&r.status) => Ok(r),
+                    _ => Err(NoResp::Closed(buf)),
+                };
             }
             Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
         }

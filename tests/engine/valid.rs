@@ -247,7 +247,7 @@ async fn check_forwarded(
         return Err(format!(
             "tether answered {} {} (body {}) to {}",
             via.status,
-            show(&via.head),
+            show(via.head.start_line.as_bytes()),
             show(&via.body),
             show(&bytes)
         ));
@@ -321,7 +321,7 @@ fn it_should_forward_random_valid_requests_byte_identical() {
     // one tether for every case.
     let rt = runtime();
     let (target, lb) = rt.block_on(async {
-        let target = RecordingTarget::start().await;
+        let target = RecordingTarget::start_with(TargetReply::Fixed(OK)).await;
         // The Host as the client wrote it: by default ALB adds the listener's port
         // to it (on a listener not on 80 or 443), which is not framing.
         let lb =
