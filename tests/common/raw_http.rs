@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -399,6 +400,7 @@ pub struct RecordingTarget {
     pub addr: SocketAddr,
     pub conns: Arc<Mutex<Vec<ConnRecord>>>,
     pub requests: Arc<Mutex<VecDeque<Vec<u8>>>>,
+    pub hang_health: Arc<AtomicBool>,
     pub task: JoinHandle<()>,
 }
 
@@ -411,6 +413,10 @@ pub enum TargetReply {
     Fixed(&'static [u8]),
     /// `200` with the body `target=<request-target>\nhost=<Host>\n`; stays open.
     EchoTargetAndHost,
+    /// A target like a backend named `id`: `200` with the body `id` (closing when
+    /// the request asks to), `/slow?ms=N` after N ms (1000 without `ms`), and
+    /// `/health` never once [`RecordingTarget::hang_health`] is called.
+    Id(&'static str),
 }
 
 impl Drop for RecordingTarget {
@@ -431,6 +437,8 @@ impl RecordingTarget {
         let task_conns = conns.clone();
         let requests: Arc<Mutex<VecDeque<Vec<u8>>>> = Arc::default();
         let task_requests = requests.clone();
+        let hang_health: Arc<AtomicBool> = Arc::default();
+        let task_hang = hang_health.clone();
         let task = tokio::spawn(async move {
             // Connections live in the set: dropping the target ends them all.
             let mut set = tokio::task::JoinSet::new();
@@ -446,7 +454,13 @@ impl RecordingTarget {
                 let (rd, wr) = stream.into_split();
                 let (tx, rx) = unbounded_channel();
                 set.spawn(record(rd, idx, task_conns.clone(), tx));
-                set.spawn(answer(wr, rx, reply, task_requests.clone()));
+                set.spawn(answer(
+                    wr,
+                    rx,
+                    reply,
+                    task_requests.clone(),
+                    task_hang.clone(),
+                ));
                 while set.try_join_next().is_some() {}
             }
         });
@@ -454,8 +468,45 @@ impl RecordingTarget {
             addr,
             conns,
             requests,
+            hang_health,
             task,
         }
+    }
+
+    /// From now on `/health` never answers ([`TargetReply::Id`]).
+    pub fn hang_health(&self) {
+        self.hang_health.store(true, Ordering::Relaxed);
+    }
+
+    /// Stops it as a crashed process stops: its listener closes (connects are
+    /// refused) and its open connections close, with whatever they were serving.
+    pub async fn kill(&mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+
+    /// The request-target of every whole request received (and not taken).
+    pub fn targets(&self) -> Vec<String> {
+        lock(&self.requests)
+            .iter()
+            .filter_map(|r| match parse_head(r) {
+                Some(Ok(h)) => Some(h.request_parts().1),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// How many requests for `path` (without its query) arrived.
+    pub fn count(&self, path: &str) -> usize {
+        self.targets()
+            .iter()
+            .filter(|t| t.split('?').next() == Some(path))
+            .count()
+    }
+
+    /// Whether a request for exactly `path_and_query` arrived.
+    pub fn got(&self, path_and_query: &str) -> bool {
+        self.targets().iter().any(|t| t == path_and_query)
     }
 
     /// The whole requests received since the last call (head and body as sent).
@@ -551,6 +602,7 @@ pub async fn answer(
     mut rx: UnboundedReceiver<Vec<u8>>,
     reply: TargetReply,
     requests: Arc<Mutex<VecDeque<Vec<u8>>>>,
+    hang_health: Arc<AtomicBool>,
 ) {
     let by_path = matches!(reply, TargetReply::ByPath);
     let mut buf: Vec<u8> = Vec::new();
@@ -603,6 +655,20 @@ pub async fn answer(
         if by_path && target.contains("slow") {
             tokio::time::sleep(Duration::from_millis(600)).await;
         }
+        if let TargetReply::Id(_) = reply {
+            let path = target.split('?').next().unwrap_or("");
+            if path == "/health" && hang_health.load(Ordering::Relaxed) {
+                return go_silent(&mut rx).await;
+            }
+            if path == "/slow" {
+                let ms = target
+                    .split_once('?')
+                    .and_then(|(_, q)| q.split('&').find_map(|kv| kv.strip_prefix("ms=")))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1000);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+        }
         let (bytes, close) = match reply {
             TargetReply::ByPath => reply_for(&head, &method, &target, &saw),
             TargetReply::Fixed(bytes) => (bytes.to_vec(), false),
@@ -615,6 +681,15 @@ pub async fn answer(
                 );
                 (text.into_bytes(), false)
             }
+            TargetReply::Id(id) => {
+                let close = asks_to_close(&head);
+                let conn = if close { "Connection: close\r\n" } else { "" };
+                let text = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n{conn}\r\n{id}",
+                    id.len()
+                );
+                (text.into_bytes(), close)
+            }
         };
         if wr.write_all(&bytes).await.is_err() {
             return;
@@ -626,10 +701,16 @@ pub async fn answer(
     }
 }
 
-pub fn reply_for(head: &MsgHead, method: &str, target: &str, saw: &str) -> (Vec<u8>, bool) {
+/// Whether a request asks to close after its response (`Connection: close`, or
+/// HTTP/1.0 without `keep-alive`).
+pub fn asks_to_close(head: &MsgHead) -> bool {
     let connection = head.values("connection").join(",").to_ascii_lowercase();
     let http10 = head.request_parts().2 == "HTTP/1.0";
-    let close = connection.contains("close") || (http10 && !connection.contains("keep-alive"));
+    connection.contains("close") || (http10 && !connection.contains("keep-alive"))
+}
+
+pub fn reply_for(head: &MsgHead, method: &str, target: &str, saw: &str) -> (Vec<u8>, bool) {
+    let close = asks_to_close(head);
     let conn = if close { "Connection: close\r\n" } else { "" };
     let text = if method == "HEAD" {
         format!("HTTP/1.1 200 OK\r\nX-Target-Saw: {saw}\r\nContent-Length: 5\r\n{conn}\r\n")
