@@ -739,6 +739,25 @@ pub fn reply_for(head: &MsgHead, method: &str, target: &str, saw: &str) -> (Vec<
     (text.into_bytes(), close)
 }
 
+/// A raw target on 127.0.0.1 that runs `serve` on each connection it accepts; its
+/// connections live in the task, so dropping or aborting the task ends them all.
+pub async fn serve_raw<F, Fut>(serve: F) -> (SocketAddr, JoinHandle<()>)
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        while let Ok((s, _)) = listener.accept().await {
+            conns.spawn(serve(s));
+            while conns.try_join_next().is_some() {}
+        }
+    });
+    (addr, task)
+}
+
 // === The raw client ===
 
 /// A response as the client got it (chunked bodies decoded).

@@ -28,16 +28,7 @@ async fn idle_closing_target(
     id: &'static str,
     stats: Arc<RaceStats>,
 ) -> (SocketAddr, JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let task = tokio::spawn(async move {
-        let mut conns = JoinSet::new();
-        while let Ok((s, _)) = listener.accept().await {
-            conns.spawn(serve_idle_closing(s, id, stats.clone()));
-            while conns.try_join_next().is_some() {}
-        }
-    });
-    (addr, task)
+    serve_raw(move |s| serve_idle_closing(s, id, stats.clone())).await
 }
 
 async fn serve_idle_closing(mut s: TcpStream, id: &'static str, stats: Arc<RaceStats>) {
@@ -182,37 +173,31 @@ async fn it_should_lose_no_post_when_targets_close_idle_keep_alive_connections()
 /// it, and then resets the connection without an answer: a target that acted on the
 /// request and crashed.
 async fn post_resetting_target(posts: Arc<AtomicUsize>) -> (SocketAddr, JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let task = tokio::spawn(async move {
-        let mut conns = JoinSet::new();
-        while let Ok((mut s, _)) = listener.accept().await {
-            let posts = posts.clone();
-            conns.spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = vec![0u8; 16384];
-                loop {
-                    while let Some(Ok(n)) = request_len(&buf) {
-                        let req: Vec<u8> = buf.drain(..n).collect();
-                        if req.starts_with(b"POST ") {
-                            posts.fetch_add(1, Ordering::SeqCst);
-                            let _ = s.set_zero_linger();
-                            return;
-                        }
-                        if s.write_all(OK).await.is_err() {
-                            return;
-                        }
+    serve_raw(move |mut s| {
+        let posts = posts.clone();
+        async move {
+            let mut buf = Vec::new();
+            let mut chunk = vec![0u8; 16384];
+            loop {
+                while let Some(Ok(n)) = request_len(&buf) {
+                    let req: Vec<u8> = buf.drain(..n).collect();
+                    if req.starts_with(b"POST ") {
+                        posts.fetch_add(1, Ordering::SeqCst);
+                        let _ = s.set_zero_linger();
+                        return;
                     }
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    if s.write_all(OK).await.is_err() {
+                        return;
                     }
                 }
-            });
-            while conns.try_join_next().is_some() {}
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
         }
-    });
-    (addr, task)
+    })
+    .await
 }
 
 /// Item 3 of issue 20. Fails before it: a POST on a pooled connection that the

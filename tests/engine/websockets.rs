@@ -175,29 +175,22 @@ async fn it_should_hold_nine_thousand_idle_websockets() {
 
 /// A target that answers any upgrade with a 101 and then only listens.
 async fn silent_websocket_target() -> (SocketAddr, JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let task = tokio::spawn(async move {
-        let mut conns = JoinSet::new();
-        while let Ok((mut s, _)) = listener.accept().await {
-            conns.spawn(async move {
-                let mut head = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let reply = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\n";
-                if s.write_all(reply).await.is_err() {
-                    return;
-                }
-                while matches!(s.read(&mut chunk).await, Ok(n) if n > 0) {}
-            });
+    serve_raw(|mut s| async move {
+        let mut head = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&chunk[..n]),
+            }
         }
-    });
-    (addr, task)
+        let reply = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\n";
+        if s.write_all(reply).await.is_err() {
+            return;
+        }
+        while matches!(s.read(&mut chunk).await, Ok(n) if n > 0) {}
+    })
+    .await
 }
 
 /// ALB counts the idle timeout on bytes either way: a websocket on which only the

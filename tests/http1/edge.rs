@@ -5,31 +5,23 @@ use super::*;
 /// A raw target that answers every request with `reply`, as is, and keeps the
 /// connection open (for responses the recording target does not make).
 async fn canned_target(reply: &'static [u8]) -> (SocketAddr, JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let task = tokio::spawn(async move {
-        let mut set = tokio::task::JoinSet::new();
-        while let Ok((mut s, _)) = listener.accept().await {
-            set.spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    while let Some(Ok(h)) = parse_head(&buf) {
-                        buf.drain(..h.len);
-                        if s.write_all(reply).await.is_err() {
-                            return;
-                        }
-                    }
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
+    serve_raw(move |mut s| async move {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            while let Some(Ok(h)) = parse_head(&buf) {
+                buf.drain(..h.len);
+                if s.write_all(reply).await.is_err() {
+                    return;
                 }
-            });
-            while set.try_join_next().is_some() {}
+            }
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
         }
-    });
-    (addr, task)
+    })
+    .await
 }
 
 /// Item 1. Fails on the engine before issue 20: `Connection: Content-Length` had the

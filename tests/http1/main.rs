@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 use common::raw_http::*;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 /// The request every smuggling case tries to sneak past tether: tether answers
