@@ -739,6 +739,21 @@ pub fn reply_for(head: &MsgHead, method: &str, target: &str, saw: &str) -> (Vec<
     (text.into_bytes(), close)
 }
 
+/// The next whole request on `s` (framed as [`request_len`] frames it), with what
+/// came before it already in `buf`; `None` once `s` closes or fails.
+pub async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+    let mut chunk = vec![0u8; 16384];
+    loop {
+        if let Some(Ok(n)) = request_len(buf) {
+            return Some(buf.drain(..n).collect());
+        }
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
 /// A raw target on 127.0.0.1 that runs `serve` on each connection it accepts; its
 /// connections live in the task, so dropping or aborting the task ends them all.
 pub async fn serve_raw<F, Fut>(serve: F) -> (SocketAddr, JoinHandle<()>)

@@ -177,22 +177,14 @@ async fn post_resetting_target(posts: Arc<AtomicUsize>) -> (SocketAddr, JoinHand
         let posts = posts.clone();
         async move {
             let mut buf = Vec::new();
-            let mut chunk = vec![0u8; 16384];
-            loop {
-                while let Some(Ok(n)) = request_len(&buf) {
-                    let req: Vec<u8> = buf.drain(..n).collect();
-                    if req.starts_with(b"POST ") {
-                        posts.fetch_add(1, Ordering::SeqCst);
-                        let _ = s.set_zero_linger();
-                        return;
-                    }
-                    if s.write_all(OK).await.is_err() {
-                        return;
-                    }
+            while let Some(req) = read_request(&mut s, &mut buf).await {
+                if req.starts_with(b"POST ") {
+                    posts.fetch_add(1, Ordering::SeqCst);
+                    let _ = s.set_zero_linger();
+                    return;
                 }
-                match s.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                if s.write_all(OK).await.is_err() {
+                    return;
                 }
             }
         }
