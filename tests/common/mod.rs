@@ -152,6 +152,15 @@ pub async fn mix_failures(addr: SocketAddr) {
 /// One listener forwarding everything to `web`, with `load_balancer` in the
 /// `[load_balancer]` table.
 pub fn one_group_config(web: SocketAddr, load_balancer: &str) -> String {
+    web_config(
+        load_balancer,
+        &format!("targets = [\"{web}\"]\nhealth_check = {{ enabled = false }}"),
+    )
+}
+
+/// One listener forwarding everything to the group `web`: `load_balancer` goes in
+/// the `[load_balancer]` table, `web` in the group's.
+pub fn web_config(load_balancer: &str, web: &str) -> String {
     format!(
         r#"
 [load_balancer]
@@ -161,8 +170,7 @@ address = "127.0.0.1"
 port = {{port}}
 default_action = {{ forward = "web" }}
 [target_group.web]
-targets = ["{web}"]
-health_check = {{ enabled = false }}
+{web}
 "#
     )
 }

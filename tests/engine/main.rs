@@ -77,23 +77,12 @@ const RESERVED: [&str; 14] = [
 /// into the target group.
 fn config(targets: &[SocketAddr], lb_extra: &str, tg_extra: &str) -> String {
     let list: Vec<String> = targets.iter().map(|a| format!("\"{a}\"")).collect();
-    format!(
-        r#"
-[load_balancer]
-threads = 2
-{lb_extra}
-
-[[listener]]
-address = "127.0.0.1"
-port = {{port}}
-default_action = {{ forward = "web" }}
-
-[target_group.web]
-targets = [{}]
-health_check = {{ enabled = false }}
-{tg_extra}
-"#,
-        list.join(", ")
+    web_config(
+        &format!("threads = 2\n{lb_extra}"),
+        &format!(
+            "targets = [{}]\nhealth_check = {{ enabled = false }}\n{tg_extra}",
+            list.join(", ")
+        ),
     )
 }
 
