@@ -389,17 +389,10 @@ targets = []
 async fn it_should_answer_502_when_a_target_resets_or_answers_garbage() {
     let (garbage, _g) = raw_backend(b"this is not http\r\n\r\n").await;
     let (reset, _r) = raw_backend(b"").await;
+    let listener = listener("garbage", &[(1, "/reset", r#"{ forward = "reset" }"#)]);
     let config = format!(
         r#"
-[[listener]]
-address = "127.0.0.1"
-port = {{port}}
-default_action = {{ forward = "garbage" }}
-  [[listener.rule]]
-  priority = 1
-  conditions = {{ path_pattern = ["/reset"] }}
-  action = {{ forward = "reset" }}
-[target_group.garbage]
+{listener}[target_group.garbage]
 targets = ["{garbage}"]
 [target_group.reset]
 targets = ["{reset}"]

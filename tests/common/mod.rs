@@ -50,33 +50,30 @@ pub fn mix_config(
     listeners: &str,
     web_group: &str,
 ) -> String {
+    let listener = listener(
+        "web",
+        &[
+            (
+                10,
+                "/fixed",
+                r#"{ fixed_response = { status = 200, content_type = "text/plain", body = "fixed" } }"#,
+            ),
+            (
+                20,
+                "/old",
+                r#"{ redirect = { path = "/new", status = 301 } }"#,
+            ),
+            (30, "/empty", r#"{ forward = "empty" }"#),
+            (40, "/dead", r#"{ forward = "dead" }"#),
+        ],
+    );
     format!(
         r#"
 [load_balancer]
 name = "edge"
 admin = "127.0.0.1:{{admin}}"
 {load_balancer}
-[[listener]]
-address = "127.0.0.1"
-port = {{port}}
-default_action = {{ forward = "web" }}
-  [[listener.rule]]
-  priority = 10
-  conditions = {{ path_pattern = ["/fixed"] }}
-  action = {{ fixed_response = {{ status = 200, content_type = "text/plain", body = "fixed" }} }}
-  [[listener.rule]]
-  priority = 20
-  conditions = {{ path_pattern = ["/old"] }}
-  action = {{ redirect = {{ path = "/new", status = 301 }} }}
-  [[listener.rule]]
-  priority = 30
-  conditions = {{ path_pattern = ["/empty"] }}
-  action = {{ forward = "empty" }}
-  [[listener.rule]]
-  priority = 40
-  conditions = {{ path_pattern = ["/dead"] }}
-  action = {{ forward = "dead" }}
-{listeners}
+{listener}{listeners}
 [target_group.web]
 targets = ["{web}"]
 health_check = {{ enabled = false }}
@@ -89,6 +86,23 @@ targets = ["{dead}"]
 health_check = {{ enabled = false }}
 "#
     )
+}
+
+/// A `[[listener]]` on 127.0.0.1 at `{port}` (the port [`TetherProc`] picks) that
+/// forwards to the group `default` but where one of `rules` matches: each is a
+/// priority, a path pattern and the rule's action (TOML).
+pub fn listener(default: &str, rules: &[(u32, &str, &str)]) -> String {
+    let mut toml = format!(
+        "[[listener]]\naddress = \"127.0.0.1\"\nport = {{port}}\n\
+         default_action = {{ forward = \"{default}\" }}\n"
+    );
+    for (priority, path, action) in rules {
+        toml.push_str(&format!(
+            "  [[listener.rule]]\n  priority = {priority}\n  \
+             conditions = {{ path_pattern = [\"{path}\"] }}\n  action = {action}\n"
+        ));
+    }
+    toml
 }
 
 /// An address nothing listens on (a port bound, then closed): connections to it
@@ -161,15 +175,12 @@ pub fn one_group_config(web: SocketAddr, load_balancer: &str) -> String {
 /// One listener forwarding everything to the group `web`: `load_balancer` goes in
 /// the `[load_balancer]` table, `web` in the group's.
 pub fn web_config(load_balancer: &str, web: &str) -> String {
+    let listener = listener("web", &[]);
     format!(
         r#"
 [load_balancer]
 {load_balancer}
-[[listener]]
-address = "127.0.0.1"
-port = {{port}}
-default_action = {{ forward = "web" }}
-[target_group.web]
+{listener}[target_group.web]
 {web}
 "#
     )

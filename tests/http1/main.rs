@@ -45,6 +45,9 @@ const RESPONSE_WAIT: Duration = Duration::from_secs(3);
 /// The Host goes as the client wrote it (`preserve_host_header`): ALB's default adds
 /// the listener's port, which would show in every byte-exact check.
 fn config(target: SocketAddr, lb_extra: &str) -> String {
+    let forbidden =
+        format!(r#"{{ fixed_response = {{ status = 403, body = "{FORBIDDEN_BODY}" }} }}"#);
+    let listener = listener("web", &[(1, "/forbidden/*", &forbidden)]);
     format!(
         r#"
 [load_balancer]
@@ -52,16 +55,7 @@ threads = 2
 preserve_host_header = true
 {lb_extra}
 
-[[listener]]
-address = "127.0.0.1"
-port = {{port}}
-default_action = {{ forward = "web" }}
-
-  [[listener.rule]]
-  priority = 1
-  conditions = {{ path_pattern = ["/forbidden/*"] }}
-  action = {{ fixed_response = {{ status = 403, body = "{FORBIDDEN_BODY}" }} }}
-
+{listener}
 [target_group.web]
 targets = ["{target}"]
 health_check = {{ enabled = false }}
