@@ -701,17 +701,14 @@ async fn it_should_speak_https_to_targets_verified_by_the_configured_ca() {
     let pki = Pki::new();
     let (backend, _task) = tls_backend(&pki, "tls-target").await;
     let other_ca = Pki::new();
+    let listener = listener("secure", &[]);
     let config = |ca: &Path| {
         format!(
             r#"
 [load_balancer]
 alb_limits = false
 admin = "127.0.0.1:{{admin}}"
-[[listener]]
-address = "127.0.0.1"
-port = {{port}}
-default_action = {{ forward = "secure" }}
-[target_group.secure]
+{listener}[target_group.secure]
 protocol = "HTTPS"
 ca_file = "{}"
 targets = ["{backend}"]
