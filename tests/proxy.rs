@@ -17,19 +17,12 @@ fn targets(backends: &[&Backend]) -> String {
 }
 
 fn single_group_config(algorithm: &str, backends: &[&Backend]) -> String {
-    format!(
-        r#"
-[load_balancer]
-threads = 2
-[[listener]]
-address = "127.0.0.1"
-port = {{port}}
-default_action = {{ forward = "web" }}
-[target_group.web]
-algorithm = "{algorithm}"
-targets = [{}]
-"#,
-        targets(backends)
+    web_config(
+        "threads = 2",
+        &format!(
+            "algorithm = \"{algorithm}\"\ntargets = [{}]",
+            targets(backends)
+        ),
     )
 }
 

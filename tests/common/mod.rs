@@ -572,20 +572,39 @@ pub async fn target_states(lb: &TetherProc) -> std::collections::HashMap<u16, St
         .collect()
 }
 
+/// Runs `probe` every `step` until it gives `Ok`; once `within` has passed, fails
+/// with what its last `Err` says.
+pub async fn poll<T, F, Fut>(within: Duration, step: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        match probe().await {
+            Ok(v) => return v,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "{e}");
+                tokio::time::sleep(step).await;
+            }
+        }
+    }
+}
+
 /// Waits (bounded) until the target at `addr` shows `state` in the admin API.
 pub async fn wait_state(lb: &TetherProc, addr: SocketAddr, state: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let states = target_states(lb).await;
-        if states.get(&addr.port()).map(String::as_str) == Some(state) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{addr} never became {state}: {states:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || async move {
+            let states = target_states(lb).await;
+            if states.get(&addr.port()).map(String::as_str) == Some(state) {
+                return Ok(());
+            }
+            Err(format!("{addr} never became {state}: {states:?}"))
+        },
+    )
+    .await
 }
 
 // === Discovery ===
@@ -617,20 +636,20 @@ pub async fn served_by(
 
 /// Waits (bounded) until the requests to `path` are served by exactly `want`.
 pub async fn wait_served(lb: &TetherProc, path: &str, want: &[&str]) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let seen = served_by(lb, path, 12).await;
-        let mut ids: Vec<&str> = seen.keys().map(String::as_str).collect();
-        ids.sort();
-        if ids == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "served by {ids:?}, want {want:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    poll(
+        Duration::from_secs(15),
+        Duration::from_millis(200),
+        || async move {
+            let seen = served_by(lb, path, 12).await;
+            let mut ids: Vec<&str> = seen.keys().map(String::as_str).collect();
+            ids.sort();
+            if ids == want {
+                return Ok(());
+            }
+            Err(format!("served by {ids:?}, want {want:?}"))
+        },
+    )
+    .await
 }
 
 /// What the admin API's status page shows of `group`'s discovery.

@@ -25,18 +25,16 @@ async fn open_connections(admin: SocketAddr, target: SocketAddr) -> u64 {
 
 /// Waits (bounded) until tether counts `want` open connections to `target`.
 async fn wait_connections(admin: SocketAddr, target: SocketAddr, want: u64, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
+    poll(within, Duration::from_millis(100), || async move {
         let n = open_connections(admin, target).await;
         if n == want {
-            return;
+            return Ok(());
         }
-        assert!(
-            Instant::now() < deadline,
+        Err(format!(
             "tether counts {n} open connections to the target, expected {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        ))
+    })
+    .await
 }
 
 const WS_UPGRADE: &[u8] = b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
