@@ -161,18 +161,15 @@ pub fn request_framing(h: &MsgHead, view: View) -> Framing {
             n.eq_ignore_ascii_case(want)
         }
     };
-    let te: Vec<&str> = h
-        .headers
-        .iter()
-        .filter(|(n, _)| named(n, "transfer-encoding"))
-        .map(|(_, v)| v.as_str())
-        .collect();
-    let cl: Vec<&str> = h
-        .headers
-        .iter()
-        .filter(|(n, _)| named(n, "content-length"))
-        .map(|(_, v)| v.as_str())
-        .collect();
+    let values = |want: &str| -> Vec<&str> {
+        h.headers
+            .iter()
+            .filter(|(n, _)| named(n, want))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    let te = values("transfer-encoding");
+    let cl = values("content-length");
     let te_framing = (!te.is_empty()).then(|| {
         let joined = te.join(",").to_ascii_lowercase();
         let chunked = if lenient {

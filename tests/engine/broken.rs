@@ -209,11 +209,7 @@ async fn check_refused(
 #[test]
 fn it_should_refuse_random_invalid_heads_with_a_4xx_and_never_forward_them() {
     let rt = runtime();
-    let (target, lb) = rt.block_on(async {
-        let target = RecordingTarget::start_with(TargetReply::Fixed(OK)).await;
-        let lb = TetherProc::start(&config(&[target.addr], "", "")).await;
-        (target, lb)
-    });
+    let (target, lb) = recorded_lb(&rt, "");
     let addr = lb.addr();
     let mut runner = TestRunner::new(proptest_config(64));
     let result = runner.run(&broken_request(), |req| {

@@ -86,6 +86,16 @@ fn config(targets: &[SocketAddr], lb_extra: &str, tg_extra: &str) -> String {
     )
 }
 
+/// A recording target answering [`OK`] to everything, and tether in front of it
+/// (`lb_extra` in its `[load_balancer]`), started on `rt`.
+fn recorded_lb(rt: &tokio::runtime::Runtime, lb_extra: &str) -> (RecordingTarget, TetherProc) {
+    rt.block_on(async {
+        let target = RecordingTarget::start_with(TargetReply::Fixed(OK)).await;
+        let lb = TetherProc::start(&config(&[target.addr], lb_extra, "")).await;
+        (target, lb)
+    })
+}
+
 // === Client side ===
 
 /// How reading a response ended without one.

@@ -320,14 +320,9 @@ fn it_should_forward_random_valid_requests_byte_identical() {
     // proptest's closures are synchronous: one runtime of our own, one target and
     // one tether for every case.
     let rt = runtime();
-    let (target, lb) = rt.block_on(async {
-        let target = RecordingTarget::start_with(TargetReply::Fixed(OK)).await;
-        // The Host as the client wrote it: by default ALB adds the listener's port
-        // to it (on a listener not on 80 or 443), which is not framing.
-        let lb =
-            TetherProc::start(&config(&[target.addr], "preserve_host_header = true", "")).await;
-        (target, lb)
-    });
+    // The Host as the client wrote it: by default ALB adds the listener's port to it
+    // (on a listener not on 80 or 443), which is not framing.
+    let (target, lb) = recorded_lb(&rt, "preserve_host_header = true");
     let addr = lb.addr();
     let mut runner = TestRunner::new(proptest_config(64));
     let result = runner.run(&valid_request(), |req| {
