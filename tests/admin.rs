@@ -8,27 +8,16 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::{request, Backend, Client, Reply, TetherProc};
+use common::{one_group_config, request, Backend, Client, Reply, TetherProc};
 
 const TOKEN: &str = "tether-test-admin-token-0123456789";
 const TOKEN_ENV: &str = "TETHER_TEST_ADMIN_TOKEN";
 
 /// One listener forwarding everything to `backend`, with a token-protected admin API.
 fn config(backend: &Backend) -> String {
-    format!(
-        r#"
-[load_balancer]
-admin = "127.0.0.1:{{admin}}"
-admin_token = "env:{TOKEN_ENV}"
-[[listener]]
-address = "127.0.0.1"
-port = {{port}}
-default_action = {{ forward = "web" }}
-[target_group.web]
-targets = ["{}"]
-health_check = {{ enabled = false }}
-"#,
-        backend.addr
+    one_group_config(
+        backend.addr,
+        &format!("admin = \"127.0.0.1:{{admin}}\"\nadmin_token = \"env:{TOKEN_ENV}\""),
     )
 }
 

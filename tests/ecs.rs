@@ -496,20 +496,13 @@ async fn it_should_route_two_ecs_services_by_path_with_bridge_and_awsvpc_network
             .insert("arn:ci-1".into(), ("i-0abc".into(), "127.0.0.5".into()));
     }
     let endpoint = start_fake(fake.clone()).await;
+    let listener = listener("socket", &[(10, "/api/*", r#"{ forward = "api" }"#)]);
     let config = format!(
         r#"
 [load_balancer]
 alb_limits = false
 admin = "127.0.0.1:{{admin}}"
-[[listener]]
-address = "127.0.0.1"
-port = {{port}}
-default_action = {{ forward = "socket" }}
-  [[listener.rule]]
-  priority = 10
-  conditions = {{ path_pattern = ["/api/*"] }}
-  action = {{ forward = "api" }}
-{}{}"#,
+{listener}{}{}"#,
         ecs_group("socket", "socket-service", port, endpoint),
         ecs_group("api", "api-service", 8080, endpoint),
     );
@@ -631,20 +624,13 @@ async fn it_should_follow_an_ecs_group_and_a_file_group_side_by_side() {
         .tasks
         .push(awsvpc("arn:ecs-task", "127.0.0.8", "RUNNING", "RUNNING"));
     let endpoint = start_fake(fake.clone()).await;
+    let listener = listener("socket", &[(10, "/files/*", r#"{ forward = "files" }"#)]);
     let config = format!(
         r#"
 [load_balancer]
 alb_limits = false
 admin = "127.0.0.1:{{admin}}"
-[[listener]]
-address = "127.0.0.1"
-port = {{port}}
-default_action = {{ forward = "socket" }}
-  [[listener.rule]]
-  priority = 10
-  conditions = {{ path_pattern = ["/files/*"] }}
-  action = {{ forward = "files" }}
-{}
+{listener}{}
 [target_group.files]
 discovery = {{ file = {{ path = "targets.txt", interval = "200ms" }} }}
 health_check = {{ path = "/health", interval = "200ms", timeout = "100ms", healthy_threshold = 2 }}

@@ -18,20 +18,14 @@ use tokio_tungstenite::tungstenite::Message;
 /// One listener forwarding to `web`, whose targets come from the file at `path`
 /// (polled every 200 ms); a removed target drains for 30 s.
 fn config(path: &str) -> String {
-    format!(
-        r#"
-[load_balancer]
-alb_limits = false
-admin = "127.0.0.1:{{admin}}"
-[[listener]]
-address = "127.0.0.1"
-port = {{port}}
-default_action = {{ forward = "web" }}
-[target_group.web]
-discovery = {{ file = {{ path = "{path}", interval = "200ms" }} }}
+    web_config(
+        r#"alb_limits = false
+admin = "127.0.0.1:{admin}""#,
+        &format!(
+            r#"discovery = {{ file = {{ path = "{path}", interval = "200ms" }} }}
 health_check = {{ path = "/health", interval = "200ms", timeout = "100ms", healthy_threshold = 2 }}
-deregistration_delay = "30s"
-"#
+deregistration_delay = "30s""#
+        ),
     )
 }
 

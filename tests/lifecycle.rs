@@ -5,22 +5,20 @@
 mod common;
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::raw_http::{RecordingTarget, TargetReply};
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -75,111 +73,6 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     while !done() {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// A target that keeps the path and query of every request it receives, so that a
-/// test knows what reached it (the common [`Backend`] keeps nothing). `/health`
-/// answers 200, or never once [`Recorder::hang_health`] is set; `/slow?ms=N` answers
-/// after N ms; any other path at once. The body is the target's id.
-struct Recorder {
-    addr: SocketAddr,
-    received: Arc<Mutex<Vec<String>>>,
-    hang_health: Arc<AtomicBool>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn recorder_answer(
-    req: Request<Incoming>,
-    id: &'static str,
-    received: Arc<Mutex<Vec<String>>>,
-    hang_health: Arc<AtomicBool>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    received.lock().unwrap().push(target.to_string());
-    match req.uri().path() {
-        "/health" if hang_health.load(Ordering::Relaxed) => return std::future::pending().await,
-        "/slow" => {
-            let ms = req
-                .uri()
-                .query()
-                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("ms=")))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(1000);
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-        }
-        _ => {}
-    }
-    Ok(Response::new(Full::from(id)))
-}
-
-impl Recorder {
-    async fn start(id: &'static str) -> Recorder {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind recorder");
-        let addr = listener.local_addr().expect("addr");
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let hang_health = Arc::new(AtomicBool::new(false));
-        let (task_received, task_hang) = (received.clone(), hang_health.clone());
-        let task = tokio::spawn(async move {
-            // Connections live in the set: killing the recorder drops them all.
-            let mut connections = JoinSet::new();
-            while let Ok((stream, _)) = listener.accept().await {
-                let (received, hang) = (task_received.clone(), task_hang.clone());
-                connections.spawn(async move {
-                    let service = service_fn(move |req| {
-                        recorder_answer(req, id, received.clone(), hang.clone())
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-                while connections.try_join_next().is_some() {}
-            }
-        });
-        Recorder {
-            addr,
-            received,
-            hang_health,
-            task,
-        }
-    }
-
-    /// How many requests for `path` (without its query) arrived.
-    fn count(&self, path: &str) -> usize {
-        let received = self.received.lock().unwrap();
-        received
-            .iter()
-            .filter(|t| t.split('?').next() == Some(path))
-            .count()
-    }
-
-    /// Whether a request for exactly `path_and_query` arrived.
-    fn got(&self, path_and_query: &str) -> bool {
-        self.received
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|t| t == path_and_query)
-    }
-
-    /// From now on `/health` never answers.
-    fn hang_health(&self) {
-        self.hang_health.store(true, Ordering::Relaxed);
-    }
-
-    /// Stops it as a crashed process stops: its listener closes (connects are
-    /// refused) and its open connections close, with whatever they were serving.
-    async fn kill(&mut self) {
-        self.task.abort();
-        let _ = (&mut self.task).await;
     }
 }
 
@@ -301,7 +194,7 @@ async fn it_should_fail_open_when_every_target_is_unhealthy() {
 #[tokio::test]
 async fn it_should_lose_no_idempotent_request_when_a_target_dies() {
     let (a, c) = (Backend::start("a").await, Backend::start("c").await);
-    let mut b = Recorder::start("b").await;
+    let mut b = RecordingTarget::start_with(TargetReply::Id("b")).await;
     let lb = TetherProc::start(&config_at(&[a.addr, b.addr, c.addr], "")).await;
     for addr in [a.addr, b.addr, c.addr] {
         wait_state(&lb, addr, "healthy").await;
@@ -577,7 +470,7 @@ async fn it_should_send_new_sessions_to_the_least_connected_target() {
 #[tokio::test]
 async fn it_should_never_block_requests_on_a_hanging_health_check() {
     let a = Backend::start("a").await;
-    let b = Recorder::start("b").await;
+    let b = RecordingTarget::start_with(TargetReply::Id("b")).await;
     // Checks that hang long: a request held up by a hanging check would wait for up to
     // its timeout, and with steady traffic one request waits nearly all of it at each
     // check. A timeout of 900 ms puts that far above what a loaded machine adds to a

@@ -323,20 +323,16 @@ async fn it_should_discover_the_same_tasks_that_moto_reports() {
     run_tasks(&ecs, "api-service", 4, &network).await;
 
     let endpoint = format!("http://{}", moto.addr);
+    let listener = listener(
+        "by_service",
+        &[(1, "/bound/*", r#"{ forward = "by_arn" }"#)],
+    );
     let config = format!(
         r#"
 [load_balancer]
 alb_limits = false
 admin = "127.0.0.1:{{admin}}"
-[[listener]]
-address = "127.0.0.1"
-port = {{port}}
-default_action = {{ forward = "by_service" }}
-[[listener.rule]]
-priority = 1
-conditions = {{ path_pattern = ["/bound/*"] }}
-action = {{ forward = "by_arn" }}
-[target_group.by_service]
+{listener}[target_group.by_service]
 discovery = {{ ecs = {{ cluster = "socket-ecs-cluster", service = "socket-service", container_name = "socket-container-service", container_port = 3000, interval = "1s", region = "us-east-1", endpoint_url = "{endpoint}" }} }}
 health_check = {{ enabled = false }}
 deregistration_delay = "1s"

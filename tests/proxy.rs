@@ -17,19 +17,12 @@ fn targets(backends: &[&Backend]) -> String {
 }
 
 fn single_group_config(algorithm: &str, backends: &[&Backend]) -> String {
-    format!(
-        r#"
-[load_balancer]
-threads = 2
-[[listener]]
-address = "127.0.0.1"
-port = {{port}}
-default_action = {{ forward = "web" }}
-[target_group.web]
-algorithm = "{algorithm}"
-targets = [{}]
-"#,
-        targets(backends)
+    web_config(
+        "threads = 2",
+        &format!(
+            "algorithm = \"{algorithm}\"\ntargets = [{}]",
+            targets(backends)
+        ),
     )
 }
 
@@ -389,17 +382,10 @@ targets = []
 async fn it_should_answer_502_when_a_target_resets_or_answers_garbage() {
     let (garbage, _g) = raw_backend(b"this is not http\r\n\r\n").await;
     let (reset, _r) = raw_backend(b"").await;
+    let listener = listener("garbage", &[(1, "/reset", r#"{ forward = "reset" }"#)]);
     let config = format!(
         r#"
-[[listener]]
-address = "127.0.0.1"
-port = {{port}}
-default_action = {{ forward = "garbage" }}
-  [[listener.rule]]
-  priority = 1
-  conditions = {{ path_pattern = ["/reset"] }}
-  action = {{ forward = "reset" }}
-[target_group.garbage]
+{listener}[target_group.garbage]
 targets = ["{garbage}"]
 [target_group.reset]
 targets = ["{reset}"]

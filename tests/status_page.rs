@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
-use common::{Backend, Client, TetherProc};
+use common::{listener, Backend, Client, TetherProc};
 use serde_json::Value;
 
 fn puppeteer_modules() -> PathBuf {
@@ -58,25 +58,24 @@ async fn it_should_show_every_target_and_a_target_turning_unhealthy_in_a_browser
         Backend::start("c").await,
     );
     let check = r#"health_check = { interval = "500ms", timeout = "200ms", healthy_threshold = 2, unhealthy_threshold = 2 }"#;
+    let listener = listener(
+        "web",
+        &[
+            (20, "/api/*", r#"{ forward = "api" }"#),
+            (
+                10,
+                "/maintenance",
+                r#"{ fixed_response = { status = 503, body = "later" } }"#,
+            ),
+        ],
+    );
     let config = format!(
         r#"
 [load_balancer]
 name = "status-test"
 alb_limits = false
 admin = "127.0.0.1:{{admin}}"
-[[listener]]
-address = "127.0.0.1"
-port = {{port}}
-default_action = {{ forward = "web" }}
-  [[listener.rule]]
-  priority = 20
-  conditions = {{ path_pattern = ["/api/*"] }}
-  action = {{ forward = "api" }}
-  [[listener.rule]]
-  priority = 10
-  conditions = {{ path_pattern = ["/maintenance"] }}
-  action = {{ fixed_response = {{ status = 503, body = "later" }} }}
-[target_group.web]
+{listener}[target_group.web]
 targets = ["{}", "{}"]
 {check}
 [target_group.api]

@@ -659,19 +659,12 @@ async fn it_should_pool_target_connections_by_their_tls_identity() {
     let pki = Pki::new();
     let (backend, _task) = tls_backend(&pki, "tls-target").await;
     let ca = pki.ca_path();
+    let listener = listener("a", &[(1, "/b/*", r#"{ forward = "b" }"#)]);
     let config = format!(
         r#"
 [load_balancer]
 threads = 1
-[[listener]]
-address = "127.0.0.1"
-port = {{port}}
-default_action = {{ forward = "a" }}
-  [[listener.rule]]
-  priority = 1
-  conditions = {{ path_pattern = ["/b/*"] }}
-  action = {{ forward = "b" }}
-[target_group.a]
+{listener}[target_group.a]
 protocol = "HTTPS"
 ca_file = "{ca}"
 server_name = "a.internal"
@@ -708,17 +701,14 @@ async fn it_should_speak_https_to_targets_verified_by_the_configured_ca() {
     let pki = Pki::new();
     let (backend, _task) = tls_backend(&pki, "tls-target").await;
     let other_ca = Pki::new();
+    let listener = listener("secure", &[]);
     let config = |ca: &Path| {
         format!(
             r#"
 [load_balancer]
 alb_limits = false
 admin = "127.0.0.1:{{admin}}"
-[[listener]]
-address = "127.0.0.1"
-port = {{port}}
-default_action = {{ forward = "secure" }}
-[target_group.secure]
+{listener}[target_group.secure]
 protocol = "HTTPS"
 ca_file = "{}"
 targets = ["{backend}"]

@@ -7,85 +7,11 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use common::raw_http::{RecordingTarget, TargetReply};
 use common::*;
 use http_body_util::BodyExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-// === Recording target ===
-
-/// A target that answers every request with 200 and `target=<request-target>` and
-/// `host=<Host>` lines, and keeps each request line it saw.
-struct RecordingTarget {
-    addr: SocketAddr,
-    seen: Arc<Mutex<Vec<String>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for RecordingTarget {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl RecordingTarget {
-    async fn start() -> RecordingTarget {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind target");
-        let addr = listener.local_addr().expect("target addr");
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = seen.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((s, _)) = listener.accept().await {
-                tokio::spawn(serve(s, log.clone()));
-            }
-        });
-        RecordingTarget { addr, seen, task }
-    }
-
-    fn seen(&self) -> Vec<String> {
-        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-}
-
-async fn serve(mut s: TcpStream, seen: Arc<Mutex<Vec<String>>>) {
-    let mut buf = Vec::new();
-    loop {
-        let end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            let mut chunk = [0u8; 4096];
-            match s.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-        buf.drain(..end);
-        let mut lines = head.split("\r\n");
-        let line = lines.next().unwrap_or_default().to_string();
-        let target = line.split(' ').nth(1).unwrap_or_default().to_string();
-        let host = lines
-            .filter_map(|l| l.split_once(':'))
-            .find(|(n, _)| n.eq_ignore_ascii_case("host"))
-            .map(|(_, v)| v.trim().to_string())
-            .unwrap_or_default();
-        if let Ok(mut log) = seen.lock() {
-            log.push(line);
-        }
-        let body = format!("target={target}\nhost={host}\n");
-        let resp = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        if s.write_all(resp.as_bytes()).await.is_err() {
-            return;
-        }
-    }
-}
 
 // === Config ===
 
@@ -246,7 +172,7 @@ fn saw(target: &str, host: &str) -> String {
 #[tokio::test]
 async fn it_should_send_the_target_the_rewritten_url_and_host_on_both_engines() {
     let pki = Pki::new();
-    let target = RecordingTarget::start().await;
+    let target = RecordingTarget::start_with(TargetReply::EchoTargetAndHost).await;
     let lb = TetherProc::start(&config(&pki, target.addr)).await;
     // (host, path, what the target sees)
     let cases: &[(&str, &str, String)] = &[
@@ -311,7 +237,7 @@ async fn it_should_send_the_target_the_rewritten_url_and_host_on_both_engines() 
 #[tokio::test]
 async fn it_should_leave_redirects_and_fixed_responses_untouched() {
     let pki = Pki::new();
-    let target = RecordingTarget::start().await;
+    let target = RecordingTarget::start_with(TargetReply::EchoTargetAndHost).await;
     let lb = TetherProc::start(&config(&pki, target.addr)).await;
     for engine in [Engine::Http1, Engine::Http2] {
         let a = fetch(&pki, lb.addr(), engine, "a.example.com", "/old/page?x=1").await;
@@ -334,13 +260,17 @@ async fn it_should_leave_redirects_and_fixed_responses_untouched() {
             "{engine:?}"
         );
     }
-    assert_eq!(target.seen(), Vec::<String>::new(), "nothing was forwarded");
+    assert_eq!(
+        target.start_lines(),
+        Vec::<String>::new(),
+        "nothing was forwarded"
+    );
 }
 
 #[tokio::test]
 async fn it_should_answer_500_when_a_rewrite_fails_and_not_forward() {
     let pki = Pki::new();
-    let target = RecordingTarget::start().await;
+    let target = RecordingTarget::start_with(TargetReply::EchoTargetAndHost).await;
     let lb = TetherProc::start(&config(&pki, target.addr)).await;
     for engine in [Engine::Http1, Engine::Http2] {
         // A URL without its leading '/'.
@@ -350,7 +280,11 @@ async fn it_should_answer_500_when_a_rewrite_fails_and_not_forward() {
         let a = fetch(&pki, lb.addr(), engine, "badhost.example.com", "/x").await;
         assert_eq!(a.status, 500, "{engine:?} host: {}", a.body);
     }
-    assert_eq!(target.seen(), Vec::<String>::new(), "nothing was forwarded");
+    assert_eq!(
+        target.start_lines(),
+        Vec::<String>::new(),
+        "nothing was forwarded"
+    );
     // The same listener still forwards.
     let a = fetch(&pki, lb.addr(), Engine::Http1, "a.example.com", "/ok").await;
     assert_eq!(a.body, saw("/ok", "a.example.com"));

@@ -23,20 +23,11 @@ const HAND_OVER: Duration = Duration::from_secs(5);
 const WEBSOCKETS: usize = 50;
 
 fn config(backend: SocketAddr) -> String {
-    format!(
-        r#"
-[load_balancer]
-threads = 2
-admin = "127.0.0.1:{{admin}}"
-upgrade_grace = "2s"
-[[listener]]
-address = "127.0.0.1"
-port = {{port}}
-default_action = {{ forward = "web" }}
-[target_group.web]
-targets = ["{backend}"]
-health_check = {{ enabled = false }}
-"#
+    one_group_config(
+        backend,
+        r#"threads = 2
+admin = "127.0.0.1:{admin}"
+upgrade_grace = "2s""#,
     )
 }
 

@@ -3,7 +3,16 @@
 #![allow(dead_code)]
 
 pub mod alb_log;
+mod backends;
+mod certs;
 pub mod example;
+pub mod raw_http;
+
+// Re-exported as they were before the split; a test binary may use neither.
+#[allow(unused_imports)]
+pub use backends::*;
+#[allow(unused_imports)]
+pub use certs::*;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -27,290 +36,6 @@ pub const BACKEND_HEADER: &str = "x-backend";
 
 type Body = BoxBody<Bytes, Infallible>;
 
-// === Backends ===
-
-/// A hyper backend with test endpoints:
-/// - any path: body = id, header `x-backend: id`;
-/// - `/headers`: the request headers, one `name: value` per line;
-/// - `/upload` (POST): `sha256hex length` of the streamed body;
-/// - `/download?bytes=N`: N deterministic bytes ([`pattern_bytes`]), chunked;
-/// - `/slow?ms=N`: answers after N ms;
-/// - `/login`: sets the application cookie `JSESSIONID`;
-/// - websocket upgrade: echo.
-pub struct Backend {
-    pub addr: SocketAddr,
-    pub id: String,
-    health: Arc<AtomicU8>,
-    task: JoinHandle<()>,
-}
-
-/// How a backend answers its health check path `/health`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Health {
-    Ok = 0,
-    Fail500 = 1,
-    Hang = 2,
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Deterministic test bytes.
-pub fn pattern_bytes(len: usize, seed: u8) -> Vec<u8> {
-    let mut x: u32 = 0x9e37_79b9 ^ u32::from(seed);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
-pub fn sha256_hex(data: &[u8]) -> String {
-    let digest = Sha256::digest(data);
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub fn full(b: impl Into<Bytes>) -> Body {
-    Full::new(b.into()).boxed()
-}
-
-fn query_param(req: &Request<Incoming>, key: &str) -> Option<u64> {
-    req.uri().query()?.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=')?;
-        (k == key).then(|| v.parse().ok()).flatten()
-    })
-}
-
-fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {
-    req.headers()
-        .get(http::header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
-}
-
-/// Answers a websocket upgrade with 101 (naming the backend in `x-backend` and, as
-/// the demo backends do, `x-tether-demo-backend`) and echoes every text and binary
-/// message until the client closes.
-fn websocket_echo(mut req: Request<Incoming>, id: &str) -> Response<Body> {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::{handshake::derive_accept_key, protocol::Role};
-    let key = req
-        .headers()
-        .get("sec-websocket-key")
-        .expect("the test client sends Sec-WebSocket-Key")
-        .clone();
-    let upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        let Ok(upgraded) = upgrade.await else { return };
-        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-            TokioIo::new(upgraded),
-            Role::Server,
-            None,
-        )
-        .await;
-        while let Some(Ok(msg)) = ws.next().await {
-            if msg.is_close() || ((msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err())
-            {
-                break;
-            }
-        }
-    });
-    Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(http::header::CONNECTION, "upgrade")
-        .header(http::header::UPGRADE, "websocket")
-        .header("sec-websocket-accept", derive_accept_key(key.as_bytes()))
-        .header(BACKEND_HEADER, id)
-        .header("x-tether-demo-backend", id)
-        .body(full(Bytes::new()))
-        .expect("101 response")
-}
-
-async fn backend_handle(
-    req: Request<Incoming>,
-    id: String,
-    health: Arc<AtomicU8>,
-) -> Result<Response<Body>, Infallible> {
-    if is_websocket_upgrade(&req) {
-        return Ok(websocket_echo(req, &id));
-    }
-    let mut resp = match req.uri().path() {
-        "/health" => match health.load(Ordering::Relaxed) {
-            0 => Response::new(full("ok")),
-            1 => {
-                let mut r = Response::new(full("failing"));
-                *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                r
-            }
-            _ => {
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-                Response::new(full("late"))
-            }
-        },
-        "/stream" => {
-            // `ms` of chunks, one every 250 ms: a long streaming response.
-            let ms = query_param(&req, "ms").unwrap_or(1000);
-            let chunks = (ms / 250).max(1);
-            let stream = futures_util::stream::unfold(0u64, move |i| async move {
-                if i >= chunks {
-                    return None;
-                }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-                Some((
-                    Ok::<_, Infallible>(Frame::data(Bytes::from(format!("chunk {i}\n")))),
-                    i + 1,
-                ))
-            });
-            Response::new(StreamBody::new(stream).boxed())
-        }
-        "/headers" => {
-            let mut text = String::new();
-            for (name, value) in req.headers() {
-                text.push_str(&format!("{}: {}\n", name, value.to_str().unwrap_or("?")));
-            }
-            Response::new(full(text))
-        }
-        "/upload" => {
-            let mut hasher = Sha256::new();
-            let mut len = 0usize;
-            let mut body = req.into_body();
-            while let Some(frame) = body.frame().await {
-                let Ok(frame) = frame else {
-                    break;
-                };
-                if let Some(data) = frame.data_ref() {
-                    hasher.update(data);
-                    len += data.len();
-                }
-            }
-            let hex: String = hasher
-                .finalize()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
-            Response::new(full(format!("{hex} {len}")))
-        }
-        "/download" => {
-            let n = query_param(&req, "bytes").unwrap_or(0) as usize;
-            let data = Bytes::from(pattern_bytes(n, 7));
-            // Stream it in 64 KiB frames with no Content-Length: chunked.
-            let chunks: Vec<Result<Frame<Bytes>, Infallible>> = (0..n)
-                .step_by(65536)
-                .map(|start| Ok(Frame::data(data.slice(start..(start + 65536).min(n)))))
-                .collect();
-            Response::new(StreamBody::new(futures_util::stream::iter(chunks)).boxed())
-        }
-        "/login" => {
-            let mut r = Response::new(full(id.clone()));
-            r.headers_mut().insert(
-                http::header::SET_COOKIE,
-                "JSESSIONID=app-session; Path=/".parse().expect("cookie"),
-            );
-            r
-        }
-        "/status" => {
-            // `/status?code=404`: that status, for tests that count target codes.
-            let code = query_param(&req, "code").unwrap_or(200);
-            let mut r = Response::new(full(id.clone()));
-            *r.status_mut() = StatusCode::from_u16(code as u16).unwrap_or(StatusCode::OK);
-            r
-        }
-        "/slow" => {
-            let ms = query_param(&req, "ms").unwrap_or(1000);
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            Response::new(full(id.clone()))
-        }
-        _ => Response::new(full(id.clone())),
-    };
-    resp.headers_mut()
-        .insert(BACKEND_HEADER, id.parse().expect("header value"));
-    Ok(resp)
-}
-
-impl Backend {
-    pub async fn start(id: &str) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind backend");
-        Self::serve(listener, id)
-    }
-
-    /// Serves on a given address (e.g. 127.0.0.3:port, as an ECS task's address).
-    pub async fn start_at(addr: SocketAddr, id: &str) -> Backend {
-        let listener = TcpListener::bind(addr).await.expect("bind backend");
-        Self::serve(listener, id)
-    }
-
-    fn serve(listener: TcpListener, id: &str) -> Backend {
-        let addr = listener.local_addr().expect("addr");
-        let id = id.to_string();
-        let task_id = id.clone();
-        let health = Arc::new(AtomicU8::new(Health::Ok as u8));
-        let task_health = health.clone();
-        let task = tokio::spawn(async move {
-            // Connections live in the set: dropping the backend kills them all.
-            let mut connections = tokio::task::JoinSet::new();
-            loop {
-                let stream = match listener.accept().await {
-                    Ok((stream, _)) => stream,
-                    // Out of descriptors (or another accept error): back off instead
-                    // of spinning on the error.
-                    Err(_) => {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    }
-                };
-                let id = task_id.clone();
-                let health = task_health.clone();
-                connections.spawn(async move {
-                    let service =
-                        service_fn(move |req| backend_handle(req, id.clone(), health.clone()));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .with_upgrades()
-                        .await;
-                });
-                while connections.try_join_next().is_some() {}
-            }
-        });
-        Backend {
-            addr,
-            id,
-            health,
-            task,
-        }
-    }
-
-    /// How `/health` answers from now on.
-    pub fn set_health(&self, h: Health) {
-        self.health.store(h as u8, Ordering::Relaxed);
-    }
-}
-
-/// A "backend" that accepts connections and answers with `reply` bytes, then closes.
-pub async fn raw_backend(reply: &'static [u8]) -> (SocketAddr, JoinHandle<()>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let task = tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf).await;
-            let _ = s.write_all(reply).await;
-            // Drop without a clean shutdown: a reset if anything is unread.
-            let _ = s.set_zero_linger();
-        }
-    });
-    (addr, task)
-}
-
 // === tether ===
 
 /// The operator tests' mix (tests/metrics.rs, tests/access_log.rs): `web` by
@@ -325,33 +50,30 @@ pub fn mix_config(
     listeners: &str,
     web_group: &str,
 ) -> String {
+    let listener = listener(
+        "web",
+        &[
+            (
+                10,
+                "/fixed",
+                r#"{ fixed_response = { status = 200, content_type = "text/plain", body = "fixed" } }"#,
+            ),
+            (
+                20,
+                "/old",
+                r#"{ redirect = { path = "/new", status = 301 } }"#,
+            ),
+            (30, "/empty", r#"{ forward = "empty" }"#),
+            (40, "/dead", r#"{ forward = "dead" }"#),
+        ],
+    );
     format!(
         r#"
 [load_balancer]
 name = "edge"
 admin = "127.0.0.1:{{admin}}"
 {load_balancer}
-[[listener]]
-address = "127.0.0.1"
-port = {{port}}
-default_action = {{ forward = "web" }}
-  [[listener.rule]]
-  priority = 10
-  conditions = {{ path_pattern = ["/fixed"] }}
-  action = {{ fixed_response = {{ status = 200, content_type = "text/plain", body = "fixed" }} }}
-  [[listener.rule]]
-  priority = 20
-  conditions = {{ path_pattern = ["/old"] }}
-  action = {{ redirect = {{ path = "/new", status = 301 }} }}
-  [[listener.rule]]
-  priority = 30
-  conditions = {{ path_pattern = ["/empty"] }}
-  action = {{ forward = "empty" }}
-  [[listener.rule]]
-  priority = 40
-  conditions = {{ path_pattern = ["/dead"] }}
-  action = {{ forward = "dead" }}
-{listeners}
+{listener}{listeners}
 [target_group.web]
 targets = ["{web}"]
 health_check = {{ enabled = false }}
@@ -364,6 +86,23 @@ targets = ["{dead}"]
 health_check = {{ enabled = false }}
 "#
     )
+}
+
+/// A `[[listener]]` on 127.0.0.1 at `{port}` (the port [`TetherProc`] picks) that
+/// forwards to the group `default` but where one of `rules` matches: each is a
+/// priority, a path pattern and the rule's action (TOML).
+pub fn listener(default: &str, rules: &[(u32, &str, &str)]) -> String {
+    let mut toml = format!(
+        "[[listener]]\naddress = \"127.0.0.1\"\nport = {{port}}\n\
+         default_action = {{ forward = \"{default}\" }}\n"
+    );
+    for (priority, path, action) in rules {
+        toml.push_str(&format!(
+            "  [[listener.rule]]\n  priority = {priority}\n  \
+             conditions = {{ path_pattern = [\"{path}\"] }}\n  action = {action}\n"
+        ));
+    }
+    toml
 }
 
 /// An address nothing listens on (a port bound, then closed): connections to it
@@ -427,17 +166,22 @@ pub async fn mix_failures(addr: SocketAddr) {
 /// One listener forwarding everything to `web`, with `load_balancer` in the
 /// `[load_balancer]` table.
 pub fn one_group_config(web: SocketAddr, load_balancer: &str) -> String {
+    web_config(
+        load_balancer,
+        &format!("targets = [\"{web}\"]\nhealth_check = {{ enabled = false }}"),
+    )
+}
+
+/// One listener forwarding everything to the group `web`: `load_balancer` goes in
+/// the `[load_balancer]` table, `web` in the group's.
+pub fn web_config(load_balancer: &str, web: &str) -> String {
+    let listener = listener("web", &[]);
     format!(
         r#"
 [load_balancer]
 {load_balancer}
-[[listener]]
-address = "127.0.0.1"
-port = {{port}}
-default_action = {{ forward = "web" }}
-[target_group.web]
-targets = ["{web}"]
-health_check = {{ enabled = false }}
+{listener}[target_group.web]
+{web}
 "#
     )
 }
@@ -808,150 +552,6 @@ pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-// === Test certificates ===
-
-/// A throwaway CA and leaf certificates written to a temp dir, made at test time.
-pub struct Pki {
-    pub dir: tempfile::TempDir,
-    pub ca_pem: String,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-}
-
-/// Which key a leaf certificate gets.
-pub enum KeyKind {
-    Ecdsa,
-    /// The checked-in RSA test key (tests/data): ring cannot generate RSA keys.
-    Rsa,
-}
-
-impl Pki {
-    pub fn new() -> Pki {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "tether test CA");
-        let key = rcgen::KeyPair::generate().expect("CA key");
-        let ca = params.self_signed(&key).expect("CA cert");
-        Pki {
-            dir: tempfile::tempdir().expect("tempdir"),
-            ca_pem: ca.pem(),
-            issuer: rcgen::Issuer::new(params, key),
-        }
-    }
-
-    pub fn ca_path(&self) -> PathBuf {
-        let p = self.dir.path().join("ca.pem");
-        std::fs::write(&p, &self.ca_pem).expect("write CA");
-        p
-    }
-
-    /// Writes `stem.pem` and `stem.key` for `names`; returns their paths.
-    pub fn leaf(
-        &self,
-        stem: &str,
-        names: &[&str],
-        kind: KeyKind,
-        expired: bool,
-    ) -> (PathBuf, PathBuf) {
-        let key = match kind {
-            KeyKind::Ecdsa => rcgen::KeyPair::generate().expect("key"),
-            KeyKind::Rsa => {
-                let pem = std::fs::read_to_string(concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/tests/data/rsa2048.pkcs8.key"
-                ))
-                .expect("rsa key");
-                rcgen::KeyPair::from_pem(&pem).expect("rsa key pair")
-            }
-        };
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let mut params = rcgen::CertificateParams::new(names).expect("params");
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, stem);
-        if expired {
-            params.not_before = rcgen::date_time_ymd(2000, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2001, 1, 1);
-        }
-        let cert = params.signed_by(&key, &self.issuer).expect("sign");
-        let cert_path = self.dir.path().join(format!("{stem}.pem"));
-        let key_path = self.dir.path().join(format!("{stem}.key"));
-        std::fs::write(&cert_path, cert.pem()).expect("write cert");
-        std::fs::write(&key_path, key.serialize_pem()).expect("write key");
-        (cert_path, key_path)
-    }
-
-    /// A root store holding this CA.
-    pub fn roots(&self) -> rustls::RootCertStore {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in rustls_pemfile::certs(&mut self.ca_pem.as_bytes()) {
-            roots.add(c.expect("ca der")).expect("add root");
-        }
-        roots
-    }
-
-    /// A rustls client config trusting this CA (TLS 1.2 and 1.3).
-    pub fn client_config(&self, alpn: &[&[u8]]) -> rustls::ClientConfig {
-        let roots = self.roots();
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        config
-    }
-}
-
-/// A client config that accepts any server certificate: for tests that check which
-/// certificate was served (by its names) rather than whether a client would trust it.
-pub fn any_cert_client() -> rustls::ClientConfig {
-    (*tether::tls::no_verify_client()).clone()
-}
-
-/// A TLS connection to tether with `sni`; returns the stream and the DNS names of
-/// the certificate tether served.
-pub async fn tls_connect(
-    addr: SocketAddr,
-    sni: &str,
-    config: rustls::ClientConfig,
-) -> std::io::Result<(tokio_rustls::client::TlsStream<TcpStream>, Vec<String>)> {
-    let tcp = TcpStream::connect(addr).await?;
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let name = rustls::pki_types::ServerName::try_from(sni.to_string())
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
-    let tls = connector.connect(name, tcp).await?;
-    let der = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .map(|c| c.to_vec())
-        .unwrap_or_default();
-    let names = cert_names(&der);
-    Ok((tls, names))
-}
-
-/// DNS names of a DER certificate.
-pub fn cert_names(der: &[u8]) -> Vec<String> {
-    use x509_parser::prelude::*;
-    let Ok((_, cert)) = X509Certificate::from_der(der) else {
-        return Vec::new();
-    };
-    let mut names = Vec::new();
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
-        for n in &san.value.general_names {
-            if let GeneralName::DNSName(d) = n {
-                names.push(d.to_string());
-            }
-        }
-    }
-    names
-}
-
 // === Admin API ===
 
 /// Target states by port from tether's admin API (which may take a moment to listen
@@ -972,20 +572,39 @@ pub async fn target_states(lb: &TetherProc) -> std::collections::HashMap<u16, St
         .collect()
 }
 
+/// Runs `probe` every `step` until it gives `Ok`; once `within` has passed, fails
+/// with what its last `Err` says.
+pub async fn poll<T, F, Fut>(within: Duration, step: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        match probe().await {
+            Ok(v) => return v,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "{e}");
+                tokio::time::sleep(step).await;
+            }
+        }
+    }
+}
+
 /// Waits (bounded) until the target at `addr` shows `state` in the admin API.
 pub async fn wait_state(lb: &TetherProc, addr: SocketAddr, state: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let states = target_states(lb).await;
-        if states.get(&addr.port()).map(String::as_str) == Some(state) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{addr} never became {state}: {states:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || async move {
+            let states = target_states(lb).await;
+            if states.get(&addr.port()).map(String::as_str) == Some(state) {
+                return Ok(());
+            }
+            Err(format!("{addr} never became {state}: {states:?}"))
+        },
+    )
+    .await
 }
 
 // === Discovery ===
@@ -1017,20 +636,20 @@ pub async fn served_by(
 
 /// Waits (bounded) until the requests to `path` are served by exactly `want`.
 pub async fn wait_served(lb: &TetherProc, path: &str, want: &[&str]) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let seen = served_by(lb, path, 12).await;
-        let mut ids: Vec<&str> = seen.keys().map(String::as_str).collect();
-        ids.sort();
-        if ids == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "served by {ids:?}, want {want:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    poll(
+        Duration::from_secs(15),
+        Duration::from_millis(200),
+        || async move {
+            let seen = served_by(lb, path, 12).await;
+            let mut ids: Vec<&str> = seen.keys().map(String::as_str).collect();
+            ids.sort();
+            if ids == want {
+                return Ok(());
+            }
+            Err(format!("served by {ids:?}, want {want:?}"))
+        },
+    )
+    .await
 }
 
 /// What the admin API's status page shows of `group`'s discovery.
@@ -1047,60 +666,6 @@ pub async fn discovery_status(
         .into_iter()
         .find(|d| d.group == group)
         .unwrap_or_else(|| panic!("no discovery status for {group}"))
-}
-
-// === TLS backend ===
-
-/// A hyper backend behind TLS (a certificate of `pki` for 127.0.0.1, `a.internal`
-/// and `b.internal`), answering every request with its id, and a path ending in
-/// `/sni` with the server name the TLS client sent (`-` for none).
-pub async fn tls_backend(pki: &Pki, id: &'static str) -> (SocketAddr, JoinHandle<()>) {
-    let (cert, key) = pki.leaf(
-        &format!("backend-{id}"),
-        &["127.0.0.1", "a.internal", "b.internal"],
-        KeyKind::Ecdsa,
-        false,
-    );
-    let certs = rustls_pemfile::certs(&mut std::fs::read(cert).expect("cert").as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .expect("certs");
-    let key = rustls_pemfile::private_key(&mut std::fs::read(key).expect("key").as_slice())
-        .expect("key")
-        .expect("a key");
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .expect("server config");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let task = tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let sni = tls.get_ref().1.server_name().unwrap_or("-").to_string();
-                let service = service_fn(move |req: Request<Incoming>| {
-                    let body = if req.uri().path().ends_with("/sni") {
-                        sni.clone()
-                    } else {
-                        id.to_string()
-                    };
-                    async move { Ok::<_, Infallible>(Response::new(full(body))) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tls), service)
-                    .await;
-            });
-        }
-    });
-    (addr, task)
 }
 
 // === AWS ===
