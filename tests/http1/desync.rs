@@ -2,7 +2,7 @@
 
 use super::*;
 
-/// What a mode does with a request (ALB-REFERENCE §10).
+/// What a mode does with a request (the desync mitigation table of AWS's ALB guide).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
     /// Forwarded; the client connection stays usable.

@@ -1,7 +1,8 @@
 //! HTTP/1.1 framing and anti-smuggling through the real binary, against a raw target
 //! that records every byte it receives: message framing (RFC 9112 §6), a corpus of
 //! request-smuggling attempts, ALB's desync mitigation modes (`http_desync_guardian`
-//! classes, ALB-REFERENCE §10) and the request size and time limits (§5, §8).
+//! classes, as AWS's ALB guide describes desync mitigation) and the request size and time
+//! limits (ALB's HTTP request limits).
 //!
 //! Every table reports all its failing rows at once, each named.
 
