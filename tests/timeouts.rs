@@ -84,6 +84,26 @@ async fn wait_stall(lb: &TetherProc, stalled: &str, since: Instant, limit: Durat
     }
 }
 
+/// tether in front of a backend, and a TLS connection to its HTTPS listener that
+/// chose HTTP/2 (the backend and certificates live as long as the test holds them).
+async fn https_client() -> (
+    TetherProc,
+    tokio_rustls::client::TlsStream<TcpStream>,
+    (Backend, Pki),
+) {
+    let pki = Pki::new();
+    let backend = Backend::start("a").await;
+    let lb = TetherProc::start_logged(&config(&pki, backend.addr), &[]).await;
+    let (tls, _) = tls_connect(
+        lb.listener_addr(1).await,
+        "a.test",
+        pki.client_config(&[b"h2"]),
+    )
+    .await
+    .expect("handshake");
+    (lb, tls, (backend, pki))
+}
+
 /// A raw target that accepts connections and never reads from them.
 async fn deaf_target() -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -187,16 +207,7 @@ async fn it_should_close_a_target_that_stops_reading_a_body() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn it_should_close_an_http2_stream_without_window() {
-    let pki = Pki::new();
-    let backend = Backend::start("a").await;
-    let lb = TetherProc::start_logged(&config(&pki, backend.addr), &[]).await;
-    let (tls, _) = tls_connect(
-        lb.listener_addr(1).await,
-        "a.test",
-        pki.client_config(&[b"h2"]),
-    )
-    .await
-    .expect("handshake");
+    let (lb, tls, _backend) = https_client().await;
     // Windows of 64 KiB that are never given back: the client reads no body.
     let (mut sender, conn) =
         hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
@@ -222,16 +233,7 @@ async fn it_should_close_an_http2_stream_without_window() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn it_should_send_goaway_to_an_idle_http2_connection() {
-    let pki = Pki::new();
-    let backend = Backend::start("a").await;
-    let lb = TetherProc::start_logged(&config(&pki, backend.addr), &[]).await;
-    let (tls, _) = tls_connect(
-        lb.listener_addr(1).await,
-        "a.test",
-        pki.client_config(&[b"h2"]),
-    )
-    .await
-    .expect("handshake");
+    let (lb, tls, _backend) = https_client().await;
     let (mut sender, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
         hyper_util::rt::TokioIo::new(tls),
@@ -258,16 +260,7 @@ async fn it_should_send_goaway_to_an_idle_http2_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn it_should_close_an_http2_head_that_never_ends() {
-    let pki = Pki::new();
-    let backend = Backend::start("a").await;
-    let lb = TetherProc::start_logged(&config(&pki, backend.addr), &[]).await;
-    let (mut tls, _) = tls_connect(
-        lb.listener_addr(1).await,
-        "a.test",
-        pki.client_config(&[b"h2"]),
-    )
-    .await
-    .expect("handshake");
+    let (lb, mut tls, _backend) = https_client().await;
     // The preface, empty SETTINGS, and a HEADERS frame on stream 1 without
     // END_HEADERS (`:method GET` indexed): CONTINUATION frames should follow.
     let mut frames = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
