@@ -32,6 +32,7 @@ fn group(n: u16) -> TargetGroup {
     .with_socketio(Some(SocketIoPinning {
         path: "/socket.io/".into(),
         sessions: Arc::new(SidTable::new(1 << 16)),
+        shared: None,
     }))
 }
 

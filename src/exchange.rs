@@ -23,6 +23,7 @@ pub use crate::listener::ListenerInfo;
 use crate::routing::Routing;
 use crate::rules::{Action, Forward, RedirectInput, RequestInfo};
 use crate::settings::{StickinessKind, UpstreamTls};
+use crate::shared_state::{Lookup, SharedPin};
 use crate::socketio;
 use crate::stats::ListenerStats;
 use crate::sticky::{self, CookieFlags, KeyRing, Pin, Purpose};
@@ -266,6 +267,54 @@ fn pin_hints<'a>(req: &RequestHead<'a>, group: &TargetGroup) -> PinHints<'a> {
 /// Longest handshake body prefix read for the Engine.IO open packet.
 const OPEN_PACKET_MAX: usize = 4096;
 
+/// Where an exchange is with a Socket.IO handshake response.
+#[derive(Debug)]
+enum Handshake {
+    /// Not a handshake, or done with it.
+    None,
+    /// Reading the response body for the open packet.
+    Reading(Vec<u8>),
+    /// The sid was learned; the shared store is still to hear of it.
+    Learned(Box<(Box<str>, SharedPin)>),
+}
+
+/// Whether `sid`, on a path of a Socket.IO group, is a session no such group here knows.
+fn unknown_here(routing: &Routing, path: &str, sid: &str, now: Instant) -> bool {
+    let mut groups = routing
+        .groups
+        .iter()
+        .filter_map(|g| g.socketio.as_ref())
+        .filter(|s| path.starts_with(s.path.as_str()))
+        .peekable();
+    groups.peek().is_some() && !groups.any(|s| s.sessions.contains(sid, now))
+}
+
+/// Before a request is decided: a Socket.IO sid that no group here knows is looked up
+/// in the shared store (at most its `lookup_timeout`), and a pin found there is kept
+/// here as if this replica had seen the session start. The request is then decided
+/// as usual. Without a store, or with a sid known here, nothing waits.
+pub async fn recall_pin(routing: &Routing, path: &str, query: Option<&str>) {
+    let Some(shared) = &routing.shared else {
+        return;
+    };
+    let Some(sid) = socketio::sid_param(query) else {
+        return;
+    };
+    let now = Instant::now();
+    if !unknown_here(routing, path, sid, now) {
+        return;
+    }
+    if let Lookup::Hit(pin) = shared.recall(sid).await {
+        let group = routing.groups.iter().find(|g| *g.name == *pin.group);
+        if let Some((group, sio)) = group.and_then(|g| g.socketio.as_ref().map(|s| (g, s))) {
+            // Only a target still in the group: a pin to one that left is stale.
+            if group.target(pin.target).is_some() {
+                sio.sessions.insert(sid, pin.target, pin.idle, now);
+            }
+        }
+    }
+}
+
 /// Whether a failed attempt is tried again, and where.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Retry {
@@ -345,8 +394,8 @@ pub struct Exchange {
     /// target: a response in the same second sends it back instead of sealing the
     /// same pin again. (The value and the second.)
     resend_cookie: Option<(Box<str>, u64)>,
-    /// Collecting a Socket.IO handshake response to learn its sid.
-    open_packet: Option<Vec<u8>>,
+    /// A Socket.IO handshake response, read to learn its sid.
+    handshake: Handshake,
     /// The sid of a websocket upgrade: forgotten when the websocket ends.
     upgrade_sid: Option<Box<str>>,
     /// The response was a 101: the exchange is a websocket now.
@@ -384,10 +433,10 @@ impl Exchange {
             }
             _ => None,
         };
-        let (mut open_packet, mut upgrade_sid) = (None, None);
+        let (mut handshake, mut upgrade_sid) = (Handshake::None, None);
         if let Some(sio) = &group.socketio {
             if socketio::is_polling_handshake(req.path, req.query, &sio.path) {
-                open_packet = Some(Vec::new());
+                handshake = Handshake::Reading(Vec::new());
             } else if req.upgrade {
                 upgrade_sid = hints.sid.map(Box::from);
             }
@@ -401,7 +450,7 @@ impl Exchange {
             group_sticky,
             has_app_cookie: hints.has_app_cookie,
             resend_cookie,
-            open_packet,
+            handshake,
             upgrade_sid,
             upgraded: false,
             failed: None,
@@ -650,25 +699,56 @@ impl Exchange {
     /// Whether the response body should be shown to [`Exchange::response_body`]
     /// (a Socket.IO handshake whose sid is to be learned).
     pub fn wants_response_body(&self) -> bool {
-        self.open_packet.is_some()
+        matches!(self.handshake, Handshake::Reading(_))
     }
 
     /// Bytes of the (decoded) response body, as they pass: a Socket.IO handshake's
-    /// open packet pins its sid to the target.
+    /// open packet pins its sid to the target. With a shared store, the engine then
+    /// calls [`Exchange::publish_pin`] before the bytes go to the client.
     pub fn response_body(&mut self, bytes: &[u8], end: bool) {
-        let Some(buf) = self.open_packet.as_mut() else {
+        let Handshake::Reading(buf) = &mut self.handshake else {
             return;
         };
         let room = OPEN_PACKET_MAX.saturating_sub(buf.len());
         buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
         if let Some(open) = socketio::parse_open_packet(buf) {
+            self.handshake = Handshake::None;
             if let Some(sio) = &self.group.socketio {
+                let addr = self.target().addr;
                 sio.sessions
-                    .insert(&open.sid, self.target().addr, open.idle, Instant::now());
+                    .insert(&open.sid, addr, open.idle, Instant::now());
+                if sio.shared.is_some() {
+                    self.handshake = Handshake::Learned(Box::new((
+                        open.sid.into(),
+                        SharedPin {
+                            group: self.group.name.to_string(),
+                            target: addr,
+                            idle: open.idle,
+                        },
+                    )));
+                }
             }
-            self.open_packet = None;
         } else if end || buf.len() >= OPEN_PACKET_MAX {
-            self.open_packet = None;
+            self.handshake = Handshake::None;
+        }
+    }
+
+    /// Whether a sid was learned that the shared store has not heard of yet.
+    pub fn has_pin_to_publish(&self) -> bool {
+        matches!(self.handshake, Handshake::Learned(_))
+    }
+
+    /// Tells the shared store of the sid just learned, waiting at most its
+    /// `lookup_timeout`: the handshake response waits for it, so that the client's
+    /// next request finds the pin on whichever replica it reaches.
+    pub async fn publish_pin(&mut self) {
+        let Handshake::Learned(learned) = std::mem::replace(&mut self.handshake, Handshake::None)
+        else {
+            return;
+        };
+        let (sid, pin) = *learned;
+        if let Some(shared) = self.group.socketio.as_ref().and_then(|s| s.shared.as_ref()) {
+            shared.publish(&sid, &pin).await;
         }
     }
 
@@ -684,7 +764,7 @@ impl Drop for Exchange {
         // A Socket.IO session whose websocket has ended is over.
         if let (true, Some(sid)) = (self.upgraded, self.upgrade_sid.take()) {
             if let Some(sio) = &self.group.socketio {
-                sio.sessions.remove(&sid);
+                sio.end(&self.group.name, &sid, self.outstanding.target().addr);
             }
         }
     }

@@ -32,6 +32,7 @@ pub mod routing;
 pub mod rules;
 pub mod server;
 pub mod settings;
+pub mod shared_state;
 mod shutdown;
 pub mod socketio;
 pub mod stats;

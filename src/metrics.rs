@@ -35,6 +35,7 @@ use crate::discovery::DiscoveryStatus;
 use crate::health::State;
 use crate::routing::SharedRouting;
 use crate::settings::Protocol;
+use crate::shared_state::LOOKUP_RESULTS;
 use crate::stats::{load, ListenerStats, ReloadStats, Stall, RELOAD_RESULTS};
 use crate::target_group::{Target, TargetGroup};
 
@@ -331,7 +332,44 @@ impl Metrics {
         encode_counters(encoder, family)?;
         let mut family = Family::new("tether_access_log_lines", "Access log lines written.");
         family.samples.push((self.lb(), written));
-        encode_counters(encoder, family)
+        encode_counters(encoder, family)?;
+        self.shared_state_families(encoder)
+    }
+
+    /// The shared store's families, when one is configured.
+    fn shared_state_families(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
+        let routing = self.routing.load();
+        let Some(shared) = &routing.shared else {
+            return Ok(());
+        };
+        let mut lookups = Family::new(
+            "tether_shared_state_lookups",
+            "Socket.IO sids this replica did not know, looked up in the shared store, by result: hit, miss, error (the store down), timeout (no answer within lookup_timeout).",
+        );
+        for (result, count) in LOOKUP_RESULTS.iter().zip(shared.lookups()) {
+            let mut labels = self.lb();
+            labels.push(("result", Cow::Borrowed(*result)));
+            lookups.samples.push((labels, count));
+        }
+        encode_counters(encoder, lookups)?;
+        let mut published = Family::new(
+            "tether_shared_state_pins_published",
+            "Socket.IO sessions this replica published to the shared store.",
+        );
+        published.samples.push((self.lb(), shared.published()));
+        encode_counters(encoder, published)?;
+        let mut failures = Family::new(
+            "tether_shared_state_write_failures",
+            "Writes to the shared store that failed, timed out, or were not sent because it was down.",
+        );
+        failures.samples.push((self.lb(), shared.write_failures()));
+        encode_counters(encoder, failures)?;
+        let mut up = Family::new(
+            "tether_shared_state_up",
+            "1 when the shared store (Redis) answered its last command, else 0.",
+        );
+        up.samples.push((self.lb(), i64::from(shared.is_up())));
+        encode_gauges(encoder, up)
     }
 }
 

@@ -35,6 +35,9 @@ pub enum ReloadError {
     /// The writer thread holds the file open from the start.
     #[error("{}: access_log changed; restart or upgrade to change it", .0.display())]
     AccessLogChanged(PathBuf),
+    /// Replicas share pins through the store they started with.
+    #[error("{}: shared_state changed; restart to change it", .0.display())]
+    SharedStateChanged(PathBuf),
     /// A listener's new certificate files do not load.
     #[error(transparent)]
     Certificates(#[from] TlsError),
@@ -127,6 +130,9 @@ impl Reloader {
         }
         if config.load_balancer.access_log != self.config.load().load_balancer.access_log {
             return Err(ReloadError::AccessLogChanged(self.path.clone()));
+        }
+        if config.load_balancer.shared_state != self.config.load().load_balancer.shared_state {
+            return Err(ReloadError::SharedStateChanged(self.path.clone()));
         }
         // New certificates first: a file that fails to load keeps the running ones.
         for (i, resolver) in &self.resolvers {

@@ -14,6 +14,7 @@ use crate::drain;
 use crate::health::{Reason, State};
 use crate::rules::RuleSet;
 use crate::settings::{ListenerHeaders, RequestShaping};
+use crate::shared_state::SharedState;
 use crate::socketio::SidTable;
 use crate::sticky::KeyRing;
 use crate::target_group::{SocketIoPinning, Target, TargetGroup};
@@ -31,6 +32,8 @@ pub struct Routing {
     pub client_keep_alive: Duration,
     /// Each listener's header attributes, in config order.
     pub listener_headers: Vec<ListenerHeaders>,
+    /// The store replicas share Socket.IO pins through (`shared_state`), if any.
+    pub shared: Option<Arc<SharedState>>,
 }
 
 impl Routing {
@@ -46,10 +49,22 @@ impl Routing {
 impl Routing {
     /// Builds live groups. A target already known to `previous` (same group, same
     /// address) keeps its counters, so a reload does not reset outstanding requests.
+    /// The shared store, if any, is `previous`'s.
     pub fn build(
         config: &Config,
         previous: Option<&Routing>,
         discovered: &HashMap<String, Vec<Discovered>>,
+    ) -> Routing {
+        let shared = previous.and_then(|p| p.shared.clone());
+        Routing::build_with(config, previous, discovered, shared)
+    }
+
+    /// [`Routing::build`] with the store replicas share Socket.IO pins through.
+    pub fn build_with(
+        config: &Config,
+        previous: Option<&Routing>,
+        discovered: &HashMap<String, Vec<Discovered>>,
+        shared: Option<Arc<SharedState>>,
     ) -> Routing {
         let in_use: HashSet<usize> = config
             .listeners
@@ -67,6 +82,7 @@ impl Routing {
                     old.map(|o| o.as_ref()),
                     in_use.contains(&index),
                     discovered.get(&g.name).map(Vec::as_slice),
+                    shared.as_ref(),
                 )
             })
             .collect();
@@ -98,6 +114,7 @@ impl Routing {
             shaping: config.load_balancer.shaping,
             client_keep_alive: config.load_balancer.client_keep_alive,
             listener_headers: config.listeners.iter().map(|l| l.headers.clone()).collect(),
+            shared,
         }
     }
 }
@@ -110,6 +127,7 @@ fn build_group(
     old: Option<&TargetGroup>,
     in_use: bool,
     discovered: Option<&[Discovered]>,
+    shared: Option<&Arc<SharedState>>,
 ) -> Arc<TargetGroup> {
     // A discovering group's targets are those that take traffic (a stopping task,
     // or a file's draining entry, is left out, so it drains like a target removed
@@ -167,6 +185,13 @@ fn build_group(
     for t in &targets {
         t.set_label(task_of(t.addr));
     }
+    // A target that leaves takes its Socket.IO pins with it: no replica sends a
+    // session to a target this one drains.
+    if let (Some(shared), Some(old), true) = (shared, old, g.socketio.is_some()) {
+        for t in old.targets().iter().filter(|t| !addrs.contains(&t.addr)) {
+            shared.forget_target(&g.name, t.addr);
+        }
+    }
     let draining = drain::deregister(
         old.map(|o| o.targets()).unwrap_or_default(),
         old_draining,
@@ -184,6 +209,7 @@ fn build_group(
                         .and_then(|o| o.socketio.as_ref())
                         .map(|o| o.sessions.clone())
                         .unwrap_or_else(|| Arc::new(SidTable::new(s.max_sessions))),
+                    shared: shared.cloned(),
                 }
             }))
             .with_lifecycle(g.lifecycle.clone(), in_use)

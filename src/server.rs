@@ -19,6 +19,7 @@ use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::routing::{Routing, SharedRouting};
 use crate::settings::Protocol;
+use crate::shared_state::{SharedState, SharedStateError, SharedStateService};
 use crate::upgrade::Start;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +38,8 @@ pub enum ServerError {
         target: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    SharedState(SharedStateError),
 }
 
 /// A server ready to run, with the handle to its routing snapshot.
@@ -103,13 +106,24 @@ impl Tether {
         // On an upgrade pingora exits with status 1 when no sockets come.
         server.bootstrap();
 
+        crate::listener::tls::install_provider();
+        let shared = match &config.load_balancer.shared_state {
+            Some(spec) => Some(SharedState::new(spec.clone()).map_err(ServerError::SharedState)?),
+            None => None,
+        };
         let discovered: DiscoveredTargets = Arc::default();
-        let routing: SharedRouting = Arc::new(ArcSwap::from_pointee(Routing::build(
+        let routing: SharedRouting = Arc::new(ArcSwap::from_pointee(Routing::build_with(
             config,
             None,
             &discovered.load(),
+            shared.clone(),
         )));
-        crate::listener::tls::install_provider();
+        if let Some(shared) = shared {
+            server.add_service(background_service(
+                "shared state",
+                SharedStateTask(SharedStateService(shared)),
+            ));
+        }
         let access_log = match &config.load_balancer.access_log {
             Some(target) => Some(
                 AccessLog::start(target.clone(), &config.load_balancer.name).map_err(|source| {
@@ -292,6 +306,20 @@ impl BackgroundService for SighupReload {
 
 /// Reloads certificates when their files change (checked every two seconds); a
 /// file that fails to load keeps the running certificates and says why.
+/// The shared store's connection, PINGs and queued writes, on a runtime of their own.
+struct SharedStateTask(SharedStateService);
+
+#[async_trait]
+impl BackgroundService for SharedStateTask {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        self.0
+            .run(async move {
+                let _ = shutdown.changed().await;
+            })
+            .await;
+    }
+}
+
 struct CertWatch(Vec<Arc<CertResolver>>);
 
 fn modified(specs: &[crate::listener::tls::CertSpec]) -> Vec<Option<std::time::SystemTime>> {

@@ -229,6 +229,56 @@ pub struct Stickiness {
     pub http_only: bool,
 }
 
+/// How long a request whose sid no replica-local pin knows waits for the shared
+/// store by default: a loopback or same-zone Redis answers in well under a millisecond.
+pub const DEFAULT_LOOKUP_TIMEOUT: Duration = Duration::from_millis(5);
+
+/// `[load_balancer] shared_state`: where replicas share Socket.IO pins.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SharedStateSpec {
+    /// `redis://[user:password@]host:port[/db]`, `rediss://…` (TLS) or `unix:/path`.
+    pub redis: String,
+    /// Prefix of every key tether writes (default `tether:`).
+    pub key_prefix: String,
+    /// The longest a request whose sid is not known here waits for Redis before it is
+    /// routed as without it (default 5 ms).
+    pub lookup_timeout: Duration,
+    /// PEM CA certificates that verify a `rediss://` server (default: the system's).
+    pub ca_bundle: Option<std::path::PathBuf>,
+}
+
+impl SharedStateSpec {
+    /// The Redis address with any password hidden, for logs and the status page.
+    pub fn redacted(&self) -> String {
+        redact_password(&self.redis)
+    }
+}
+
+/// `scheme://user:secret@host` → `scheme://user:***@host`; anything else unchanged.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_string();
+    };
+    let userinfo = &rest[..at];
+    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+    format!("{scheme}://{user}:***{}", &rest[at..])
+}
+
+impl fmt::Debug for SharedStateSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedStateSpec")
+            .field("redis", &self.redacted())
+            .field("key_prefix", &self.key_prefix)
+            .field("lookup_timeout", &self.lookup_timeout)
+            .field("ca_bundle", &self.ca_bundle)
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SocketIo {
     /// Engine.IO path prefix (default `/socket.io/`).

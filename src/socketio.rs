@@ -25,6 +25,17 @@ struct Entry {
     target: SocketAddr,
     idle: Duration,
     last_seen: Instant,
+    /// When the shared store last heard of this session (its pin's expiry pushed back).
+    shared_at: Instant,
+}
+
+/// A live session met again: its target, and whether its shared pin is due a refresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Visit {
+    pub target: SocketAddr,
+    pub idle: Duration,
+    /// A third of its idle time has passed since the shared store last heard of it.
+    pub refresh: bool,
 }
 
 /// sid → target, sharded to keep lock hold times short across threads.
@@ -64,6 +75,7 @@ impl SidTable {
                 target,
                 idle,
                 last_seen: now,
+                shared_at: now,
             },
         );
         true
@@ -71,6 +83,12 @@ impl SidTable {
 
     /// The target of a live session, refreshing its last-seen time.
     pub fn touch(&self, sid: &str, now: Instant) -> Option<SocketAddr> {
+        self.visit(sid, now).map(|v| v.target)
+    }
+
+    /// A live session met again: refreshes its last-seen time, and says whether the
+    /// shared store is due to hear of it (it then counts as heard).
+    pub fn visit(&self, sid: &str, now: Instant) -> Option<Visit> {
         let mut map = self.shard(sid).lock();
         let entry = map.get_mut(sid)?;
         if now.duration_since(entry.last_seen) > entry.idle {
@@ -78,7 +96,23 @@ impl SidTable {
             return None;
         }
         entry.last_seen = now;
-        Some(entry.target)
+        let refresh = now.duration_since(entry.shared_at) >= entry.idle / 3;
+        if refresh {
+            entry.shared_at = now;
+        }
+        Some(Visit {
+            target: entry.target,
+            idle: entry.idle,
+            refresh,
+        })
+    }
+
+    /// Whether `sid` is a live session here (nothing is refreshed).
+    pub fn contains(&self, sid: &str, now: Instant) -> bool {
+        self.shard(sid)
+            .lock()
+            .get(sid)
+            .is_some_and(|e| now.duration_since(e.last_seen) <= e.idle)
     }
 
     /// Forgets `sid` (its session ended).

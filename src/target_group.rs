@@ -16,6 +16,7 @@ use crate::health::{Reason, State};
 use crate::settings::{
     Algorithm, HealthCheck, Lifecycle, PassiveHealth, Stickiness, StickinessKind, UpstreamTls,
 };
+use crate::shared_state::SharedState;
 use crate::socketio::SidTable;
 use crate::sticky::{unix_now, KeyRing, Purpose};
 
@@ -357,11 +358,34 @@ pub fn selector(algorithm: Algorithm) -> Box<dyn Selector> {
 
 // === impl TargetGroup ===
 
-/// Socket.IO sid pinning of a group.
+/// Socket.IO sid pinning of a group: this replica's sessions, and the store it
+/// shares them through with other replicas, if any.
 #[derive(Debug)]
 pub struct SocketIoPinning {
     pub path: String,
     pub sessions: Arc<SidTable>,
+    pub shared: Option<Arc<SharedState>>,
+}
+
+impl SocketIoPinning {
+    /// The target of a live session of `group`, from this replica's pins; a pin in
+    /// use has its shared copy's expiry pushed back (queued, never waited on).
+    pub fn target_of(&self, group: &str, sid: &str, now: Instant) -> Option<SocketAddr> {
+        let visit = self.sessions.visit(sid, now)?;
+        if let (true, Some(shared)) = (visit.refresh, &self.shared) {
+            shared.refresh(group, sid, visit.target, visit.idle);
+        }
+        Some(visit.target)
+    }
+
+    /// A session of `group` ended (its websocket closed): its pins go, here and in
+    /// the shared store.
+    pub fn end(&self, group: &str, sid: &str, target: SocketAddr) {
+        self.sessions.remove(sid);
+        if let Some(shared) = &self.shared {
+            shared.forget(group, sid, target);
+        }
+    }
 }
 
 /// What the data path knows of a group's health: one snapshot, loaded once per
@@ -606,7 +630,7 @@ impl TargetGroup {
             }
         }
         let sio = self.socketio.as_ref()?;
-        let addr = sio.sessions.touch(hints.sid?, Instant::now())?;
+        let addr = sio.target_of(&self.name, hints.sid?, Instant::now())?;
         usable(addr).map(|t| (t, PickedBy::SocketIoSid))
     }
 
@@ -808,6 +832,7 @@ mod tests {
         let g = sticky_group(targets(3)).with_socketio(Some(SocketIoPinning {
             path: "/socket.io/".into(),
             sessions: sessions.clone(),
+            shared: None,
         }));
         sessions.insert(
             "abc",

@@ -28,6 +28,24 @@ pub struct Status {
     pub listeners: Vec<ListenerStatus>,
     pub target_groups: Vec<GroupHealth>,
     pub discovery: Vec<DiscoveryView>,
+    /// The store replicas share Socket.IO pins through, if any.
+    #[serde(default)]
+    pub shared_state: Option<SharedStateView>,
+}
+
+/// The shared store as the status page shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SharedStateView {
+    /// The Redis address, its password hidden.
+    pub redis: String,
+    pub key_prefix: String,
+    /// Whether Redis answered its last command.
+    pub up: bool,
+    /// Lookups of sids not known here: hit, miss, error, timeout.
+    pub lookups: [u64; 4],
+    /// Sessions this replica published.
+    pub published: u64,
+    pub write_failures: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -107,6 +125,14 @@ pub fn snapshot(
                 targets: s.targets,
             })
             .collect(),
+        shared_state: routing.shared.as_ref().map(|s| SharedStateView {
+            redis: s.spec().redacted(),
+            key_prefix: s.spec().key_prefix.clone(),
+            up: s.is_up(),
+            lookups: s.lookups(),
+            published: s.published(),
+            write_failures: s.write_failures(),
+        }),
     }
 }
 

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use crate::rules::RuleSet;
 use crate::settings::{
-    Algorithm, DesyncMode, Lifecycle, ListenerHeaders, Protocol, RequestShaping, SocketIo,
-    Stickiness, UpstreamTls,
+    Algorithm, DesyncMode, Lifecycle, ListenerHeaders, Protocol, RequestShaping, SharedStateSpec,
+    SocketIo, Stickiness, UpstreamTls,
 };
 
 pub use raw::HumanDuration;
@@ -126,6 +126,8 @@ pub struct LoadBalancer {
     /// Where ALB-format access log lines go; none by default. Fixed at start: a
     /// reload that changes it is refused.
     pub access_log: Option<crate::access_log::LogTarget>,
+    /// Where replicas share Socket.IO pins (none by default).
+    pub shared_state: Option<SharedStateSpec>,
 }
 
 /// The admin API's bearer token. Its `Debug` does not show it, so that a config

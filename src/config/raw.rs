@@ -91,6 +91,18 @@ pub(super) struct RawLoadBalancer {
     pub(super) http2_enabled: Option<bool>,
     pub(super) upgrade_grace: Option<Spanned<HumanDuration>>,
     pub(super) access_log: Option<Spanned<RawAccessLog>>,
+    pub(super) shared_state: Option<Spanned<RawSharedState>>,
+}
+
+/// `shared_state = { redis = "redis://10.0.0.5:6379", key_prefix = "tether:",
+/// lookup_timeout = "5ms", ca_bundle = "redis-ca.pem" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSharedState {
+    pub(super) redis: Spanned<String>,
+    pub(super) key_prefix: Option<Spanned<String>>,
+    pub(super) lookup_timeout: Option<Spanned<HumanDuration>>,
+    pub(super) ca_bundle: Option<Spanned<String>>,
 }
 
 /// `access_log = { path = "/var/log/tether/access.log" }` (`"-"`: stdout).

@@ -16,7 +16,8 @@ use crate::rules::{
 use crate::settings::{
     Algorithm, DesyncMode, HealthCheck, Lifecycle, Matcher, MinHealthy, PassiveHealth, Protocol,
     SocketIo, Stickiness, StickinessKind, UpstreamTls, DEFAULT_CLIENT_HEADER_TIMEOUT,
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_DEREGISTRATION_DELAY, DEFAULT_STICKINESS, MAX_STICKINESS,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_DEREGISTRATION_DELAY, DEFAULT_LOOKUP_TIMEOUT,
+    DEFAULT_STICKINESS, MAX_STICKINESS,
 };
 use crate::transform::{Rewrite, RewriteError, Transforms};
 
@@ -109,6 +110,10 @@ pub(super) fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config
         Some(a) => Some(build_access_log(ctx, a.get_ref(), path)?),
         None => None,
     };
+    let shared_state = match &lb.shared_state {
+        Some(s) => Some(build_shared_state(ctx, s.get_ref(), path)?),
+        None => None,
+    };
     let mut load_balancer = LoadBalancer {
         name: lb.name.clone().unwrap_or_else(|| "tether".to_string()),
         idle_timeout,
@@ -123,6 +128,7 @@ pub(super) fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config
         http2_enabled: attributes.http2_enabled,
         upgrade_grace: upgrade_grace.unwrap_or(DEFAULT_DEREGISTRATION_DELAY),
         access_log,
+        shared_state,
     };
 
     let mut target_groups = Vec::new();
@@ -405,6 +411,72 @@ fn build_access_log(
     } else {
         p.to_path_buf()
     }))
+}
+
+/// The longest `lookup_timeout`: a miss waits this long at worst, so it stays a
+/// small part of a request's time.
+const MAX_LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// `shared_state`: the Redis URL is checked here (scheme, host, port), so that a typo
+/// is a config error, not a replica that silently shares nothing. A relative
+/// `ca_bundle` is relative to the config file.
+fn build_shared_state(
+    ctx: &Ctx<'_>,
+    raw: &RawSharedState,
+    config_path: &Path,
+) -> Result<SharedStateSpec, ConfigError> {
+    let lookup_timeout = match &raw.lookup_timeout {
+        Some(t) => check_duration(
+            ctx,
+            t,
+            "lookup_timeout",
+            Duration::from_millis(1),
+            MAX_LOOKUP_TIMEOUT,
+        )?,
+        None => DEFAULT_LOOKUP_TIMEOUT,
+    };
+    let key_prefix = match &raw.key_prefix {
+        Some(p)
+            if p.get_ref()
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control()) =>
+        {
+            return Err(ctx.err(
+                p.span(),
+                "key_prefix must have no spaces or control characters",
+            ))
+        }
+        Some(p) => p.get_ref().clone(),
+        None => "tether:".to_string(),
+    };
+    let ca_bundle = raw.ca_bundle.as_ref().map(|c| {
+        let p = Path::new(c.get_ref());
+        if p.is_relative() {
+            config_path.parent().unwrap_or(Path::new(".")).join(p)
+        } else {
+            p.to_path_buf()
+        }
+    });
+    let url = raw.redis.get_ref();
+    if let (Some(c), false) = (&raw.ca_bundle, url.starts_with("rediss://")) {
+        return Err(ctx.err(c.span(), "ca_bundle goes with a rediss:// address"));
+    }
+    let spec = SharedStateSpec {
+        redis: url.clone(),
+        key_prefix,
+        lookup_timeout,
+        ca_bundle,
+    };
+    if let Err(e) = crate::shared_state::client(&spec) {
+        return Err(ctx.err(
+            raw.redis.span(),
+            format!(
+                "invalid redis address \"{}\" ({e}): write redis://host:port, rediss://host:port or unix:/path",
+                spec.redacted()
+            ),
+        ));
+    }
+    Ok(spec)
 }
 
 /// The shortest admin token taken: a guessable token on an exposed admin port would

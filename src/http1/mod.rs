@@ -19,7 +19,7 @@ use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 
 use crate::access_log::Kind;
-use crate::exchange::{Decision, Exchange, Failure, LbResponse, Retry};
+use crate::exchange::{self, Decision, Exchange, Failure, LbResponse, Retry};
 pub use crate::listener::client::ClientConn;
 pub use crate::listener::ListenerApp;
 use crate::observe::{self, Record};
@@ -143,6 +143,9 @@ impl Conn<'_> {
                     return None;
                 }
             };
+            if self.app.routing.load().shared.is_some() {
+                self.recall_pin(head_len).await;
+            }
             let mut rec = self.record();
             let prepared = match self.prepare(head_len) {
                 Ok(p) => p,
@@ -284,6 +287,20 @@ impl Conn<'_> {
                 }
             }
         }
+    }
+
+    /// With a shared store: a Socket.IO sid that this replica does not know is
+    /// looked up there before the request is decided (at most `lookup_timeout`).
+    async fn recall_pin(&self, head_len: usize) {
+        let Some((path, query)) = request_target(&self.buf[..head_len]) else {
+            return;
+        };
+        if !query.contains("sid=") {
+            return;
+        }
+        let (path, query) = (path.to_owned(), query.to_owned());
+        let routing = self.app.routing.load_full();
+        exchange::recall_pin(&routing, &path, Some(&query)).await;
     }
 
     fn prepare(&self, len: usize) -> Result<Prepared, u16> {
@@ -552,6 +569,9 @@ impl Conn<'_> {
             Ok(x) => x,
             Err(_) => return self.fail(rec, Failure::BadResponse, false).await,
         };
+        if ex.has_pin_to_publish() {
+            ex.publish_pin().await;
+        }
         client_head.extend_from_slice(&rest[..used]);
         let mut target_reusable = resp.keep_target && used == rest.len() && !p.close_after;
         if self.write_client(&client_head, false, idle).await.is_err() {
@@ -658,6 +678,9 @@ impl Conn<'_> {
             let (used, complete) = framing
                 .feed(&chunk, ex, None)
                 .map_err(|_| Failure::BadResponse)?;
+            if ex.has_pin_to_publish() {
+                ex.publish_pin().await;
+            }
             if self
                 .write_client(&chunk[..used], false, idle)
                 .await
@@ -687,6 +710,19 @@ impl Conn<'_> {
     }
 }
 
+/// The path and query of a request head's target (origin or absolute form), read
+/// from its first line without checking it: only to look a sid up early.
+fn request_target(head: &[u8]) -> Option<(&str, &str)> {
+    let line = head.split(|&b| b == b'\n').next()?;
+    let mut parts = line.split(|&b| b == b' ');
+    let target = std::str::from_utf8(parts.nth(1)?).ok()?;
+    let target = match target.find("://") {
+        Some(i) => &target[i + 3..][target[i + 3..].find('/')?..],
+        None => target,
+    };
+    target.split_once('?')
+}
+
 enum UploadError {
     Client(Failure),
     Target,
@@ -695,6 +731,17 @@ enum UploadError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn it_should_find_the_path_and_query_of_a_head_early() {
+        let head = b"GET /socket.io/?EIO=4&sid=abc HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(request_target(head), Some(("/socket.io/", "EIO=4&sid=abc")));
+        let absolute = b"GET http://a:80/socket.io/?sid=x HTTP/1.1\r\n\r\n";
+        assert_eq!(request_target(absolute), Some(("/socket.io/", "sid=x")));
+        assert_eq!(request_target(b"GET / HTTP/1.1\r\n\r\n"), None);
+        assert_eq!(request_target(b"GET http://a?sid=x HTTP/1.1\r\n\r\n"), None);
+        assert_eq!(request_target(b"\xff\xfe"), None);
+    }
 
     #[tokio::test]
     async fn it_should_keep_the_connection_state_small() {

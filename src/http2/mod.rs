@@ -183,6 +183,9 @@ async fn handle(
     let head_request = parts.method == http::Method::HEAD;
     let idempotent = exchange::is_idempotent(parts.method.as_str());
     let routing = app.routing.load_full();
+    if routing.shared.is_some() {
+        exchange::recall_pin(&routing, parts.uri.path(), parts.uri.query()).await;
+    }
     let listener = routing.headers(app.listener.index);
     let (decision, upstream_head, framing) = {
         let lines: Vec<Header<'_>> = parts
@@ -726,6 +729,9 @@ impl BodyStream {
                 .body
                 .feed(&input, ex, Some(&mut data))
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            if ex.has_pin_to_publish() {
+                ex.publish_pin().await;
+            }
             if used < input.len() {
                 // Bytes after the body: the connection is not reusable.
                 self.keep_target = false;

@@ -371,3 +371,58 @@ fn a_discovery_block_needs_one_source_with_its_keys() {
         "5:12: a group takes targets from either `targets` or `discovery`, not both",
     );
 }
+
+// === Shared state ===
+
+/// A config whose `[load_balancer]` is `lb` (line 2 on).
+fn with_lb(lb: &str) -> String {
+    format!("[load_balancer]\n{lb}\n[[listener]]\nport = 8080\ndefault_action = {{ fixed_response = {{ status = 200 }} }}\n")
+}
+
+#[test]
+fn shared_state_takes_redis_rediss_and_unix_addresses_with_defaults() {
+    let c = parse(&with_lb(
+        "shared_state = { redis = \"redis://:secret@127.0.0.1:6379/1\" }",
+    ))
+    .unwrap();
+    let s = c.load_balancer.shared_state.expect("shared_state");
+    assert_eq!(s.key_prefix, "tether:");
+    assert_eq!(s.lookup_timeout, Duration::from_millis(5));
+    assert_eq!(s.redacted(), "redis://:***@127.0.0.1:6379/1");
+    assert!(!format!("{s:?}").contains("secret"), "no password in Debug");
+    let c = parse(&with_lb("shared_state = { redis = \"unix:/run/redis.sock\", key_prefix = \"chat:\", lookup_timeout = \"20ms\" }")).unwrap();
+    let s = c.load_balancer.shared_state.expect("shared_state");
+    assert_eq!(
+        (s.key_prefix.as_str(), s.lookup_timeout),
+        ("chat:", Duration::from_millis(20))
+    );
+    assert!(parse(&with_lb(""))
+        .unwrap()
+        .load_balancer
+        .shared_state
+        .is_none());
+}
+
+#[test]
+fn shared_state_errors_name_their_place() {
+    rejects(
+        &with_lb("shared_state = { redis = \"http://127.0.0.1:6379\" }"),
+        "2:26: invalid redis address \"http://127.0.0.1:6379\"",
+    );
+    rejects(
+        &with_lb("shared_state = { redis = \"redis://h:1\", lookup_timeout = \"2s\" }"),
+        "2:58: lookup_timeout must be between 1ms and 1s",
+    );
+    rejects(
+        &with_lb("shared_state = { redis = \"redis://h:1\", ca_bundle = \"ca.pem\" }"),
+        "2:53: ca_bundle goes with a rediss:// address",
+    );
+    rejects(
+        &with_lb("shared_state = { redis = \"redis://h:1\", key_prefix = \"a b\" }"),
+        "2:54: key_prefix must have no spaces or control characters",
+    );
+    rejects(
+        &with_lb("shared_state = { url = \"redis://h:1\" }"),
+        "2:18: unknown field `url`",
+    );
+}
