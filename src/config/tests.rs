@@ -59,12 +59,7 @@ fn the_issue_example_is_accepted() {
 
 fn err_at(src: &str) -> (usize, usize, String) {
     match parse(src).unwrap_err() {
-        ConfigError::Invalid {
-            line,
-            column,
-            message,
-            ..
-        } => (line, column, message),
+        ConfigError::Invalid { span, problem, .. } => (span.line, span.column, problem.to_string()),
         e => panic!("unexpected {e}"),
     }
 }
