@@ -37,10 +37,11 @@ pub(super) fn build_lb_attributes(
         Some(m) => XffMode::from_name(m.get_ref()).ok_or_else(|| {
             ctx.err(
                 m.span(),
-                format!(
-                    "unknown xff_header_processing \"{}\": expected \"append\", \"preserve\" or \"remove\"",
-                    m.get_ref()
-                ),
+                Problem::UnknownName {
+                    what: "xff_header_processing",
+                    value: m.get_ref().clone(),
+                    hint: "expected \"append\", \"preserve\" or \"remove\"".into(),
+                },
             )
         })?,
         None => XffMode::default(),
@@ -57,11 +58,14 @@ pub(super) fn build_lb_attributes(
             if v < min || v > MAX_CLIENT_KEEP_ALIVE {
                 return Err(ctx.err(
                     d.span(),
-                    format!(
-                        "client_keep_alive must be between {} and {}",
-                        humantime::format_duration(min),
-                        humantime::format_duration(MAX_CLIENT_KEEP_ALIVE)
-                    ),
+                    Problem::OutOfRange {
+                        field: "client_keep_alive",
+                        allowed: format!(
+                            "between {} and {}",
+                            humantime::format_duration(min),
+                            humantime::format_duration(MAX_CLIENT_KEEP_ALIVE)
+                        ),
+                    },
                 ));
             }
             v
@@ -141,9 +145,15 @@ pub(super) fn build_listener_headers(
         ];
         for (value, name, check) in fields {
             let Some(value) = value else { continue };
-            check
-                .run(name, value.get_ref())
-                .map_err(|m| ctx.err(value.span(), m))?;
+            check.run(name, value.get_ref()).map_err(|reason| {
+                ctx.err(
+                    value.span(),
+                    Problem::Rejected {
+                        field: name,
+                        reason,
+                    },
+                )
+            })?;
             set.push((name, Box::from(value.get_ref().as_str())));
         }
         headers.response = set.into_boxed_slice();
@@ -153,7 +163,10 @@ pub(super) fn build_listener_headers(
         if protocol == Protocol::Http {
             return Err(ctx.err(
                 n.span(),
-                "request_header_names go with protocol = \"HTTPS\" (they name the TLS headers)",
+                Problem::OnlyWith {
+                    field: "request_header_names",
+                    with: "protocol = \"HTTPS\" (they name the TLS headers)",
+                },
             ));
         }
         let n = n.get_ref();
@@ -165,7 +178,15 @@ pub(super) fn build_listener_headers(
             ),
         ] {
             let Some(value) = value else { continue };
-            check_request_header_name(value.get_ref()).map_err(|m| ctx.err(value.span(), m))?;
+            check_request_header_name(value.get_ref()).map_err(|reason| {
+                ctx.err(
+                    value.span(),
+                    Problem::Rejected {
+                        field: "request_header_names",
+                        reason,
+                    },
+                )
+            })?;
             *slot = Box::from(value.get_ref().as_str());
         }
         if headers
@@ -177,7 +198,14 @@ pub(super) fn build_listener_headers(
                 .as_ref()
                 .or(n.x_amzn_tls_version.as_ref())
                 .map_or(0..0, |v| v.span());
-            return Err(ctx.err(at, "the two TLS headers need different names"));
+            return Err(ctx.err(
+                at,
+                Problem::Conflict {
+                    field: "x_amzn_tls_cipher_suite",
+                    other: "x_amzn_tls_version",
+                    why: "the two TLS headers need different names",
+                },
+            ));
         }
     }
     Ok(headers)

@@ -5,6 +5,7 @@
 //! `config/demo.toml:12:14: unknown target group "apii"`.
 
 mod attributes;
+mod error;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -22,6 +23,7 @@ use crate::settings::{
     SocketIo, Stickiness, UpstreamTls,
 };
 
+pub use error::{ConfigError, Duplicate, Problem, Span};
 pub use raw::HumanDuration;
 use raw::RawConfig;
 use validate::build;
@@ -30,23 +32,6 @@ use validate::build;
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 // === Errors ===
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{path}: cannot read: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    /// A value at a known place in the file.
-    #[error("{path}:{line}:{column}: {message}")]
-    Invalid {
-        path: String,
-        line: usize,
-        column: usize,
-        message: String,
-    },
-}
 
 /// Line and column (both from 1; column in characters) of a byte offset.
 fn line_column(source: &str, offset: usize) -> (usize, usize) {
@@ -64,13 +49,17 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn err(&self, span: Range<usize>, message: impl fmt::Display) -> ConfigError {
-        let (line, column) = line_column(self.source, span.start);
+    /// The error for `problem` at the value in `bytes`.
+    fn err(&self, bytes: Range<usize>, problem: Problem) -> ConfigError {
+        let (line, column) = line_column(self.source, bytes.start);
         ConfigError::Invalid {
             path: self.path.to_string(),
-            line,
-            column,
-            message: message.to_string(),
+            span: Span {
+                line,
+                column,
+                bytes,
+            },
+            problem,
         }
     }
 }
@@ -205,7 +194,7 @@ impl Config {
         };
         let raw: RawConfig = toml::from_str(source).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
-            ctx.err(span, e.message().trim_end())
+            ctx.err(span, Problem::Syntax(e.message().trim_end().to_string()))
         })?;
         build(&ctx, raw, path)
     }

@@ -59,12 +59,7 @@ fn the_issue_example_is_accepted() {
 
 fn err_at(src: &str) -> (usize, usize, String) {
     match parse(src).unwrap_err() {
-        ConfigError::Invalid {
-            line,
-            column,
-            message,
-            ..
-        } => (line, column, message),
+        ConfigError::Invalid { span, problem, .. } => (span.line, span.column, problem.to_string()),
         e => panic!("unexpected {e}"),
     }
 }
@@ -88,6 +83,66 @@ fn a_forward_to_an_undefined_group_names_it() {
     let (line, _, msg) = err_at(src);
     assert_eq!(line, 3);
     assert!(msg.contains("unknown target group \"nope\""), "{msg}");
+}
+
+// === Errors are values: callers match their kind, not their text ===
+
+#[test]
+fn an_idle_timeout_out_of_range_is_a_problem_of_that_field_at_its_line() {
+    let src = "[load_balancer]\nname = \"x\"\nidle_timeout = \"5000s\"\n";
+    match parse(src).unwrap_err() {
+        ConfigError::Invalid {
+            problem:
+                Problem::OutOfRange {
+                    field: "idle_timeout",
+                    allowed,
+                },
+            span,
+            ..
+        } => {
+            assert_eq!((span.line, span.column), (3, 16));
+            assert_eq!(&src[span.bytes], "\"5000s\"");
+            assert_eq!(allowed, "between 1s and 4000s");
+        }
+        e => panic!("unexpected {e:?}"),
+    }
+}
+
+#[test]
+fn a_forward_to_an_undefined_group_carries_the_name() {
+    let src = "[[listener]]\nport = 80\ndefault_action = { forward = \"nope\" }\n";
+    match parse(src).unwrap_err() {
+        ConfigError::Invalid {
+            problem: Problem::UnknownTargetGroup(name),
+            span,
+            ..
+        } => assert_eq!((name.as_str(), span.line), ("nope", 3)),
+        e => panic!("unexpected {e:?}"),
+    }
+}
+
+#[test]
+fn a_second_rule_with_a_priority_is_a_duplicate_of_it() {
+    let src = "[[listener]]\nport = 80\ndefault_action = { forward = \"web\" }\n\
+               [[listener.rule]]\npriority = 7\nconditions = { path_pattern = [\"/a\"] }\naction = { forward = \"web\" }\n\
+               [[listener.rule]]\npriority = 7\nconditions = { path_pattern = [\"/b\"] }\naction = { forward = \"web\" }\n\
+               [target_group.web]\ntargets = [\"127.0.0.1:9001\"]\n";
+    let e = parse(src).unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            ConfigError::Invalid {
+                problem: Problem::Duplicate(Duplicate::Priority(7)),
+                span: Span { line: 9, .. },
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.to_string(),
+        "t.toml:9:12: duplicate priority 7: each rule of a listener needs its own"
+    );
 }
 
 // === Each kind of bad config, at the line and column `tether check` prints ===

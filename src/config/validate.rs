@@ -33,25 +33,49 @@ pub(super) fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config
         Some(t) => {
             let d = t.get_ref().0;
             if d < Duration::from_secs(1) || d > Duration::from_secs(4000) {
-                return Err(ctx.err(t.span(), "idle_timeout must be between 1s and 4000s"));
+                return Err(ctx.err(
+                    t.span(),
+                    Problem::OutOfRange {
+                        field: "idle_timeout",
+                        allowed: "between 1s and 4000s".into(),
+                    },
+                ));
             }
             d
         }
         None => DEFAULT_IDLE_TIMEOUT,
     };
     let threads = match &lb.threads {
-        Some(t) if *t.get_ref() == 0 => return Err(ctx.err(t.span(), "threads must be at least 1")),
+        Some(t) if *t.get_ref() == 0 => {
+            return Err(ctx.err(
+                t.span(),
+                Problem::OutOfRange {
+                    field: "threads",
+                    allowed: "at least 1".into(),
+                },
+            ))
+        }
         Some(t) => *t.get_ref(),
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     let mut sticky_keys = Vec::new();
     for k in &lb.sticky_keys {
-        let material =
-            read_key_source(path, k.get_ref(), "sticky key").map_err(|m| ctx.err(k.span(), m))?;
+        let material = read_key_source(path, k.get_ref(), "sticky key").map_err(|reason| {
+            ctx.err(
+                k.span(),
+                Problem::Rejected {
+                    field: "sticky_keys",
+                    reason,
+                },
+            )
+        })?;
         let key = crate::sticky::decode_key_material(&material).map_err(|e| {
             ctx.err(
                 k.span(),
-                format!("sticky key {}: {e}", describe_key_source(k.get_ref())),
+                Problem::Rejected {
+                    field: "sticky_keys",
+                    reason: format!("sticky key {}: {e}", describe_key_source(k.get_ref())),
+                },
             )
         })?;
         sticky_keys.push(key);
@@ -60,10 +84,11 @@ pub(super) fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config
         Some(a) => Some(a.get_ref().parse::<SocketAddr>().map_err(|_| {
             ctx.err(
                 a.span(),
-                format!(
-                    "invalid admin address \"{}\": expected IP:port, like \"127.0.0.1:9900\"",
-                    a.get_ref()
-                ),
+                Problem::Malformed {
+                    what: "admin address",
+                    value: a.get_ref().clone(),
+                    hint: Some("expected IP:port, like \"127.0.0.1:9900\""),
+                },
             )
         })?),
         None => None,
@@ -75,7 +100,10 @@ pub(super) fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config
             if d < Duration::from_secs(1) || d > Duration::from_secs(4000) {
                 return Err(ctx.err(
                     t.span(),
-                    "client_header_timeout must be between 1s and 4000s",
+                    Problem::OutOfRange {
+                        field: "client_header_timeout",
+                        allowed: "between 1s and 4000s".into(),
+                    },
                 ));
             }
             d
@@ -86,10 +114,11 @@ pub(super) fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config
         Some(m) => DesyncMode::from_name(m.get_ref()).ok_or_else(|| {
             ctx.err(
                 m.span(),
-                format!(
-                    "unknown desync_mitigation_mode \"{}\": expected \"monitor\", \"defensive\" or \"strictest\"",
-                    m.get_ref()
-                ),
+                Problem::UnknownName {
+                    what: "desync_mitigation_mode",
+                    value: m.get_ref().clone(),
+                    hint: "expected \"monitor\", \"defensive\" or \"strictest\"".into(),
+                },
             )
         })?,
         None => DesyncMode::default(),
@@ -142,15 +171,22 @@ pub(super) fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config
         {
             return Err(ctx.err(
                 name.span(),
-                format!(
-                    "invalid target group name \"{}\": use letters, digits, '-' and '_'",
-                    name.get_ref()
-                ),
+                Problem::Malformed {
+                    what: "target group name",
+                    value: name.get_ref().clone(),
+                    hint: Some("use letters, digits, '-' and '_'"),
+                },
             ));
         }
         let connect_timeout = match &g.connect_timeout {
             Some(t) if t.get_ref().0.is_zero() => {
-                return Err(ctx.err(t.span(), "connect_timeout must be above 0s"))
+                return Err(ctx.err(
+                    t.span(),
+                    Problem::OutOfRange {
+                        field: "connect_timeout",
+                        allowed: "above 0s".into(),
+                    },
+                ))
             }
             Some(t) => t.get_ref().0,
             None => DEFAULT_CONNECT_TIMEOUT,
@@ -178,14 +214,24 @@ pub(super) fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config
             targets: g
                 .targets
                 .iter()
-                .map(|t| parse_target(t.get_ref()).map_err(|m| ctx.err(t.span(), m)))
+                .map(|t| {
+                    parse_target(t.get_ref()).map_err(|reason| {
+                        ctx.err(
+                            t.span(),
+                            Problem::Rejected {
+                                field: "targets",
+                                reason,
+                            },
+                        )
+                    })
+                })
                 .collect::<Result<_, _>>()?,
             connect_timeout,
         });
     }
 
     if raw.listener.is_empty() {
-        return Err(ctx.err(0..0, "no [[listener]]: a load balancer needs at least one"));
+        return Err(ctx.err(0..0, Problem::NoListener));
     }
     let mut listeners = Vec::new();
     let mut warnings = Vec::new();
@@ -195,10 +241,11 @@ pub(super) fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config
             Some(a) => a.get_ref().parse::<IpAddr>().map_err(|_| {
                 ctx.err(
                     a.span(),
-                    format!(
-                        "invalid address \"{}\": expected an IP address",
-                        a.get_ref()
-                    ),
+                    Problem::Malformed {
+                        what: "address",
+                        value: a.get_ref().clone(),
+                        hint: Some("expected an IP address"),
+                    },
                 )
             })?,
             None => IpAddr::from([0, 0, 0, 0]),
@@ -207,10 +254,7 @@ pub(super) fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config
         // `tether run --addresses-file`; such listeners never collide.
         let addr = SocketAddr::new(ip, *l.port.get_ref());
         if addr.port() != 0 && !bound.insert(addr) {
-            return Err(ctx.err(
-                l.port.span(),
-                format!("a listener on {addr} is already defined"),
-            ));
+            return Err(ctx.err(l.port.span(), Problem::Duplicate(Duplicate::Listener(addr))));
         }
         let protocol = l.protocol.as_ref().map_or(Protocol::Http, |p| *p.get_ref());
         let tls = build_listener_tls(ctx, &l, protocol, path, &mut warnings)?;
@@ -221,12 +265,18 @@ pub(super) fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config
         for r in l.rule {
             let p = *r.priority.get_ref();
             if !(1..=50000).contains(&p) {
-                return Err(ctx.err(r.priority.span(), "priority must be between 1 and 50000"));
+                return Err(ctx.err(
+                    r.priority.span(),
+                    Problem::OutOfRange {
+                        field: "priority",
+                        allowed: "between 1 and 50000".into(),
+                    },
+                ));
             }
             if !priorities.insert(p) {
                 return Err(ctx.err(
                     r.priority.span(),
-                    format!("duplicate priority {p}: each rule of a listener needs its own"),
+                    Problem::Duplicate(Duplicate::Priority(p)),
                 ));
             }
             let conditions = build_conditions(ctx, r.conditions)?;
@@ -245,7 +295,11 @@ pub(super) fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config
         if let Some(t) = &l.transforms {
             return Err(ctx.err(
                 t.span(),
-                "transforms go on a [[listener.rule]]: ALB allows none on the default action",
+                Problem::Conflict {
+                    field: "transforms",
+                    other: "default_action",
+                    why: "transforms go on a [[listener.rule]]: ALB allows none on the default action",
+                },
             ));
         }
         let default_action = build_action(ctx, l.default_action, &group_names)?;
@@ -288,10 +342,22 @@ fn build_listener_tls(
     use crate::listener::tls::{CertSpec, SslPolicy};
     if protocol == Protocol::Http {
         if let Some(c) = &l.certificates {
-            return Err(ctx.err(c.span(), "certificates go with protocol = \"HTTPS\""));
+            return Err(ctx.err(
+                c.span(),
+                Problem::OnlyWith {
+                    field: "certificates",
+                    with: "protocol = \"HTTPS\"",
+                },
+            ));
         }
         if let Some(p) = &l.ssl_policy {
-            return Err(ctx.err(p.span(), "ssl_policy goes with protocol = \"HTTPS\""));
+            return Err(ctx.err(
+                p.span(),
+                Problem::OnlyWith {
+                    field: "ssl_policy",
+                    with: "protocol = \"HTTPS\"",
+                },
+            ));
         }
         return Ok(None);
     }
@@ -299,18 +365,21 @@ fn build_listener_tls(
     let Some(certs) = l.certificates.as_ref().filter(|c| !c.get_ref().is_empty()) else {
         return Err(ctx.err(
             at,
-            "an HTTPS listener needs certificates = [{ cert = \"site.pem\", key = \"site.key\" }]",
+            Problem::Missing {
+                what: "an HTTPS listener",
+                needs: "certificates = [{ cert = \"site.pem\", key = \"site.key\" }]",
+            },
         ));
     };
     let policy = match &l.ssl_policy {
         Some(p) => SslPolicy::from_name(p.get_ref()).ok_or_else(|| {
             ctx.err(
                 p.span(),
-                format!(
-                    "unknown ssl_policy \"{}\": use one of {}",
-                    p.get_ref(),
-                    SslPolicy::NAMES.join(", ")
-                ),
+                Problem::UnknownName {
+                    what: "ssl_policy",
+                    value: p.get_ref().clone(),
+                    hint: format!("use one of {}", SslPolicy::NAMES.join(", ")),
+                },
             )
         })?,
         None => SslPolicy::default(),
@@ -322,7 +391,15 @@ fn build_listener_tls(
             cert: base.join(&c.get_ref().cert),
             key: base.join(&c.get_ref().key),
         };
-        let loaded = crate::listener::tls::load(&spec).map_err(|e| ctx.err(c.span(), e))?;
+        let loaded = crate::listener::tls::load(&spec).map_err(|e| {
+            ctx.err(
+                c.span(),
+                Problem::Rejected {
+                    field: "certificates",
+                    reason: e.to_string(),
+                },
+            )
+        })?;
         if loaded.expired(std::time::SystemTime::now()) {
             warnings.push(format!(
                 "{}: the certificate has expired: clients will refuse it",
@@ -340,7 +417,7 @@ fn build_listener_tls(
 fn check_duration(
     ctx: &Ctx<'_>,
     d: &Spanned<HumanDuration>,
-    what: &str,
+    field: &'static str,
     min: Duration,
     max: Duration,
 ) -> Result<Duration, ConfigError> {
@@ -348,11 +425,14 @@ fn check_duration(
     if v < min || v > max {
         return Err(ctx.err(
             d.span(),
-            format!(
-                "{what} must be between {} and {}",
-                humantime::format_duration(min),
-                humantime::format_duration(max)
-            ),
+            Problem::OutOfRange {
+                field,
+                allowed: format!(
+                    "between {} and {}",
+                    humantime::format_duration(min),
+                    humantime::format_duration(max)
+                ),
+            },
         ));
     }
     Ok(v)
@@ -399,7 +479,10 @@ fn build_access_log(
     if p.trim().is_empty() {
         return Err(ctx.err(
             raw.path.span(),
-            "access_log path is empty: give a file, or \"-\" for stdout",
+            Problem::Rejected {
+                field: "access_log",
+                reason: "access_log path is empty: give a file, or \"-\" for stdout".into(),
+            },
         ));
     }
     if p == "-" {
@@ -494,12 +577,7 @@ fn build_admin_token(
     let Some(raw) = &lb.admin_token else {
         if let (Some(addr), Some(a)) = (admin, &lb.admin) {
             if !addr.ip().to_canonical().is_loopback() {
-                return Err(ctx.err(
-                    a.span(),
-                    format!(
-                        "admin address {addr} is not loopback: set admin_token (\"env:NAME\", \"file:PATH\" or the token) so that writes (POST /reload) need it, or bind the admin API to 127.0.0.1"
-                    ),
-                ));
+                return Err(ctx.err(a.span(), Problem::AdminUnprotected(addr)));
             }
         }
         return Ok(None);
@@ -507,20 +585,34 @@ fn build_admin_token(
     if admin.is_none() {
         return Err(ctx.err(
             raw.span(),
-            "admin_token without admin: there is no admin API to protect",
+            Problem::Conflict {
+                field: "admin_token",
+                other: "admin",
+                why: "admin_token without admin: there is no admin API to protect",
+            },
         ));
     }
-    let token =
-        read_key_source(path, raw.get_ref(), "admin_token").map_err(|m| ctx.err(raw.span(), m))?;
+    let token = read_key_source(path, raw.get_ref(), "admin_token").map_err(|reason| {
+        ctx.err(
+            raw.span(),
+            Problem::Rejected {
+                field: "admin_token",
+                reason,
+            },
+        )
+    })?;
     // A file's trailing newline is not part of the token.
     let token = token.trim();
     if token.len() < MIN_ADMIN_TOKEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ctx.err(
             raw.span(),
-            format!(
-                "admin_token {}: expected at least {MIN_ADMIN_TOKEN} visible ASCII characters (openssl rand -hex 32)",
-                describe_key_source(raw.get_ref())
-            ),
+            Problem::Rejected {
+                field: "admin_token",
+                reason: format!(
+                    "admin_token {}: expected at least {MIN_ADMIN_TOKEN} visible ASCII characters (openssl rand -hex 32)",
+                    describe_key_source(raw.get_ref())
+                ),
+            },
         ));
     }
     Ok(Some(AdminToken::new(token)))
@@ -542,13 +634,25 @@ fn build_stickiness(
     let kind = match st.kind.as_ref().map(|k| k.get_ref().as_str()) {
         None | Some("lb_cookie") => {
             if let Some(n) = &st.cookie_name {
-                return Err(ctx.err(n.span(), "cookie_name goes with type = \"app_cookie\""));
+                return Err(ctx.err(
+                    n.span(),
+                    Problem::OnlyWith {
+                        field: "cookie_name",
+                        with: "type = \"app_cookie\"",
+                    },
+                ));
             }
             StickinessKind::LbCookie
         }
         Some("app_cookie") => {
             let Some(name) = st.cookie_name else {
-                return Err(ctx.err(span, "type = \"app_cookie\" needs cookie_name"));
+                return Err(ctx.err(
+                    span,
+                    Problem::Missing {
+                        what: "type = \"app_cookie\"",
+                        needs: "cookie_name",
+                    },
+                ));
             };
             let n = name.get_ref();
             let valid = !n.is_empty()
@@ -556,7 +660,14 @@ fn build_stickiness(
                 && n.bytes()
                     .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
             if !valid {
-                return Err(ctx.err(name.span(), format!("invalid cookie name \"{n}\"")));
+                return Err(ctx.err(
+                    name.span(),
+                    Problem::Malformed {
+                        what: "cookie name",
+                        value: n.clone(),
+                        hint: None,
+                    },
+                ));
             }
             if let Some(p) = crate::sticky::RESERVED_PREFIXES
                 .iter()
@@ -564,7 +675,10 @@ fn build_stickiness(
             {
                 return Err(ctx.err(
                     name.span(),
-                    format!("cookie name \"{n}\" is reserved: names starting with {p} belong to the load balancer"),
+                    Problem::Rejected {
+                        field: "cookie_name",
+                        reason: format!("cookie name \"{n}\" is reserved: names starting with {p} belong to the load balancer"),
+                    },
                 ));
             }
             StickinessKind::AppCookie {
@@ -575,7 +689,11 @@ fn build_stickiness(
             let span = st.kind.as_ref().map_or(span, |k| k.span());
             return Err(ctx.err(
                 span,
-                format!("unknown stickiness type \"{other}\": use \"lb_cookie\" or \"app_cookie\""),
+                Problem::UnknownName {
+                    what: "stickiness type",
+                    value: other.to_string(),
+                    hint: "use \"lb_cookie\" or \"app_cookie\"".into(),
+                },
             ));
         }
     };
@@ -604,11 +722,18 @@ fn build_discovery(
         }
         (Some(_), Some(file)) => Err(ctx.err(
             file.span(),
-            "discovery takes one source: `ecs` or `file`, not both",
+            Problem::Conflict {
+                field: "file",
+                other: "ecs",
+                why: "discovery takes one source: `ecs` or `file`, not both",
+            },
         )),
         (None, None) => Err(ctx.err(
             d.span(),
-            "discovery needs a source: `ecs = { … }` or `file = { path = \"…\" }`",
+            Problem::Missing {
+                what: "discovery",
+                needs: "a source: `ecs = { … }` or `file = { path = \"…\" }`",
+            },
         )),
     }
 }
@@ -618,7 +743,11 @@ fn no_static_targets(ctx: &Ctx<'_>, g: &RawTargetGroup) -> Result<(), ConfigErro
     match g.targets.first() {
         Some(t) => Err(ctx.err(
             t.span(),
-            "a group takes targets from either `targets` or `discovery`, not both",
+            Problem::Conflict {
+                field: "targets",
+                other: "discovery",
+                why: "a group takes targets from either `targets` or `discovery`, not both",
+            },
         )),
         None => Ok(()),
     }
@@ -636,7 +765,13 @@ fn build_file(
     no_static_targets(ctx, g)?;
     let raw = file.get_ref();
     if raw.path.get_ref().trim().is_empty() {
-        return Err(ctx.err(raw.path.span(), "file discovery needs a path"));
+        return Err(ctx.err(
+            raw.path.span(),
+            Problem::Missing {
+                what: "file discovery",
+                needs: "a path",
+            },
+        ));
     }
     let interval = match &raw.interval {
         Some(i) => check_duration(
@@ -669,7 +804,10 @@ fn build_ecs(
     if !cfg!(feature = "ecs") {
         return Err(ctx.err(
             span,
-            "ecs discovery: this tether was built without the `ecs` feature (cargo build --features ecs)",
+            Problem::FeatureOff {
+                what: "ecs discovery",
+                feature: "ecs",
+            },
         ));
     }
     no_static_targets(ctx, g)?;
@@ -677,16 +815,31 @@ fn build_ecs(
         (Some(_), Some(_)) | (None, None) => {
             return Err(ctx.err(
                 span,
-                "ecs discovery needs either service (with container_port) or target_group_arn",
+                Problem::Missing {
+                    what: "ecs discovery",
+                    needs: "either service (with container_port) or target_group_arn",
+                },
             ))
         }
         (Some(_), None) if ecs.container_port.is_none() => {
-            return Err(ctx.err(span, "ecs discovery by service needs container_port"))
+            return Err(ctx.err(
+                span,
+                Problem::Missing {
+                    what: "ecs discovery by service",
+                    needs: "container_port",
+                },
+            ))
         }
         _ => {}
     }
     if let Some(p) = ecs.container_port.as_ref().filter(|p| *p.get_ref() == 0) {
-        return Err(ctx.err(p.span(), "container_port must be between 1 and 65535"));
+        return Err(ctx.err(
+            p.span(),
+            Problem::OutOfRange {
+                field: "container_port",
+                allowed: "between 1 and 65535".into(),
+            },
+        ));
     }
     let interval = match &ecs.interval {
         Some(i) => check_duration(
@@ -722,9 +875,15 @@ fn build_upstream_tls(
         .as_ref()
         .is_some_and(|p| *p.get_ref() == Protocol::Https);
     if !https {
-        for (field, what) in [(&g.ca_file, "ca_file"), (&g.server_name, "server_name")] {
-            if let Some(f) = field {
-                return Err(ctx.err(f.span(), format!("{what} goes with protocol = \"HTTPS\"")));
+        for (value, field) in [(&g.ca_file, "ca_file"), (&g.server_name, "server_name")] {
+            if let Some(f) = value {
+                return Err(ctx.err(
+                    f.span(),
+                    Problem::OnlyWith {
+                        field,
+                        with: "protocol = \"HTTPS\"",
+                    },
+                ));
             }
         }
         return Ok(None);
@@ -735,7 +894,15 @@ fn build_upstream_tls(
                 .parent()
                 .unwrap_or(Path::new("."))
                 .join(f.get_ref());
-            let certs = crate::listener::tls::load_ca(&path).map_err(|e| ctx.err(f.span(), e))?;
+            let certs = crate::listener::tls::load_ca(&path).map_err(|e| {
+                ctx.err(
+                    f.span(),
+                    Problem::Rejected {
+                        field: "ca_file",
+                        reason: e.to_string(),
+                    },
+                )
+            })?;
             Some(std::sync::Arc::new(certs))
         }
         None => None,
@@ -774,29 +941,39 @@ fn build_lifecycle(
                 other => {
                     return Err(ctx.err(
                         p.span(),
-                        format!(
-                            "unknown health check protocol \"{other}\": use \"HTTP\" or \"HTTPS\""
-                        ),
+                        Problem::UnknownName {
+                            what: "health check protocol",
+                            value: other.to_string(),
+                            hint: "use \"HTTP\" or \"HTTPS\"".into(),
+                        },
                     ))
                 }
             };
         }
         if let Some(p) = &raw.port {
             let v = &p.get_ref().0;
-            hc.port =
-                if v == "traffic-port" {
-                    None
-                } else {
-                    Some(v.parse::<u16>().ok().filter(|n| *n != 0).ok_or_else(|| {
-                        ctx.err(p.span(), "port must be 1-65535 or \"traffic-port\"")
-                    })?)
-                };
+            hc.port = if v == "traffic-port" {
+                None
+            } else {
+                Some(v.parse::<u16>().ok().filter(|n| *n != 0).ok_or_else(|| {
+                    ctx.err(
+                        p.span(),
+                        Problem::NotAllowed {
+                            field: "port",
+                            rule: "be 1-65535 or \"traffic-port\"".into(),
+                        },
+                    )
+                })?)
+            };
         }
         if let Some(p) = &raw.path {
             if !p.get_ref().starts_with('/') || p.get_ref().len() > 1024 {
                 return Err(ctx.err(
                     p.span(),
-                    "path must start with '/' (at most 1024 characters)",
+                    Problem::NotAllowed {
+                        field: "path",
+                        rule: "start with '/' (at most 1024 characters)".into(),
+                    },
                 ));
             }
             hc.path = p.get_ref().clone();
@@ -814,9 +991,15 @@ fn build_lifecycle(
         }
         if hc.timeout >= hc.interval {
             let at = raw.timeout.as_ref().map_or(span.clone(), |t| t.span());
-            return Err(ctx.err(at, "timeout must be shorter than interval"));
+            return Err(ctx.err(
+                at,
+                Problem::OutOfRange {
+                    field: "timeout",
+                    allowed: "shorter than interval".into(),
+                },
+            ));
         }
-        for (value, slot, what) in [
+        for (value, slot, field) in [
             (
                 &raw.healthy_threshold,
                 &mut hc.healthy_threshold,
@@ -830,27 +1013,64 @@ fn build_lifecycle(
         ] {
             if let Some(v) = value {
                 if !(2..=10).contains(v.get_ref()) {
-                    return Err(ctx.err(v.span(), format!("{what} must be between 2 and 10")));
+                    return Err(ctx.err(
+                        v.span(),
+                        Problem::OutOfRange {
+                            field,
+                            allowed: "between 2 and 10".into(),
+                        },
+                    ));
                 }
                 *slot = *v.get_ref();
             }
         }
         if let Some(m) = &raw.matcher {
-            hc.matcher = Matcher::parse(m.get_ref()).map_err(|e| ctx.err(m.span(), e))?;
+            hc.matcher = Matcher::parse(m.get_ref()).map_err(|reason| {
+                ctx.err(
+                    m.span(),
+                    Problem::Rejected {
+                        field: "matcher",
+                        reason,
+                    },
+                )
+            })?;
         }
     }
     let min_healthy = match &g.minimum_healthy_targets {
         None => MinHealthy::default(),
         Some(m) => match (&m.get_ref().count, &m.get_ref().percentage) {
             (Some(c), None) if *c.get_ref() >= 1 => MinHealthy::Count(*c.get_ref()),
-            (Some(c), None) => return Err(ctx.err(c.span(), "count must be at least 1")),
+            (Some(c), None) => {
+                return Err(ctx.err(
+                    c.span(),
+                    Problem::OutOfRange {
+                        field: "count",
+                        allowed: "at least 1".into(),
+                    },
+                ))
+            }
             (None, Some(p)) if (1..=100).contains(p.get_ref()) => {
                 MinHealthy::Percentage(*p.get_ref())
             }
             (None, Some(p)) => {
-                return Err(ctx.err(p.span(), "percentage must be between 1 and 100"))
+                return Err(ctx.err(
+                    p.span(),
+                    Problem::OutOfRange {
+                        field: "percentage",
+                        allowed: "between 1 and 100".into(),
+                    },
+                ))
             }
-            _ => return Err(ctx.err(m.span(), "give either { count = N } or { percentage = N }")),
+            _ => {
+                return Err(ctx.err(
+                    m.span(),
+                    Problem::Conflict {
+                        field: "count",
+                        other: "percentage",
+                        why: "give either { count = N } or { percentage = N }",
+                    },
+                ))
+            }
         },
     };
     let deregistration_delay = match &g.deregistration_delay {
@@ -865,7 +1085,11 @@ fn build_lifecycle(
             if g.algorithm == Algorithm::LeastOutstandingRequests {
                 return Err(ctx.err(
                     d.span(),
-                    "slow_start does not go with least_outstanding_requests (as on ALB)",
+                    Problem::Conflict {
+                        field: "slow_start",
+                        other: "algorithm",
+                        why: "slow_start does not go with least_outstanding_requests (as on ALB)",
+                    },
                 ));
             }
             v
@@ -895,14 +1119,26 @@ fn build_lifecycle(
 fn build_socketio(ctx: &Ctx<'_>, raw: RawSocketIo) -> Result<SocketIo, ConfigError> {
     let path = match raw.path {
         Some(p) if !p.get_ref().starts_with('/') => {
-            return Err(ctx.err(p.span(), "path must start with '/', like \"/socket.io/\""))
+            return Err(ctx.err(
+                p.span(),
+                Problem::NotAllowed {
+                    field: "path",
+                    rule: "start with '/', like \"/socket.io/\"".into(),
+                },
+            ))
         }
         Some(p) => p.into_inner(),
         None => "/socket.io/".to_string(),
     };
     let max_sessions = match raw.max_sessions {
         Some(m) if *m.get_ref() == 0 => {
-            return Err(ctx.err(m.span(), "max_sessions must be at least 1"))
+            return Err(ctx.err(
+                m.span(),
+                Problem::OutOfRange {
+                    field: "max_sessions",
+                    allowed: "at least 1".into(),
+                },
+            ))
         }
         Some(m) => *m.get_ref(),
         None => crate::socketio::DEFAULT_CAPACITY,
@@ -910,9 +1146,15 @@ fn build_socketio(ctx: &Ctx<'_>, raw: RawSocketIo) -> Result<SocketIo, ConfigErr
     Ok(SocketIo { path, max_sessions })
 }
 
-fn non_empty<T>(ctx: &Ctx<'_>, v: &Spanned<Vec<T>>, what: &str) -> Result<(), ConfigError> {
+fn non_empty<T>(ctx: &Ctx<'_>, v: &Spanned<Vec<T>>, what: &'static str) -> Result<(), ConfigError> {
     if v.get_ref().is_empty() {
-        Err(ctx.err(v.span(), format!("{what} needs at least one value")))
+        Err(ctx.err(
+            v.span(),
+            Problem::Missing {
+                what,
+                needs: "at least one value",
+            },
+        ))
     } else {
         Ok(())
     }

@@ -9,13 +9,19 @@ use super::*;
 /// conditions keep tether's earlier (unlimited) count.
 pub(super) fn build_values(
     ctx: &Ctx<'_>,
-    what: &str,
+    what: &'static str,
     raw: &RawValues,
     span: Range<usize>,
     case_insensitive: bool,
 ) -> Result<Values, ConfigError> {
     if raw.values.is_empty() && raw.regex_values.is_empty() {
-        return Err(ctx.err(span, format!("{what} needs at least one value")));
+        return Err(ctx.err(
+            span,
+            Problem::Missing {
+                what,
+                needs: "at least one value",
+            },
+        ));
     }
     if !raw.regex_values.is_empty() {
         let extra = raw
@@ -26,7 +32,10 @@ pub(super) fn build_values(
         if let Some(extra) = extra {
             return Err(ctx.err(
                 extra.span(),
-                format!("{what} takes at most {MAX_EVALUATIONS_PER_CONDITION} values and regex_values together (ALB's match evaluations per condition)"),
+                Problem::Limit {
+                    what,
+                    limit: format!("at most {MAX_EVALUATIONS_PER_CONDITION} values and regex_values together (ALB's match evaluations per condition)"),
+                },
             ));
         }
     }
@@ -43,11 +52,21 @@ pub(super) fn build_values(
         if r.get_ref().chars().count() > MAX_CONDITION_REGEX {
             return Err(ctx.err(
                 r.span(),
-                format!("regex value is longer than {MAX_CONDITION_REGEX} characters"),
+                Problem::Rejected {
+                    field: "regex_values",
+                    reason: format!("regex value is longer than {MAX_CONDITION_REGEX} characters"),
+                },
             ));
         }
-        let regex =
-            RegexValue::new(r.get_ref(), case_insensitive).map_err(|m| ctx.err(r.span(), m))?;
+        let regex = RegexValue::new(r.get_ref(), case_insensitive).map_err(|reason| {
+            ctx.err(
+                r.span(),
+                Problem::Rejected {
+                    field: "regex_values",
+                    reason,
+                },
+            )
+        })?;
         values.regexes.push(regex);
     }
     Ok(values)
@@ -66,12 +85,30 @@ pub(super) fn build_transforms(
             RawTransform::HostHeaderRewrite(rw) => (&mut out.host, rw, "host_header_rewrite", true),
         };
         if slot.is_some() {
-            return Err(ctx.err(span, format!("a rule takes at most one {what}")));
+            return Err(ctx.err(
+                span,
+                Problem::Limit {
+                    what: "a rule",
+                    limit: format!("at most one {what}"),
+                },
+            ));
         }
         let rewrite = Rewrite::new(rw.regex.get_ref(), rw.replace.get_ref(), case_insensitive)
             .map_err(|e| match e {
-                RewriteError::Regex(m) => ctx.err(rw.regex.span(), m),
-                RewriteError::Replace(m) => ctx.err(rw.replace.span(), m),
+                RewriteError::Regex(reason) => ctx.err(
+                    rw.regex.span(),
+                    Problem::Rejected {
+                        field: "regex",
+                        reason,
+                    },
+                ),
+                RewriteError::Replace(reason) => ctx.err(
+                    rw.replace.span(),
+                    Problem::Rejected {
+                        field: "replace",
+                        reason,
+                    },
+                ),
             })?;
         *slot = Some(rewrite);
     }
@@ -111,10 +148,13 @@ pub(super) fn build_conditions(
             if !ok {
                 return Err(ctx.err(
                     m.span(),
-                    format!(
-                        "invalid method \"{}\": methods are matched exactly, write them in capitals (A-Z, '-', '_')",
-                        m.get_ref()
-                    ),
+                    Problem::Malformed {
+                        what: "method",
+                        value: m.get_ref().clone(),
+                        hint: Some(
+                            "methods are matched exactly, write them in capitals (A-Z, '-', '_')",
+                        ),
+                    },
                 ));
             }
             methods.push(m.into_inner());
@@ -126,7 +166,17 @@ pub(super) fn build_conditions(
         let nets = v
             .get_ref()
             .iter()
-            .map(|c| parse_cidr(c.get_ref()).map_err(|m| ctx.err(c.span(), m)))
+            .map(|c| {
+                parse_cidr(c.get_ref()).map_err(|reason| {
+                    ctx.err(
+                        c.span(),
+                        Problem::Rejected {
+                            field: "source_ip",
+                            reason,
+                        },
+                    )
+                })
+            })
             .collect::<Result<_, _>>()?;
         out.push(Condition::SourceIp(nets));
     }
@@ -136,7 +186,11 @@ pub(super) fn build_conditions(
         let name = http::HeaderName::from_bytes(h.name.get_ref().as_bytes()).map_err(|_| {
             ctx.err(
                 h.name.span(),
-                format!("invalid header name \"{}\"", h.name.get_ref()),
+                Problem::Malformed {
+                    what: "header name",
+                    value: h.name.get_ref().clone(),
+                    hint: None,
+                },
             )
         })?;
         let raw_values = RawValues {
@@ -150,7 +204,10 @@ pub(super) fn build_conditions(
     if let Some(extra) = regexes.get(MAX_EVALUATIONS_PER_RULE) {
         return Err(ctx.err(
             extra.clone(),
-            format!("a rule takes at most {MAX_EVALUATIONS_PER_RULE} regex values in all (ALB's match evaluations per rule)"),
+            Problem::Limit {
+                what: "a rule",
+                limit: format!("at most {MAX_EVALUATIONS_PER_RULE} regex values in all (ALB's match evaluations per rule)"),
+            },
         ));
     }
     if let Some(v) = raw.query_string {
@@ -168,7 +225,13 @@ pub(super) fn build_conditions(
         ));
     }
     if out.is_empty() {
-        return Err(ctx.err(span, "a rule needs at least one condition"));
+        return Err(ctx.err(
+            span,
+            Problem::Missing {
+                what: "a rule",
+                needs: "at least one condition",
+            },
+        ));
     }
     Ok(out)
 }
@@ -191,11 +254,7 @@ pub(super) fn build_action(
         groups.get(name.get_ref()).copied().ok_or_else(|| {
             ctx.err(
                 name.span(),
-                format!(
-                    "unknown target group \"{}\": define it as [target_group.{}]",
-                    name.get_ref(),
-                    name.get_ref()
-                ),
+                Problem::UnknownTargetGroup(name.get_ref().clone()),
             )
         })
     };
@@ -208,7 +267,13 @@ pub(super) fn build_action(
         RawAction::Forward(RawForward::Weighted(w)) => {
             let list = &w.target_groups;
             if list.get_ref().is_empty() || list.get_ref().len() > 5 {
-                return Err(ctx.err(list.span(), "a weighted forward takes 1 to 5 target groups"));
+                return Err(ctx.err(
+                    list.span(),
+                    Problem::Limit {
+                        what: "a weighted forward",
+                        limit: "1 to 5 target groups".into(),
+                    },
+                ));
             }
             let mut seen = HashSet::new();
             let mut out = Vec::new();
@@ -217,11 +282,17 @@ pub(super) fn build_action(
                 if !seen.insert(index) {
                     return Err(ctx.err(
                         g.name.span(),
-                        format!("target group \"{}\" is listed twice", g.name.get_ref()),
+                        Problem::Duplicate(Duplicate::TargetGroup(g.name.get_ref().clone())),
                     ));
                 }
                 if *g.weight.get_ref() > 999 {
-                    return Err(ctx.err(g.weight.span(), "weight must be between 0 and 999"));
+                    return Err(ctx.err(
+                        g.weight.span(),
+                        Problem::OutOfRange {
+                            field: "weight",
+                            allowed: "between 0 and 999".into(),
+                        },
+                    ));
                 }
                 out.push(WeightedGroup {
                     group: index,
@@ -231,7 +302,10 @@ pub(super) fn build_action(
             if out.iter().all(|g| g.weight == 0) {
                 return Err(ctx.err(
                     list.span(),
-                    "at least one target group needs a weight above 0",
+                    Problem::Missing {
+                        what: "at least one target group",
+                        needs: "a weight above 0",
+                    },
                 ));
             }
             let stickiness = match w.stickiness {
@@ -250,13 +324,22 @@ pub(super) fn build_action(
         RawAction::FixedResponse(f) => {
             let status = *f.status.get_ref();
             if !matches!(status / 100, 2 | 4 | 5) {
-                return Err(ctx.err(f.status.span(), "status must be 2XX, 4XX or 5XX"));
+                return Err(ctx.err(
+                    f.status.span(),
+                    Problem::NotAllowed {
+                        field: "status",
+                        rule: "be 2XX, 4XX or 5XX".into(),
+                    },
+                ));
             }
             let content_type = match f.content_type {
                 Some(ct) if !CONTENT_TYPES.contains(&ct.get_ref().as_str()) => {
                     return Err(ctx.err(
                         ct.span(),
-                        format!("content_type must be one of {}", CONTENT_TYPES.join(", ")),
+                        Problem::NotAllowed {
+                            field: "content_type",
+                            rule: format!("be one of {}", CONTENT_TYPES.join(", ")),
+                        },
                     ))
                 }
                 Some(ct) => ct.into_inner(),
@@ -264,7 +347,13 @@ pub(super) fn build_action(
             };
             let body = match f.body {
                 Some(b) if b.get_ref().len() > 1024 => {
-                    return Err(ctx.err(b.span(), "body must be at most 1024 bytes"))
+                    return Err(ctx.err(
+                        b.span(),
+                        Problem::OutOfRange {
+                            field: "body",
+                            allowed: "at most 1024 bytes".into(),
+                        },
+                    ))
                 }
                 Some(b) => b.into_inner(),
                 None => String::new(),
@@ -290,7 +379,10 @@ pub(super) fn build_redirect(
             if !matches!(v, "HTTP" | "HTTPS" | "#{protocol}") {
                 return Err(ctx.err(
                     p.span(),
-                    "protocol must be \"HTTP\", \"HTTPS\" or \"#{protocol}\"",
+                    Problem::NotAllowed {
+                        field: "protocol",
+                        rule: "be \"HTTP\", \"HTTPS\" or \"#{protocol}\"".into(),
+                    },
                 ));
             }
             p.into_inner()
@@ -302,7 +394,13 @@ pub(super) fn build_redirect(
             let v = &p.get_ref().0;
             let ok = v == "#{port}" || v.parse::<u16>().is_ok_and(|n| n != 0);
             if !ok {
-                return Err(ctx.err(p.span(), "port must be 1-65535 or \"#{port}\""));
+                return Err(ctx.err(
+                    p.span(),
+                    Problem::NotAllowed {
+                        field: "port",
+                        rule: "be 1-65535 or \"#{port}\"".into(),
+                    },
+                ));
             }
             p.into_inner().0
         }
@@ -310,14 +408,26 @@ pub(super) fn build_redirect(
     };
     let path = match r.path {
         Some(p) if !p.get_ref().starts_with('/') => {
-            return Err(ctx.err(p.span(), "path must start with '/', like \"/#{path}\""))
+            return Err(ctx.err(
+                p.span(),
+                Problem::NotAllowed {
+                    field: "path",
+                    rule: "start with '/', like \"/#{path}\"".into(),
+                },
+            ))
         }
         Some(p) => p.into_inner(),
         None => "/#{path}".to_string(),
     };
     let status = match r.status {
         Some(s) if !matches!(*s.get_ref(), 301 | 302) => {
-            return Err(ctx.err(s.span(), "status must be 301 or 302"))
+            return Err(ctx.err(
+                s.span(),
+                Problem::NotAllowed {
+                    field: "status",
+                    rule: "be 301 or 302".into(),
+                },
+            ))
         }
         Some(s) => *s.get_ref(),
         None => 301,
@@ -338,7 +448,12 @@ pub(super) fn build_redirect(
     if unchanged {
         return Err(ctx.err(
             span,
-            "a redirect must change something (protocol, host, port, path or query), or it would loop",
+            // Every part is the request's own: the redirect points back at it.
+            Problem::Conflict {
+                field: "redirect",
+                other: "request",
+                why: "a redirect must change something (protocol, host, port, path or query), or it would loop",
+            },
         ));
     }
     Ok(redirect)
