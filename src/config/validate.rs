@@ -526,7 +526,10 @@ fn build_shared_state(
         {
             return Err(ctx.err(
                 p.span(),
-                "key_prefix must have no spaces or control characters",
+                Problem::NotAllowed {
+                    field: "key_prefix",
+                    rule: "have no spaces or control characters".to_string(),
+                },
             ))
         }
         Some(p) => p.get_ref().clone(),
@@ -542,7 +545,13 @@ fn build_shared_state(
     });
     let url = raw.redis.get_ref();
     if let (Some(c), false) = (&raw.ca_bundle, url.starts_with("rediss://")) {
-        return Err(ctx.err(c.span(), "ca_bundle goes with a rediss:// address"));
+        return Err(ctx.err(
+            c.span(),
+            Problem::OnlyWith {
+                field: "ca_bundle",
+                with: "a rediss:// address",
+            },
+        ));
     }
     let spec = SharedStateSpec {
         redis: url.clone(),
@@ -553,10 +562,13 @@ fn build_shared_state(
     if let Err(e) = crate::shared_state::client(&spec) {
         return Err(ctx.err(
             raw.redis.span(),
-            format!(
-                "invalid redis address \"{}\" ({e}): write redis://host:port, rediss://host:port or unix:/path",
-                spec.redacted()
-            ),
+            Problem::Rejected {
+                field: "redis",
+                reason: format!(
+                    "invalid redis address \"{}\" ({e}): write redis://host:port, rediss://host:port or unix:/path",
+                    spec.redacted()
+                ),
+            },
         ));
     }
     Ok(spec)
