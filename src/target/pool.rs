@@ -239,7 +239,7 @@ struct Idle {
 
 #[derive(Default)]
 struct Pool {
-    idle: HashMap<PoolKey, Vec<Idle>>,
+    idle: HashMap<PoolKey, Vec<Idle>, foldhash::fast::FixedState>,
     last_sweep: Option<Instant>,
 }
 
