@@ -236,11 +236,17 @@ pub struct Swarm {
 
 impl Swarm {
     pub fn start(example: &Example, n: usize) -> Swarm {
+        Swarm::start_at(&example.url(), &example.ca(), n, &[])
+    }
+
+    /// `n` clients of `url`, trusting the CA at `ca`; `env` for swarm.js (`COOKIES`).
+    pub fn start_at(url: &str, ca: &std::path::Path, n: usize, env: &[(&str, &str)]) -> Swarm {
         let mut child = Command::new("node")
             .arg("test/swarm.js")
-            .arg(example.url())
+            .arg(url)
             .arg(n.to_string())
-            .env("NODE_EXTRA_CA_CERTS", example.ca())
+            .env("NODE_EXTRA_CA_CERTS", ca)
+            .envs(env.iter().copied())
             .current_dir(example_dir())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

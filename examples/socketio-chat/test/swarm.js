@@ -2,12 +2,15 @@
 // commands on stdin and answering with one JSON line on stdout per command.
 //   node test/swarm.js URL N        (NODE_EXTRA_CA_CERTS: the example's tls/ca.pem)
 // Even clients keep cookies (withCredentials: AWSALB), odd ones keep none (the
-// Engine.IO sid pins them). All reconnect (after 200 ms – 1 s) when disconnected.
+// Engine.IO sid pins them); COOKIES=none or COOKIES=all makes them all alike. All
+// reconnect (after 200 ms – 1 s) when disconnected.
 // Commands:
 //   status              {connected, perServer, connectErrors, unknownSid, transports}
 //   broadcast           one client sends a message; waits (5 s) until every connected
 //                       client has it: {from, fromServer, received, connected, missing}
 //   stream MS | stop    a message every MS ms from a connected client (round robin)
+//   mark                only messages acked from now on count in report (after a
+//                       fault, once clients reconnected)
 //   report             the history: {disconnects: [{c, server, reason, code, downMs}],
 //                       missed: [...], sent, maxDownMs, stillDown}
 "use strict";
@@ -16,10 +19,12 @@ const { io } = require("socket.io-client");
 
 const [url, nArg] = process.argv.slice(2);
 const n = Number(nArg || 30);
+const cookies = process.env.COOKIES || "mixed";
 const started = Date.now();
 const now = () => Date.now() - started;
 
 let seq = 0;
+let markAt = 0; // report counts messages acked after this time
 const sentAt = new Map(); // seq → time the server acked it (it reached the adapter)
 const clients = [];
 let connectErrors = 0;
@@ -34,7 +39,7 @@ for (let i = 0; i < n; i++) {
   };
   c.socket = io(url, {
     transports: ["polling", "websocket"],
-    withCredentials: i % 2 === 0,
+    withCredentials: cookies === "all" || (cookies === "mixed" && i % 2 === 0),
     forceNew: true,
     reconnection: true,
     reconnectionDelay: 200,
@@ -123,7 +128,7 @@ function report() {
     for (const iv of c.intervals) {
       const to = iv.to === null ? end : iv.to;
       for (const [s, t] of sentAt) {
-        if (t > iv.from + 300 && t < to - 2000 && !c.received.has(s)) {
+        if (t > markAt && t > iv.from + 300 && t < to - 2000 && !c.received.has(s)) {
           missed.push({ c: c.i, seq: s, server: iv.server });
         }
       }
@@ -158,6 +163,9 @@ rl.on("line", async (line) => {
   } else if (cmd === "stop") {
     clearInterval(streamTimer);
     out({ streaming: false });
+  } else if (cmd === "mark") {
+    markAt = now();
+    out({ markAt });
   } else if (cmd === "report") {
     out(report());
   } else {
