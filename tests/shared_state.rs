@@ -101,12 +101,21 @@ async fn wait_metric(admin: SocketAddr, series: &str, want: f64, within: Duratio
 }
 
 fn config(targets: &[SocketAddr], redis: &str, lookup_timeout: &str) -> String {
+    config_with(
+        targets,
+        &format!(
+            "shared_state = {{ redis = \"{redis}\", key_prefix = \"test:\", lookup_timeout = \"{lookup_timeout}\" }}"
+        ),
+    )
+}
+
+fn config_with(targets: &[SocketAddr], shared_state: &str) -> String {
     let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
     format!(
         r#"
 [load_balancer]
 admin = "127.0.0.1:{{admin}}"
-shared_state = {{ redis = "{redis}", key_prefix = "test:", lookup_timeout = "{lookup_timeout}" }}
+{shared_state}
 
 [[listener]]
 port = {{port}}
@@ -361,4 +370,88 @@ async fn a_slow_store_costs_a_miss_at_most_its_lookup_timeout_and_a_known_pin_no
     let body = get(lb.addr(), &with_sid("elsewhere-2")).await;
     assert!(body == "t1" || body == "t2");
     assert_eq!(metric(admin, &lookups("error")).await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_over_tls_with_a_password_is_used_and_a_wrong_password_fails_nothing() {
+    // ElastiCache with in-transit encryption and an AUTH token: rediss:// with the
+    // token as the password, verified against a CA of our own.
+    common::require_tools(&["redis-server"]);
+    let pki = common::Pki::new();
+    let (cert, key) = pki.leaf(
+        "redis",
+        &["localhost", "127.0.0.1"],
+        common::KeyKind::Ecdsa,
+        false,
+    );
+    let ca = pki.ca_path();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut redis = Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .arg("--tls-cert-file")
+        .arg(&cert)
+        .arg("--tls-key-file")
+        .arg(&key)
+        .arg("--tls-ca-cert-file")
+        .arg(&ca)
+        .args(["--tls-auth-clients", "no", "--requirepass", "s3cret"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server with TLS");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "redis-server (TLS) did not listen"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let targets = [engine_io_target("t1").await];
+    let shared = |password: &str| {
+        format!(
+            "shared_state = {{ redis = \"rediss://:{password}@127.0.0.1:{port}\", ca_bundle = \"{}\" }}",
+            ca.display()
+        )
+    };
+    let good = TetherProc::start(&config_with(&targets, &shared("s3cret"))).await;
+    let bad = TetherProc::start(&config_with(&targets, &shared("wrong"))).await;
+    let admin = |p: &TetherProc| SocketAddr::from(([127, 0, 0, 1], p.admin_port));
+    wait_metric(
+        admin(&good),
+        "tether_shared_state_up",
+        1.0,
+        Duration::from_secs(10),
+    )
+    .await;
+    get(good.addr(), HANDSHAKE).await;
+    assert_eq!(
+        metric(admin(&good), "tether_shared_state_pins_published_total").await,
+        1.0
+    );
+    // Without the CA (the system's roots) the server is not trusted.
+    let untrusted = format!("shared_state = {{ redis = \"rediss://:s3cret@127.0.0.1:{port}\" }}");
+    let untrusted = TetherProc::start(&config_with(&targets, &untrusted)).await;
+    // The wrong password, or an untrusted server, never gets the store up, and fails
+    // no request.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(metric(admin(&bad), "tether_shared_state_up").await, 0.0);
+    assert_eq!(
+        metric(admin(&untrusted), "tether_shared_state_up").await,
+        0.0
+    );
+    get(bad.addr(), HANDSHAKE).await;
+    assert_eq!(get(bad.addr(), &with_sid("t1-1")).await, "t1");
+    let _ = redis.kill();
+    let _ = redis.wait();
 }
