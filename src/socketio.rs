@@ -252,6 +252,23 @@ mod tests {
     }
 
     #[test]
+    fn it_should_ask_for_a_shared_refresh_a_third_of_the_idle_time_after_the_last() {
+        let t = SidTable::new(100);
+        let now = Instant::now();
+        let idle = Duration::from_secs(45);
+        assert!(t.insert("a", addr(1), idle, now));
+        let at = |s: u64| now + Duration::from_secs(s);
+        assert_eq!(t.visit("a", at(10)).map(|v| v.refresh), Some(false));
+        // 15 s (a third of 45 s) after the pin was published: refresh, once.
+        assert_eq!(t.visit("a", at(15)).map(|v| v.refresh), Some(true));
+        assert_eq!(t.visit("a", at(20)).map(|v| v.refresh), Some(false));
+        assert_eq!(t.visit("a", at(30)).map(|v| v.refresh), Some(true));
+        assert!(t.contains("a", at(30)));
+        assert!(!t.contains("a", at(80)), "silent past its idle time");
+        assert!(!t.contains("b", at(1)));
+    }
+
+    #[test]
     fn it_should_stay_within_its_capacity() {
         let t = SidTable::new(SHARDS); // one per shard
         let now = Instant::now();
