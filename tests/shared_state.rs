@@ -233,6 +233,16 @@ async fn a_session_opened_through_one_replica_is_pinned_on_another() {
         4.0,
         "one lookup per session"
     );
+    // The status page shows the store.
+    let status = common::Client::connect(admin(&b))
+        .await
+        .get("/status")
+        .await;
+    let status: serde_json::Value = serde_json::from_slice(&status.body).expect("status json");
+    let store = &status["shared_state"];
+    assert_eq!(store["redis"].as_str(), Some(url.as_str()), "{store}");
+    assert_eq!(store["up"].as_bool(), Some(true), "{store}");
+    assert_eq!(store["lookups"][0].as_u64(), Some(4), "hits: {store}");
     assert!(metric(admin(&a), "tether_shared_state_pins_published_total").await >= 4.0);
 
     // A sid nobody published: a miss, routed as without a store.
