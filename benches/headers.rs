@@ -56,6 +56,7 @@ fn bench(c: &mut Criterion) {
         port: 51234,
         tls: None,
         server_name: None,
+        client_cert: None,
     };
     let config = Config::parse(CONFIG, std::path::Path::new("bench.toml")).expect("config");
     let routing = Arc::new(ArcSwap::from_pointee(Routing::build(

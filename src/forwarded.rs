@@ -37,9 +37,18 @@ pub fn leaves_out(name: &str, shaping: &RequestShaping, listener: &ListenerHeade
             && name.eq_ignore_ascii_case(X_FORWARDED_FOR));
     }
     (shaping.drop_invalid_header_fields && !is_valid_name(name))
+        || is_mtls_header(name)
         || (shaping.tls_version_and_cipher_headers
             && (name.eq_ignore_ascii_case(&listener.tls_version_name)
                 || name.eq_ignore_ascii_case(&listener.tls_cipher_suite_name)))
+}
+
+/// A client's own `X-Amzn-Mtls-Clientcert*` line: never forwarded, mutual TLS on or
+/// off, since a target written for ALB trusts what it says of the client.
+fn is_mtls_header(name: &str) -> bool {
+    const PREFIX: &str = "x-amzn-mtls-clientcert";
+    name.len() >= PREFIX.len()
+        && name.as_bytes()[..PREFIX.len()].eq_ignore_ascii_case(PREFIX.as_bytes())
 }
 
 /// ALB's valid header name: `[-A-Za-z0-9]+` (stricter than HTTP's tokens, which

@@ -49,6 +49,8 @@ pub struct Metrics {
     pub discovery: DiscoveryStatus,
     pub reloads: Arc<ReloadStats>,
     pub access_log: Option<Arc<AccessLog>>,
+    /// Each mutual TLS listener's label and client certificate refusals.
+    pub mtls: Vec<(String, Arc<crate::listener::mtls::Refusals>)>,
 }
 
 impl Metrics {
@@ -333,7 +335,31 @@ impl Metrics {
         let mut family = Family::new("tether_access_log_lines", "Access log lines written.");
         family.samples.push((self.lb(), written));
         encode_counters(encoder, family)?;
+        self.mtls_families(encoder)?;
         self.shared_state_families(encoder)
+    }
+
+    /// Mutual TLS refusals, when a listener verifies client certificates.
+    fn mtls_families(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
+        if self.mtls.is_empty() {
+            return Ok(());
+        }
+        let mut refused = Family::new(
+            "tether_mtls_refused_handshakes",
+            "ClientTLSNegotiationErrorCount's mutual TLS part: handshakes refused for the client certificate, by reason, in ALB's connection log names (ClientCertUntrusted, ClientCertExpired, ClientCertNotYetValid, ClientCertCrlHit, ClientCertTypeUnsupported, ClientCertInvalid, UnmappedConnectionError).",
+        );
+        for (label, refusals) in &self.mtls {
+            for (reason, count) in crate::listener::mtls::REFUSAL_REASONS
+                .iter()
+                .zip(refusals.counts())
+            {
+                let mut labels = self.lb();
+                labels.push(("listener", Cow::Owned(label.clone())));
+                labels.push(("reason", Cow::Borrowed(*reason)));
+                refused.samples.push((labels, count));
+            }
+        }
+        encode_counters(encoder, refused)
     }
 
     /// The shared store's families, when one is configured.

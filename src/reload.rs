@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::{Config, ConfigError};
 use crate::discovery::DiscoveredTargets;
+use crate::listener::mtls::{MtlsVerifier, TrustStoreError};
 use crate::listener::tls::{CertResolver, TlsError};
 use crate::routing::{Routing, SharedRouting};
 use crate::settings::Protocol;
@@ -38,6 +39,12 @@ pub enum ReloadError {
     /// Replicas share pins through the store they started with.
     #[error("{}: shared_state changed; restart to change it", .0.display())]
     SharedStateChanged(PathBuf),
+    /// The client certificate verifier is made at start.
+    #[error("{}: a listener's mutual_authentication mode changed; restart to change it", .0.display())]
+    MutualAuthChanged(PathBuf),
+    /// A listener's new trust store does not load.
+    #[error(transparent)]
+    TrustStore(#[from] TrustStoreError),
     /// A listener's new certificate files do not load.
     #[error(transparent)]
     Certificates(#[from] TlsError),
@@ -61,6 +68,8 @@ pub struct Reloader {
     pub routing: SharedRouting,
     /// Reloads by result, for `GET /metrics`.
     stats: Arc<ReloadStats>,
+    /// HTTPS listeners' client certificate verifiers (mutual TLS), by listener index.
+    trust_stores: Vec<(usize, Arc<MtlsVerifier>)>,
 }
 
 impl Reloader {
@@ -84,7 +93,14 @@ impl Reloader {
                 .collect(),
             routing,
             stats: Arc::default(),
+            trust_stores: Vec::new(),
         }
+    }
+
+    /// The same reloader, reloading these listeners' trust stores too.
+    pub fn with_trust_stores(mut self, trust_stores: Vec<(usize, Arc<MtlsVerifier>)>) -> Self {
+        self.trust_stores = trust_stores;
+        self
     }
 
     /// The reload counts.
@@ -134,12 +150,32 @@ impl Reloader {
         if config.load_balancer.shared_state != self.config.load().load_balancer.shared_state {
             return Err(ReloadError::SharedStateChanged(self.path.clone()));
         }
+        // Mutual TLS's mode is fixed at start; its trust store reloads.
+        let mode = |c: &Config, i: usize| {
+            c.listeners
+                .get(i)
+                .and_then(|l| l.tls.as_ref())
+                .map(|t| t.mutual_auth.mode)
+        };
+        let running = self.config.load();
+        if (0..config.listeners.len()).any(|i| mode(&config, i) != mode(&running, i)) {
+            return Err(ReloadError::MutualAuthChanged(self.path.clone()));
+        }
+        let mut trust_stores = Vec::new();
+        for (i, verifier) in &self.trust_stores {
+            if let Some(tls) = config.listeners.get(*i).and_then(|l| l.tls.as_ref()) {
+                trust_stores.push((verifier, verifier.prepare(&tls.mutual_auth)?));
+            }
+        }
         // New certificates first: a file that fails to load keeps the running ones.
         for (i, resolver) in &self.resolvers {
             let Some(tls) = config.listeners.get(*i).and_then(|l| l.tls.as_ref()) else {
                 continue;
             };
             resolver.reload(&tls.certificates)?;
+        }
+        for (verifier, prepared) in trust_stores {
+            verifier.install(prepared);
         }
         let summary = config.summary();
         self.config.store(Arc::new(config));

@@ -148,6 +148,7 @@ impl Tether {
         };
         let mut listener_stats = Vec::new();
         let mut resolvers = Vec::new();
+        let mut mtls = Vec::new();
         for (i, (l, &addr)) in config.listeners.iter().zip(&bound).enumerate() {
             // Two listeners may share a port on different addresses: then the metrics
             // label names the address too, so that no two series have the same labels.
@@ -161,7 +162,13 @@ impl Tether {
             .map_err(|e| match e {
                 crate::listener::bind::BindError::Tls(e) => ServerError::Tls(e),
                 crate::listener::bind::BindError::Engine(e) => ServerError::Engine(e),
+                crate::listener::bind::BindError::TrustStore(e) => {
+                    ServerError::Engine(e.to_string())
+                }
             })?;
+            if let Some(verifier) = &built.mtls {
+                mtls.push((i, built.label.clone(), verifier.clone()));
+            }
             listener_stats.push((built.label, built.stats));
             if let Some(resolver) = built.resolver {
                 resolvers.push((i, resolver));
@@ -174,11 +181,18 @@ impl Tether {
                 CertWatch(resolvers.iter().map(|(_, r)| r.clone()).collect()),
             ));
         }
+        if !mtls.is_empty() {
+            server.add_service(background_service(
+                "trust store watch",
+                TrustStoreWatch(mtls.iter().map(|(_, _, v)| v.clone()).collect()),
+            ));
+        }
         server.add_service(background_service(
             "target lifecycle",
             crate::lifecycle::LifecycleService::new(routing.clone()),
         ));
-        let reloader = Reloader::new(config, discovered.clone(), resolvers, routing.clone());
+        let reloader = Reloader::new(config, discovered.clone(), resolvers, routing.clone())
+            .with_trust_stores(mtls.iter().map(|(i, _, v)| (*i, v.clone())).collect());
         let discovery_status = DiscoveryStatus::default();
         let metrics = Metrics {
             load_balancer: Arc::from(config.load_balancer.name.as_str()),
@@ -187,6 +201,10 @@ impl Tether {
             discovery: discovery_status.clone(),
             reloads: reloader.stats(),
             access_log: access_log.clone(),
+            mtls: mtls
+                .iter()
+                .map(|(_, label, v)| (label.clone(), v.refusals()))
+                .collect(),
         };
         // The listeners as bound (a port 0 replaced by the port picked).
         let listeners: Vec<(Protocol, SocketAddr)> = config
@@ -317,6 +335,43 @@ impl BackgroundService for SharedStateTask {
                 let _ = shutdown.changed().await;
             })
             .await;
+    }
+}
+
+/// Reloads a trust store whose files change (a bad file keeps the running one).
+struct TrustStoreWatch(Vec<Arc<crate::listener::mtls::MtlsVerifier>>);
+
+fn modified_files(files: &[PathBuf]) -> Vec<Option<std::time::SystemTime>> {
+    files
+        .iter()
+        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+#[async_trait]
+impl BackgroundService for TrustStoreWatch {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut seen: Vec<_> = self.0.iter().map(|v| modified_files(&v.files())).collect();
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            for (verifier, last) in self.0.iter().zip(seen.iter_mut()) {
+                let now = modified_files(&verifier.files());
+                if now == *last {
+                    continue;
+                }
+                *last = now;
+                match verifier.reload(&verifier.spec()) {
+                    Ok(()) => tracing::info!("trust store reloaded: {:?}", verifier.files()),
+                    Err(e) => {
+                        tracing::error!("trust store reload refused, keeping the running one: {e}")
+                    }
+                }
+            }
+        }
     }
 }
 

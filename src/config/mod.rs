@@ -156,6 +156,8 @@ pub struct ListenerTls {
     /// The first is the default certificate.
     pub certificates: Vec<crate::listener::tls::CertSpec>,
     pub policy: crate::listener::tls::SslPolicy,
+    /// `mutual_authentication` (mode off by default).
+    pub mutual_auth: crate::listener::mtls::MutualAuth,
 }
 
 #[derive(Debug, Clone)]

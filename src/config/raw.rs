@@ -123,10 +123,33 @@ pub(super) struct RawListener {
     pub(super) rule: Vec<RawRule>,
     pub(super) certificates: Option<Spanned<Vec<Spanned<RawCertificate>>>>,
     pub(super) ssl_policy: Option<Spanned<String>>,
+    pub(super) mutual_authentication: Option<Spanned<RawMutualAuth>>,
     pub(super) response_headers: Option<Spanned<RawResponseHeaders>>,
     pub(super) request_header_names: Option<Spanned<RawRequestHeaderNames>>,
     /// Only read to refuse it: ALB allows no transforms on the default action.
     pub(super) transforms: Option<Spanned<toml::Value>>,
+}
+
+/// `mutual_authentication = { mode = "verify", trust_store = { ca_bundle = "ca.pem",
+/// revocation = ["crl.pem"] }, ignore_client_certificate_expiry = false,
+/// advertise_trust_store_ca_names = false }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMutualAuth {
+    pub(super) mode: Spanned<String>,
+    pub(super) trust_store: Option<Spanned<RawTrustStore>>,
+    #[serde(default)]
+    pub(super) ignore_client_certificate_expiry: bool,
+    #[serde(default)]
+    pub(super) advertise_trust_store_ca_names: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTrustStore {
+    pub(super) ca_bundle: Spanned<String>,
+    #[serde(default)]
+    pub(super) revocation: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -359,6 +359,15 @@ fn build_listener_tls(
                 },
             ));
         }
+        if let Some(m) = &l.mutual_authentication {
+            return Err(ctx.err(
+                m.span(),
+                Problem::OnlyWith {
+                    field: "mutual_authentication",
+                    with: "protocol = \"HTTPS\"",
+                },
+            ));
+        }
         return Ok(None);
     }
     let at = l.protocol.as_ref().map_or(l.port.span(), |p| p.span());
@@ -408,10 +417,93 @@ fn build_listener_tls(
         }
         specs.push(spec);
     }
+    let mutual_auth = match &l.mutual_authentication {
+        Some(m) => build_mutual_auth(ctx, m.get_ref(), m.span(), base)?,
+        None => Default::default(),
+    };
     Ok(Some(ListenerTls {
         certificates: specs,
         policy,
+        mutual_auth,
     }))
+}
+
+/// `mutual_authentication`: verify needs a trust store, whose files are loaded here so
+/// that `tether check` finds a bad one; passthrough and off take none.
+fn build_mutual_auth(
+    ctx: &Ctx<'_>,
+    raw: &RawMutualAuth,
+    span: Range<usize>,
+    base: &Path,
+) -> Result<crate::listener::mtls::MutualAuth, ConfigError> {
+    use crate::listener::mtls::{MtlsMode, MutualAuth};
+    let mode = match raw.mode.get_ref().as_str() {
+        "off" => MtlsMode::Off,
+        "passthrough" => MtlsMode::Passthrough,
+        "verify" => MtlsMode::Verify,
+        other => {
+            return Err(ctx.err(
+                raw.mode.span(),
+                Problem::UnknownName {
+                    what: "mutual_authentication mode",
+                    value: other.to_string(),
+                    hint: "use \"off\", \"passthrough\" or \"verify\"".to_string(),
+                },
+            ))
+        }
+    };
+    let (ca_bundle, revocation) = match (&raw.trust_store, mode) {
+        (Some(t), MtlsMode::Verify) => {
+            let t = t.get_ref();
+            (
+                Some(base.join(t.ca_bundle.get_ref())),
+                t.revocation
+                    .iter()
+                    .map(|r| base.join(r.get_ref()))
+                    .collect(),
+            )
+        }
+        (Some(t), _) => {
+            return Err(ctx.err(
+                t.span(),
+                Problem::OnlyWith {
+                    field: "trust_store",
+                    with: "mode = \"verify\"",
+                },
+            ))
+        }
+        (None, MtlsMode::Verify) => {
+            return Err(ctx.err(
+                span,
+                Problem::Missing {
+                    what: "mode = \"verify\"",
+                    needs: "trust_store = { ca_bundle = \"ca.pem\" }",
+                },
+            ))
+        }
+        (None, _) => (None, Vec::new()),
+    };
+    let spec = MutualAuth {
+        mode,
+        ca_bundle,
+        revocation,
+        ignore_client_certificate_expiry: raw.ignore_client_certificate_expiry,
+        advertise_trust_store_ca_names: raw.advertise_trust_store_ca_names,
+    };
+    if mode == MtlsMode::Verify {
+        crate::listener::tls::install_provider();
+        if let Err(e) = crate::listener::mtls::MtlsVerifier::new(&spec, None) {
+            let at = raw.trust_store.as_ref().map_or(span, |t| t.span());
+            return Err(ctx.err(
+                at,
+                Problem::Rejected {
+                    field: "trust_store",
+                    reason: e.to_string(),
+                },
+            ));
+        }
+    }
+    Ok(spec)
 }
 
 fn check_duration(

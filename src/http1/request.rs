@@ -49,6 +49,16 @@ impl ListenerApp {
             headers.get_all(forwarded::X_FORWARDED_FOR),
             headers.get(forwarded::X_AMZN_TRACE_ID),
         );
+        // Mutual TLS: the client's certificate as ALB gives it to targets (values
+        // rendered once per connection; no CR or LF in them).
+        if let Some(cert) = &client.client_cert {
+            for (name, value) in &cert.headers {
+                out.extend_from_slice(name.as_bytes());
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(value.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+        }
         out.extend_from_slice(b"\r\n");
         trace
     }

@@ -14,6 +14,7 @@ use pingora::services::listening::Service;
 
 use crate::access_log::AccessLog;
 use crate::config::{Config, ListenerConfig};
+use crate::listener::mtls::{ClientCert, MtlsMode, MtlsVerifier, TrustStoreError};
 use crate::listener::tls::{CertResolver, CertStore, SslPolicy, TlsError};
 use crate::listener::{ListenerApp, ListenerInfo};
 use crate::metrics::Metrics;
@@ -83,6 +84,8 @@ pub struct Built {
     pub stats: Arc<ListenerStats>,
     /// Its certificate resolver (HTTPS), for reloads.
     pub resolver: Option<Arc<CertResolver>>,
+    /// Its client certificate verifier (mutual TLS), for reloads and metrics.
+    pub mtls: Option<Arc<MtlsVerifier>>,
 }
 
 /// Why a listener's service could not be made.
@@ -92,6 +95,8 @@ pub enum BindError {
     Tls(TlsError),
     #[error("{0}")]
     Engine(String),
+    #[error(transparent)]
+    TrustStore(TrustStoreError),
 }
 
 /// The service of listener `i` (`l`, bound at `addr`; `shared`: another listener
@@ -133,6 +138,7 @@ pub fn service(
         endpoint = endpoint.tcp_socket_options(options);
     }
     let mut resolver = None;
+    let mut mtls = None;
     match &l.tls {
         None => service.add_listener(endpoint),
         Some(tls) => {
@@ -141,9 +147,16 @@ pub fn service(
                 CertResolver::new(store, tls.certificates.clone(), tls.policy)
                     .counting_refusals(Some(stats.clone())),
             );
-            let mut settings = TlsSettings::with_callbacks(Box::new(KeepServerName))
+            let mode = tls.mutual_auth.mode;
+            let mut settings = TlsSettings::with_callbacks(Box::new(KeepHandshake { mode }))
                 .map_err(|e| BindError::Engine(e.to_string()))?;
             settings.set_cert_resolver(r.clone());
+            if mode != MtlsMode::Off {
+                let verifier = MtlsVerifier::new(&tls.mutual_auth, Some(stats.clone()))
+                    .map_err(BindError::TrustStore)?;
+                settings.set_client_cert_verifier(verifier.clone());
+                mtls = Some(verifier);
+            }
             // HTTP/2 for clients that offer it (unless `http2_enabled` is off: ALPN
             // then offers HTTP/1.1 alone); targets get HTTP/1.1.
             if lb.http2_enabled {
@@ -161,20 +174,36 @@ pub fn service(
         label,
         stats,
         resolver,
+        mtls,
     })
 }
 
-/// After a handshake: keeps the client's SNI name with the connection (for the
-/// access log's `domain_name`).
-struct KeepServerName;
+/// After a handshake: keeps the client's SNI name (for the access log's
+/// `domain_name`) and, with mutual TLS, its certificate as targets will see it.
+struct KeepHandshake {
+    mode: MtlsMode,
+}
 
 #[async_trait]
-impl pingora::listeners::TlsAccept for KeepServerName {
+impl pingora::listeners::TlsAccept for KeepHandshake {
     async fn handshake_complete_callback(
         &self,
         tls: &pingora::protocols::tls::TlsRef,
     ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
-        let name = tls.server_name()?;
-        Some(Arc::new(crate::listener::client::ServerName(name.into())))
+        let server_name = tls.server_name().map(Arc::from);
+        let client_cert = match self.mode {
+            MtlsMode::Off => None,
+            mode => tls
+                .peer_cert_chain_der()
+                .and_then(|chain| ClientCert::of(mode, chain))
+                .map(Arc::new),
+        };
+        if server_name.is_none() && client_cert.is_none() {
+            return None;
+        }
+        Some(Arc::new(crate::listener::client::Handshake {
+            server_name,
+            client_cert,
+        }))
     }
 }

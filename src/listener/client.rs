@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use pingora::protocols::Stream;
 
+use crate::listener::mtls::ClientCert;
 use crate::tls_session::TlsSession;
 
 /// What the engines know of a client connection.
@@ -20,6 +21,8 @@ pub struct ClientConn {
     pub tls: Option<TlsSession>,
     /// The SNI name the TLS client sent.
     pub server_name: Option<Arc<str>>,
+    /// The client's certificate (mutual TLS), rendered as targets see it.
+    pub client_cert: Option<Arc<ClientCert>>,
 }
 
 impl ClientConn {
@@ -37,20 +40,21 @@ impl ClientConn {
         let tls = digest
             .as_ref()
             .and_then(|d| TlsSession::from_rustls(&d.version, &d.cipher));
-        let server_name = digest
-            .as_ref()
-            .and_then(|d| d.extension.get::<ServerName>())
-            .map(|n| n.0.clone());
+        let handshake = digest.as_ref().and_then(|d| d.extension.get::<Handshake>());
         ClientConn {
             ip: peer.map(|a| a.ip()),
             port: peer.map_or(0, |a| a.port()),
             tls,
-            server_name,
+            server_name: handshake.and_then(|h| h.server_name.clone()),
+            client_cert: handshake.and_then(|h| h.client_cert.clone()),
         }
     }
 }
 
-/// The SNI name a TLS client sent, kept in pingora's TLS digest by the listener's
-/// handshake callback.
+/// What the listener's handshake callback keeps in pingora's TLS digest: the SNI name
+/// the client sent, and its certificate with mutual TLS.
 #[derive(Debug)]
-pub struct ServerName(pub Arc<str>);
+pub struct Handshake {
+    pub server_name: Option<Arc<str>>,
+    pub client_cert: Option<Arc<ClientCert>>,
+}

@@ -11,6 +11,7 @@
 pub mod accept;
 pub mod bind;
 pub mod client;
+pub mod mtls;
 pub mod tls;
 
 use std::sync::Arc;

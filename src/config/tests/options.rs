@@ -426,3 +426,49 @@ fn shared_state_errors_name_their_place() {
         "2:18: unknown field `url`",
     );
 }
+
+// === Mutual TLS ===
+
+/// An HTTPS listener (a certificate made now, in `dir`) whose
+/// `mutual_authentication` is `mtls`, on line 6.
+fn with_mtls(dir: &Path, mtls: &str) -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (c, k) = (dir.join("site.pem"), dir.join("site.key"));
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    format!(
+        "[[listener]]\nport = 8443\nprotocol = \"HTTPS\"\ncertificates = [{{ cert = \"{}\", key = \"{}\" }}]\ndefault_action = {{ fixed_response = {{ status = 200 }} }}\nmutual_authentication = {mtls}\n",
+        c.display(),
+        k.display()
+    )
+}
+
+#[test]
+fn mutual_authentication_errors_name_their_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_mtls = |m: &str| with_mtls(dir.path(), m);
+    rejects(
+        &with_mtls("{ mode = \"verify\" }"),
+        "6:25: mode = \"verify\" needs trust_store = { ca_bundle = \"ca.pem\" }",
+    );
+    rejects(
+        &with_mtls("{ mode = \"optional\" }"),
+        "6:34: unknown mutual_authentication mode \"optional\"",
+    );
+    rejects(
+        &with_mtls("{ mode = \"passthrough\", trust_store = { ca_bundle = \"ca.pem\" } }"),
+        "6:63: trust_store goes with mode = \"verify\"",
+    );
+    rejects(
+        &with_mtls("{ mode = \"verify\", trust_store = { ca_bundle = \"/nonexistent/ca.pem\" } }"),
+        "6:58: /nonexistent/ca.pem:",
+    );
+    rejects(
+        "[[listener]]\nport = 80\ndefault_action = { fixed_response = { status = 200 } }\nmutual_authentication = { mode = \"passthrough\" }\n",
+        "4:25: mutual_authentication goes with protocol = \"HTTPS\"",
+    );
+}
