@@ -764,7 +764,7 @@ impl Drop for Exchange {
         // A Socket.IO session whose websocket has ended is over.
         if let (true, Some(sid)) = (self.upgraded, self.upgrade_sid.take()) {
             if let Some(sio) = &self.group.socketio {
-                sio.end(&self.group.name, &sid, self.outstanding.target().addr);
+                sio.end(&sid);
             }
         }
     }

@@ -11,9 +11,10 @@
 //!   `lookup_timeout`, and then routes as it would without it
 //!   ([`SharedState::recall`]);
 //! - a pin expires with its session (pingInterval + pingTimeout, and a margin), and is
-//!   refreshed while requests use it; a session that ends, or a target that leaves its
-//!   group, takes its pins with it. Those writes go through a queue to a task of their
-//!   own ([`SharedStateService`]): the data path never waits on them.
+//!   refreshed while requests use it; a target that leaves its group takes its pins
+//!   with it. Those writes go through a queue to a task of their own
+//!   ([`SharedStateService`]): the data path never waits on them. A session that ends
+//!   leaves its pin to expire: Engine.IO never reuses a sid.
 //!
 //! Redis is never a new failure: a locally known pin never asks it; while it is down
 //! (no answer to the service's PING, once a second) nothing waits on it and every
@@ -100,12 +101,6 @@ enum Write {
         sid: Box<str>,
         target: SocketAddr,
         idle: Duration,
-    },
-    /// The session ended (its websocket closed).
-    Forget {
-        group: Box<str>,
-        sid: Box<str>,
-        target: SocketAddr,
     },
     /// The target left the group: every pin to it goes.
     ForgetTarget { group: Box<str>, target: SocketAddr },
@@ -329,15 +324,6 @@ impl SharedState {
         });
     }
 
-    /// Removes the pin of a session that ended (queued; never waits).
-    pub fn forget(&self, group: &str, sid: &str, target: SocketAddr) {
-        self.enqueue(Write::Forget {
-            group: group.into(),
-            sid: sid.into(),
-            target,
-        });
-    }
-
     /// Removes every pin to a target that left its group (queued; never waits).
     pub fn forget_target(&self, group: &str, target: SocketAddr) {
         self.enqueue(Write::ForgetTarget {
@@ -370,18 +356,6 @@ impl SharedState {
                     .cmd("PEXPIRE")
                     .arg(self.target_key(&group, target))
                     .arg(ttl)
-                    .ignore()
-                    .query_async(conn)
-                    .await
-            }
-            Write::Forget { group, sid, target } => {
-                redis::pipe()
-                    .cmd("DEL")
-                    .arg(self.sid_key(&sid))
-                    .ignore()
-                    .cmd("SREM")
-                    .arg(self.target_key(&group, target))
-                    .arg(&*sid)
                     .ignore()
                     .query_async(conn)
                     .await

@@ -378,13 +378,12 @@ impl SocketIoPinning {
         Some(visit.target)
     }
 
-    /// A session of `group` ended (its websocket closed): its pins go, here and in
-    /// the shared store.
-    pub fn end(&self, group: &str, sid: &str, target: SocketAddr) {
+    /// A session ended (its websocket closed): this replica forgets its pin. The
+    /// shared copy is left to expire (idle time + 10 s): Engine.IO never reuses a
+    /// sid, so it can route nothing, and deleting it would cost a Redis round trip
+    /// per session.
+    pub fn end(&self, sid: &str) {
         self.sessions.remove(sid);
-        if let Some(shared) = &self.shared {
-            shared.forget(group, sid, target);
-        }
     }
 }
 
