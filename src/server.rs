@@ -174,6 +174,9 @@ impl Tether {
                 CertWatch(resolvers.iter().map(|(_, r)| r.clone()).collect()),
             ));
         }
+        // JWKS of `jwt_validation` actions, fetched and refreshed off the data path
+        // (idle without any: a reload may add one).
+        server.add_service(background_service("jwks refresh", JwksTask));
         server.add_service(background_service(
             "target lifecycle",
             crate::lifecycle::LifecycleService::new(routing.clone()),
@@ -317,6 +320,19 @@ impl BackgroundService for SharedStateTask {
                 let _ = shutdown.changed().await;
             })
             .await;
+    }
+}
+
+/// The `jwt_validation` actions' JWKS: fetched, re-read and refreshed until shutdown.
+struct JwksTask;
+
+#[async_trait]
+impl BackgroundService for JwksTask {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        crate::jwt::fetch::run(async move {
+            let _ = shutdown.changed().await;
+        })
+        .await;
     }
 }
 

@@ -24,6 +24,7 @@ use crate::transform::{Rewrite, RewriteError, Transforms};
 use super::raw::*;
 use super::*;
 
+mod jwt_validation;
 mod rules;
 use rules::{build_action, build_conditions, build_transforms};
 
@@ -280,7 +281,7 @@ pub(super) fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config
                 ));
             }
             let conditions = build_conditions(ctx, r.conditions)?;
-            let action = build_action(ctx, r.action, &group_names)?;
+            let action = build_action(ctx, r.action, &group_names, protocol, path)?;
             let transforms = match r.transforms {
                 Some(t) => build_transforms(ctx, t)?,
                 None => Transforms::default(),
@@ -302,7 +303,7 @@ pub(super) fn build(ctx: &Ctx<'_>, raw: RawConfig, path: &Path) -> Result<Config
                 },
             ));
         }
-        let default_action = build_action(ctx, l.default_action, &group_names)?;
+        let default_action = build_action(ctx, l.default_action, &group_names, protocol, path)?;
         listeners.push(ListenerConfig {
             addr,
             protocol,
