@@ -33,6 +33,11 @@
 //!   quotes `"` is written `\"`, `\` is `\\` and a control byte is `\xHH`; in an
 //!   unquoted field a space, `"`, `\` or control byte is `\xHH`. An empty value is
 //!   `-`, as a missing one. A user agent is cut at 8 KB, as ALB cuts it.
+//! - JWT validation: ALB's field list has no JWT field (no claim, subject or
+//!   result), and AWS lists no `error_reason` for it; tether fills
+//!   `actions_executed` (`jwt-validation,forward`, or `jwt-validation` for a
+//!   refused token, whose 401 is the load balancer's own processing) and leaves
+//!   `error_reason` `-`. Why a token failed is in `tether_jwt_validations_total`.
 //! - Processing times are seconds with millisecond precision (`0.086`), as ALB's;
 //!   `time` and `request_creation_time` are UTC with microseconds
 //!   (`2018-07-02T22:23:00.186641Z`).
@@ -70,12 +75,17 @@ impl Kind {
     }
 }
 
-/// What ALB's `actions_executed` lists (tether runs one action per request).
+/// What ALB's `actions_executed` lists (tether runs one routing action per request,
+/// after a `jwt_validation` when the rule has one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ActionKind {
     Forward,
     FixedResponse,
     Redirect,
+    /// A `jwt_validation` that refused the token (the 401).
+    JwtValidation,
+    /// A `jwt_validation` that passed, then the forward.
+    JwtValidationForward,
 }
 
 impl ActionKind {
@@ -85,6 +95,11 @@ impl ActionKind {
             ActionKind::Forward => "forward",
             ActionKind::FixedResponse => "fixed-response",
             ActionKind::Redirect => "redirect",
+            // ALB lists every action it ran, comma-separated, in order
+            // (`authenticate,forward`); AWS does not document the JWT action's entry,
+            // so tether writes the action's type as the API names it.
+            ActionKind::JwtValidation => "jwt-validation",
+            ActionKind::JwtValidationForward => "jwt-validation,forward",
         }
     }
 }

@@ -3,7 +3,7 @@
 //! these; nothing here reads or writes a socket.
 //!
 //! - [`decide`]: 405 for TRACE and CONNECT, 463 for long `X-Forwarded-For` chains, the listener's
-//!   rules, a fixed response or redirect, or the group and target of a forward
+//!   rules, a fixed response or redirect, a `jwt_validation`'s 401, or the group and target of a forward
 //!   (group stickiness, target stickiness, Socket.IO sid, health, slow start) with
 //!   the URL and Host the rule's transforms rewrite (500 when a rewrite fails).
 //! - [`Exchange`]: a forward in flight: its target (counted outstanding), the retry
@@ -19,6 +19,7 @@ use bytes::Bytes;
 
 use crate::access_log::ActionKind;
 use crate::headers::Headers;
+use crate::jwt::Rejection;
 pub use crate::listener::ListenerInfo;
 use crate::routing::Routing;
 use crate::rules::{Action, Forward, RedirectInput, RequestInfo};
@@ -61,6 +62,8 @@ pub struct LbResponse {
     pub action: Option<ActionKind>,
     /// The priority of the rule that matched (0: the default action).
     pub rule_priority: Option<u32>,
+    /// `WWW-Authenticate` of a 401 from a `jwt_validation` action.
+    pub www_authenticate: Option<&'static str>,
 }
 
 impl LbResponse {
@@ -74,6 +77,20 @@ impl LbResponse {
             close: true,
             action: None,
             rule_priority: None,
+            www_authenticate: None,
+        }
+    }
+
+    /// A `jwt_validation` action's 401 for `rejection`: ALB's error page with the
+    /// RFC 6750 challenge. The connection stays open: the client may try again
+    /// with a token.
+    pub fn unauthorized(rejection: Rejection, rule_priority: Option<u32>) -> LbResponse {
+        LbResponse {
+            close: false,
+            action: Some(ActionKind::JwtValidation),
+            rule_priority,
+            www_authenticate: Some(rejection.www_authenticate()),
+            ..LbResponse::error(401)
         }
     }
 }
@@ -144,6 +161,14 @@ pub fn decide(routing: &Arc<Routing>, listener: &ListenerInfo, req: &RequestHead
     let rule_priority = Some(rule.map_or(0, |r| r.priority));
     match action {
         Action::Forward(forward) => {
+            // ALB's `jwt-validation` runs before the forward: a token that fails
+            // stops the request here, before any group or target is chosen.
+            if let Some(jwt) = &forward.jwt_validation {
+                let authorization = req.headers.get_all("authorization");
+                if let Err(rejection) = jwt.check(authorization, SystemTime::now()) {
+                    return Decision::Respond(LbResponse::unauthorized(rejection, rule_priority));
+                }
+            }
             // Transforms rewrite what the target sees, after the routing decision.
             let rewritten = match rule.map(|r| &r.transforms).filter(|t| !t.is_empty()) {
                 Some(transforms) => match transforms.apply(req.path, req.query, req.host) {
@@ -167,6 +192,7 @@ pub fn decide(routing: &Arc<Routing>, listener: &ListenerInfo, req: &RequestHead
                 Some(mut exchange) => {
                     exchange.rewritten = rewritten;
                     exchange.rule_priority = rule_priority;
+                    exchange.jwt_validated = forward.jwt_validation.is_some();
                     if exchange.non_sticky {
                         ListenerStats::add(&listener.stats.non_sticky, 1);
                     }
@@ -174,7 +200,11 @@ pub fn decide(routing: &Arc<Routing>, listener: &ListenerInfo, req: &RequestHead
                 }
                 None => Decision::Respond(LbResponse {
                     // A forward to a group with no target to take it.
-                    action: Some(ActionKind::Forward),
+                    action: Some(if forward.jwt_validation.is_some() {
+                        ActionKind::JwtValidationForward
+                    } else {
+                        ActionKind::Forward
+                    }),
                     rule_priority,
                     ..LbResponse::error(503)
                 }),
@@ -190,6 +220,7 @@ pub fn decide(routing: &Arc<Routing>, listener: &ListenerInfo, req: &RequestHead
                 close: false,
                 action: Some(ActionKind::FixedResponse),
                 rule_priority,
+                www_authenticate: None,
             })
         }
         Action::Redirect(redirect) => {
@@ -209,6 +240,7 @@ pub fn decide(routing: &Arc<Routing>, listener: &ListenerInfo, req: &RequestHead
                 close: false,
                 action: Some(ActionKind::Redirect),
                 rule_priority,
+                www_authenticate: None,
             })
         }
     }
@@ -414,6 +446,9 @@ pub struct Exchange {
     sent_at: Option<Instant>,
     /// The target's status (its response head), once known.
     pub target_status: Option<u16>,
+    /// A `jwt_validation` action passed the request's token (access log:
+    /// `jwt-validation,forward`).
+    pub jwt_validated: bool,
 }
 
 impl Exchange {
@@ -460,6 +495,7 @@ impl Exchange {
             non_sticky: group_is_sticky && picked_by == PickedBy::Algorithm,
             sent_at: None,
             target_status: None,
+            jwt_validated: false,
         })
     }
 

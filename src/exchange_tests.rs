@@ -322,6 +322,7 @@ fn it_should_answer_a_fixed_response_rule_and_keep_the_connection() {
             close: false,
             action: Some(crate::access_log::ActionKind::FixedResponse),
             rule_priority: Some(1),
+            www_authenticate: None,
         }
     );
 }

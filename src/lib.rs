@@ -22,6 +22,7 @@ pub mod headers;
 pub mod health;
 pub mod http1;
 mod http2;
+pub mod jwt;
 mod lifecycle;
 pub mod listener;
 pub mod log_limit;

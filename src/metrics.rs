@@ -336,6 +336,7 @@ impl Metrics {
         family.samples.push((self.lb(), written));
         encode_counters(encoder, family)?;
         self.mtls_families(encoder)?;
+        self.jwt_families(encoder)?;
         self.shared_state_families(encoder)
     }
 
@@ -360,6 +361,42 @@ impl Metrics {
             }
         }
         encode_counters(encoder, refused)
+    }
+
+    /// `jwt_validation`'s families: results by reason, the verified-token cache, and
+    /// JWKS fetches.
+    fn jwt_families(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
+        let stats = crate::jwt::stats();
+        let families: [(&'static str, &'static str, &[&'static str], Vec<u64>); 3] = [
+            (
+                "tether_jwt_validations",
+                "Bearer tokens checked by jwt_validation actions, by result: valid, or why the request got 401 (missing, malformed, bad_algorithm, unknown_kid, bad_signature, bad_issuer, expired, not_yet_valid, claim_mismatch).",
+                &crate::jwt::RESULTS,
+                stats.results().to_vec(),
+            ),
+            (
+                "tether_jwt_cache_lookups",
+                "Verified-token cache lookups of jwt_validation actions: hit (the signature was not checked again), miss.",
+                &crate::jwt::CACHE_RESULTS,
+                stats.cache_lookups().to_vec(),
+            ),
+            (
+                "tether_jwks_fetches",
+                "JWKS fetches (jwks_endpoint) and reads (jwks_file): success, failure (the keys in force were kept).",
+                &crate::jwt::FETCH_RESULTS,
+                stats.fetches().to_vec(),
+            ),
+        ];
+        for (name, help, results, counts) in families {
+            let mut family = Family::new(name, help);
+            for (result, count) in results.iter().zip(counts) {
+                let mut labels = self.lb();
+                labels.push(("result", Cow::Borrowed(*result)));
+                family.samples.push((labels, count));
+            }
+            encode_counters(encoder, family)?;
+        }
+        Ok(())
     }
 
     /// The shared store's families, when one is configured.

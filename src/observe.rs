@@ -94,7 +94,11 @@ impl Record {
 
     /// Takes what the access log wants from the exchange (a forward).
     pub fn forwarded(&mut self, ex: &Exchange, logging: bool) {
-        self.action = Some(ActionKind::Forward);
+        self.action = Some(if ex.jwt_validated {
+            ActionKind::JwtValidationForward
+        } else {
+            ActionKind::Forward
+        });
         self.rule_priority = ex.rule_priority;
         self.target_status = ex.target_status;
         if logging {
@@ -117,10 +121,11 @@ impl Record {
         // ALB: -1 for all three when the request could not be dispatched to a target
         // (no target, a failed connect, a malformed request), and for the target's
         // and the response's when the target did not answer. A fixed response or a
-        // redirect is the load balancer's own processing.
+        // redirect is the load balancer's own processing, and so is the 401 of a
+        // `jwt_validation`.
         let own_action = matches!(
             self.action,
-            Some(ActionKind::FixedResponse | ActionKind::Redirect)
+            Some(ActionKind::FixedResponse | ActionKind::Redirect | ActionKind::JwtValidation)
         );
         let (request_processing, target_processing, response_processing) =
             match (dispatched, self.answered) {

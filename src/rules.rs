@@ -13,6 +13,7 @@ use rand::Rng;
 
 use crate::alb_regex::{check_alb_regex, describe_regex_error};
 use crate::headers::strip_port;
+use crate::jwt::JwtValidation;
 use crate::target_group::TargetGroup;
 use crate::transform::Transforms;
 
@@ -409,7 +410,8 @@ impl<G> Action<G> {
                         })
                         .collect(),
                 )
-                .with_stickiness(fw.stickiness),
+                .with_stickiness(fw.stickiness)
+                .with_jwt_validation(fw.jwt_validation.clone()),
             ),
             Action::FixedResponse(r) => Action::FixedResponse(r.clone()),
             Action::Redirect(r) => Action::Redirect(r.clone()),
@@ -423,6 +425,9 @@ pub struct Forward<G = Arc<TargetGroup>> {
     pub groups: Vec<WeightedGroup<G>>,
     /// Target group stickiness (`AWSALBTG`): how long a client stays on one group.
     pub stickiness: Option<Duration>,
+    /// ALB's `jwt-validation` action, run before the forward: a request whose bearer
+    /// token fails gets 401 and goes nowhere (none by default).
+    pub jwt_validation: Option<Arc<JwtValidation>>,
     total_weight: u32,
 }
 
@@ -444,6 +449,7 @@ impl<G> Forward<G> {
         Forward {
             groups,
             stickiness: None,
+            jwt_validation: None,
             total_weight,
         }
     }
@@ -451,6 +457,12 @@ impl<G> Forward<G> {
     /// The same forward with target-group stickiness (`AWSALBTG`) for `duration`, or none.
     pub fn with_stickiness(mut self, duration: Option<Duration>) -> Self {
         self.stickiness = duration;
+        self
+    }
+
+    /// The same forward behind a `jwt_validation` action, or none.
+    pub fn with_jwt_validation(mut self, jwt: Option<Arc<JwtValidation>>) -> Self {
+        self.jwt_validation = jwt;
         self
     }
 

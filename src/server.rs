@@ -187,6 +187,9 @@ impl Tether {
                 TrustStoreWatch(mtls.iter().map(|(_, _, v)| v.clone()).collect()),
             ));
         }
+        // JWKS of `jwt_validation` actions, fetched and refreshed off the data path
+        // (idle without any: a reload may add one).
+        server.add_service(background_service("jwks refresh", JwksTask));
         server.add_service(background_service(
             "target lifecycle",
             crate::lifecycle::LifecycleService::new(routing.clone()),
@@ -372,6 +375,19 @@ impl BackgroundService for TrustStoreWatch {
                 }
             }
         }
+    }
+}
+
+/// The `jwt_validation` actions' JWKS: fetched, re-read and refreshed until shutdown.
+struct JwksTask;
+
+#[async_trait]
+impl BackgroundService for JwksTask {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        crate::jwt::fetch::run(async move {
+            let _ = shutdown.changed().await;
+        })
+        .await;
     }
 }
 

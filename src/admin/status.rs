@@ -185,9 +185,19 @@ pub fn describe_condition(c: &Condition) -> String {
     }
 }
 
-/// An action in a line: `forward blue 100, green 0 (group stickiness 1h)`.
+/// An action in a line: `forward blue 100, green 0 (group stickiness 1h)`, after
+/// `jwt_validation (issuer …), ` when a token is checked first.
 pub fn describe_action(a: &Action) -> String {
     match a {
+        Action::Forward(f) if f.jwt_validation.is_some() => {
+            let mut plain = f.clone();
+            let jwt = plain.jwt_validation.take();
+            let issuer = jwt.as_ref().map_or("", |j| j.issuer.as_str());
+            format!(
+                "jwt_validation (issuer {issuer}), {}",
+                describe_action(&Action::Forward(plain))
+            )
+        }
         Action::Forward(f) if f.groups.len() == 1 => format!("forward {}", f.groups[0].group.name),
         Action::Forward(f) => {
             let groups: Vec<String> = f

@@ -118,7 +118,7 @@ pub(super) struct RawListener {
     pub(super) address: Option<Spanned<String>>,
     pub(super) port: Spanned<u16>,
     pub(super) protocol: Option<Spanned<Protocol>>,
-    pub(super) default_action: Spanned<RawAction>,
+    pub(super) default_action: Spanned<RawRuleAction>,
     #[serde(default)]
     pub(super) rule: Vec<RawRule>,
     pub(super) certificates: Option<Spanned<Vec<Spanned<RawCertificate>>>>,
@@ -189,7 +189,7 @@ pub(super) struct RawRequestHeaderNames {
 pub(super) struct RawRule {
     pub(super) priority: Spanned<u32>,
     pub(super) conditions: Spanned<RawConditions>,
-    pub(super) action: Spanned<RawAction>,
+    pub(super) action: Spanned<RawRuleAction>,
     pub(super) transforms: Option<Vec<Spanned<RawTransform>>>,
 }
 
@@ -283,6 +283,82 @@ pub(super) enum RawAction {
     Forward(RawForward),
     FixedResponse(RawFixedResponse),
     Redirect(RawRedirect),
+}
+
+/// An `action` or `default_action` table: one routing action ([`RawAction`]: one of
+/// `forward`, `fixed_response`, `redirect`) and, beside a forward, a
+/// `jwt_validation` that runs first (ALB's actions before a forward). Any other key
+/// is an unknown field. Which combinations go together is checked in validation, so
+/// that an error points at the key at fault.
+#[derive(Debug)]
+pub(super) struct RawRuleAction {
+    /// `None` only for a table with `jwt_validation` alone (validation refuses it).
+    pub(super) action: Option<RawAction>,
+    pub(super) jwt_validation: Option<Spanned<RawJwtValidation>>,
+}
+
+impl<'de> Deserialize<'de> for RawRuleAction {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        const KEYS: &[&str] = &["forward", "fixed_response", "redirect", "jwt_validation"];
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawRuleAction;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an action: { forward = … }, { fixed_response = { … } } or { redirect = { … } }, a forward optionally with jwt_validation = { … }")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawRuleAction, A::Error> {
+                let mut action = None;
+                let mut jwt_validation = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    let routing = match key.as_str() {
+                        "forward" => RawAction::Forward(map.next_value()?),
+                        "fixed_response" => RawAction::FixedResponse(map.next_value()?),
+                        "redirect" => RawAction::Redirect(map.next_value()?),
+                        "jwt_validation" => {
+                            jwt_validation = Some(map.next_value()?);
+                            continue;
+                        }
+                        other => return Err(de::Error::unknown_field(other, KEYS)),
+                    };
+                    if action.is_some() {
+                        return Err(de::Error::custom(
+                            "an action takes one of forward, fixed_response and redirect",
+                        ));
+                    }
+                    action = Some(routing);
+                }
+                if action.is_none() && jwt_validation.is_none() {
+                    return Err(de::Error::custom(
+                        "an action needs forward, fixed_response or redirect",
+                    ));
+                }
+                Ok(RawRuleAction {
+                    action,
+                    jwt_validation,
+                })
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// `jwt_validation = { issuer = "…", jwks_endpoint = "https://…" | jwks_file = "…",
+/// additional_claims = [{ name, format, values }] }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawJwtValidation {
+    pub(super) issuer: Spanned<String>,
+    pub(super) jwks_endpoint: Option<Spanned<String>>,
+    pub(super) jwks_file: Option<Spanned<String>>,
+    pub(super) additional_claims: Option<Spanned<Vec<Spanned<RawAdditionalClaim>>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdditionalClaim {
+    pub(super) name: Spanned<String>,
+    pub(super) format: Spanned<String>,
+    pub(super) values: Spanned<Vec<Spanned<String>>>,
 }
 
 /// `forward = "name"` or `forward = { target_groups = [...] }`.

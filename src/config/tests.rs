@@ -670,4 +670,5 @@ fn a_toml_syntax_error_has_a_place_too() {
     rejects("[[listener]\nport = 8080\n", "1:11: ");
 }
 
+mod jwt;
 mod options;

@@ -123,6 +123,9 @@ pub(crate) fn lb_response_bytes(
     if let Some(location) = &resp.location {
         let _ = write!(out, "location: {location}\r\n");
     }
+    if let Some(challenge) = resp.www_authenticate {
+        let _ = write!(out, "www-authenticate: {challenge}\r\n");
+    }
     write_response_headers(&mut out, listener);
     if close {
         out.extend_from_slice(b"connection: close\r\n");

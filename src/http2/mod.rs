@@ -127,6 +127,9 @@ fn lb_response(resp: &LbResponse, head_only: bool, listener: &ListenerHeaders) -
     if let Some(location) = &resp.location {
         builder = builder.header(http::header::LOCATION, location.as_str());
     }
+    if let Some(challenge) = resp.www_authenticate {
+        builder = builder.header(http::header::WWW_AUTHENTICATE, challenge);
+    }
     for (name, value) in listener.response.iter() {
         builder = builder.header(*name, &**value);
     }

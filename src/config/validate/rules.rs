@@ -1,6 +1,6 @@
 //! Listener rules from their config: conditions (wildcard and regex values),
-//! actions (forward, redirect, fixed response) and transforms, checked as ALB
-//! checks them.
+//! actions (forward, redirect, fixed response, and a `jwt_validation` before a
+//! forward) and transforms, checked as ALB checks them.
 
 use super::*;
 
@@ -244,12 +244,85 @@ const CONTENT_TYPES: &[&str] = &[
     "application/json",
 ];
 
+/// A rule's (or the default) action: its routing action, and the `jwt_validation`
+/// that runs before a forward. As on ALB, a `jwt_validation` goes only before a
+/// forward (weighted or not) and only on HTTPS listeners.
 pub(super) fn build_action(
     ctx: &Ctx<'_>,
-    raw: Spanned<RawAction>,
+    raw: Spanned<RawRuleAction>,
     groups: &HashMap<String, usize>,
+    protocol: Protocol,
+    config_path: &Path,
 ) -> Result<Action<usize>, ConfigError> {
     let span = raw.span();
+    let RawRuleAction {
+        action,
+        jwt_validation,
+    } = raw.into_inner();
+    let jwt = match jwt_validation {
+        None => None,
+        Some(jwt) => {
+            let at = jwt.span();
+            match &action {
+                Some(RawAction::Forward(_)) => {}
+                Some(_) => {
+                    return Err(ctx.err(
+                        at,
+                        Problem::OnlyWith {
+                            field: "jwt_validation",
+                            with: "forward: ALB runs it before a forward, not before a fixed_response or redirect",
+                        },
+                    ))
+                }
+                None => {
+                    return Err(ctx.err(
+                        at,
+                        Problem::Missing {
+                            what: "jwt_validation",
+                            needs: "a forward in the same action (forward = \"group\"): it runs before the forward",
+                        },
+                    ))
+                }
+            }
+            if protocol != Protocol::Https {
+                return Err(ctx.err(
+                    at,
+                    Problem::OnlyWith {
+                        field: "jwt_validation",
+                        with: "protocol = \"HTTPS\": ALB validates bearer tokens on HTTPS listeners only",
+                    },
+                ));
+            }
+            Some(super::jwt_validation::build_jwt_validation(
+                ctx,
+                jwt,
+                config_path,
+            )?)
+        }
+    };
+    let Some(action) = action else {
+        // The raw model has no table with neither (serde refuses it); say so anyway.
+        return Err(ctx.err(
+            span,
+            Problem::Missing {
+                what: "an action",
+                needs: "forward, fixed_response or redirect",
+            },
+        ));
+    };
+    Ok(match build_routing_action(ctx, span, action, groups)? {
+        Action::Forward(f) => Action::Forward(f.with_jwt_validation(jwt)),
+        other => other,
+    })
+}
+
+/// A forward, fixed response or redirect.
+fn build_routing_action(
+    ctx: &Ctx<'_>,
+    span: Range<usize>,
+    raw: RawAction,
+    groups: &HashMap<String, usize>,
+) -> Result<Action<usize>, ConfigError> {
     let group = |name: &Spanned<String>| {
         groups.get(name.get_ref()).copied().ok_or_else(|| {
             ctx.err(
@@ -258,7 +331,7 @@ pub(super) fn build_action(
             )
         })
     };
-    match raw.into_inner() {
+    match raw {
         RawAction::Forward(RawForward::Single(name)) => {
             // The value's own span is lost inside the enum; point at the action.
             let name = Spanned::new(span, name);
