@@ -11,6 +11,8 @@
 
 mod common;
 
+use common::metric;
+
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -139,17 +141,6 @@ impl Drop for Replicas {
         kill_group(self.child.id(), "KILL");
         let _ = self.child.wait();
     }
-}
-
-/// A metric's value on a replica (the first sample whose line starts with `series`).
-async fn metric(admin: SocketAddr, series: &str) -> f64 {
-    let r = Client::connect(admin).await.get("/metrics").await;
-    let text = String::from_utf8_lossy(&r.body).to_string();
-    text.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in /metrics:\n{text}"))
 }
 
 /// A metric summed over every replica.

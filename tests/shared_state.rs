@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::metric;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -75,17 +77,6 @@ async fn get(addr: SocketAddr, path: &str) -> String {
     let reply = common::Client::connect(addr).await.get(path).await;
     assert_eq!(reply.status, 200, "{path}: {}", reply.text());
     reply.text()
-}
-
-/// A metric's value (the first sample whose line starts with `series`).
-async fn metric(admin: SocketAddr, series: &str) -> f64 {
-    let r = common::Client::connect(admin).await.get("/metrics").await;
-    let text = r.text();
-    text.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in /metrics:\n{text}"))
 }
 
 fn lookups(result: &str) -> String {

@@ -158,6 +158,18 @@ where
 
 /// The mix's two failures, each on a connection of its own (tether closes after
 /// an error): `/empty` gets 503 (no targets), `/dead` 502 (connection refused).
+/// A metric's value from an admin API's `/metrics`: the first sample whose line starts
+/// with `series` (a name, or a name with the start of its labels).
+pub async fn metric(admin: SocketAddr, series: &str) -> f64 {
+    let r = Client::connect(admin).await.get("/metrics").await;
+    let text = r.text();
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in /metrics:\n{text}"))
+}
+
 pub async fn mix_failures(addr: SocketAddr) {
     assert_eq!(Client::connect(addr).await.get("/empty").await.status, 503);
     assert_eq!(Client::connect(addr).await.get("/dead").await.status, 502);
