@@ -310,21 +310,7 @@ async fn redis_killed_and_restarted_fails_no_request_and_sharing_resumes() {
     // Redis back on the same socket: the replicas see it within a few seconds.
     let socket = deployment.state.path().join("redis-tether.sock");
     let _ = std::fs::remove_file(&socket);
-    let mut redis = Command::new("redis-server")
-        .args([
-            "--port",
-            "0",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--unixsocket",
-        ])
-        .arg(&socket)
-        .args(["--unixsocketperm", "700"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server");
+    let mut redis = common::redis_on_socket(&socket);
     let deadline = Instant::now() + Duration::from_secs(20);
     while summed(&replicas, "tether_shared_state_up").await < replicas.len() as f64 {
         assert!(

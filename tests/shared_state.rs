@@ -129,28 +129,8 @@ struct Redis {
 
 impl Redis {
     fn start(dir: &Path) -> Redis {
-        common::require_tools(&["redis-server"]);
         let socket = dir.join("redis.sock");
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                "0",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--unixsocket",
-            ])
-            .arg(&socket)
-            .args(["--unixsocketperm", "700"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let child = common::redis_on_socket(&socket);
         Redis { child, socket }
     }
 

@@ -170,6 +170,33 @@ pub async fn metric(admin: SocketAddr, series: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {series} in /metrics:\n{text}"))
 }
 
+/// A redis-server listening only on the Unix socket `socket` (no TCP port, no
+/// persistence), once the socket exists. The caller kills it.
+pub fn redis_on_socket(socket: &Path) -> Child {
+    require_tools(&["redis-server"]);
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--unixsocket",
+        ])
+        .arg(socket)
+        .args(["--unixsocketperm", "700"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
 pub async fn mix_failures(addr: SocketAddr) {
     assert_eq!(Client::connect(addr).await.get("/empty").await.status, 503);
     assert_eq!(Client::connect(addr).await.get("/dead").await.status, 502);
